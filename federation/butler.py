@@ -1,0 +1,350 @@
+"""The Butler: put, get, ingest, find, query and remove over one site's repository."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from federation.config import CONFIG_NAME, RepoConfig
+from federation.datastore.posix import PosixDatastore, StagedFile
+from federation.datastore.storage_classes import get_storage_class
+from federation.datastore.templates import FileTemplates
+from federation.dimensions.universe import DimensionUniverse
+from federation.errors import (
+    CollectionError,
+    ConfigError,
+    DatastoreError,
+    FederationError,
+    MissingDatasetError,
+)
+from federation.model import CollectionType, DatasetRef, DatasetType, IdMode, make_dataset_id
+from federation.registry.registry import Registry
+from federation.timespan import Timespan
+
+DataId = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class FileDataset:
+    """An existing file to ingest, with its dataset type and data ID."""
+
+    path: Path
+    dataset_type: str
+    data_id: dict[str, Any]
+
+
+@dataclass
+class VerifyReport:
+    """Outcome of re-hashing files against their recorded checksums."""
+
+    checked: int = 0
+    held_elsewhere: int = 0
+    problems: list[tuple[uuid.UUID, str, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+class Butler:
+    """One site's repository: a registry plus a POSIX datastore.
+
+    ``collections`` is the default search path for reads; ``run`` the default
+    RUN for writes (and, if no collections are given, the search path too).
+    """
+
+    def __init__(self, repo: str | Path, *, collections: str | Sequence[str] | None = None,
+                 run: str | None = None) -> None:
+        self.config = RepoConfig.load(repo)
+        self.registry = Registry.open(self.config.db_url)
+        self.datastore = PosixDatastore(self.config.root, FileTemplates(self.config.templates))
+        self.run = run
+        if isinstance(collections, str):
+            collections = [collections]
+        self.collections = list(collections) if collections else ([run] if run else [])
+
+    @staticmethod
+    def create(repo: str | Path, *, db: str | None = None, site: str = "local",
+               universe: DimensionUniverse | None = None,
+               templates: Mapping[str, str] | None = None) -> Path:
+        """Create a new repository directory with its registry; nothing is left on failure."""
+        root = Path(repo).absolute()
+        if (root / CONFIG_NAME).exists():
+            raise ConfigError(f"{root} is already a federation repository")
+        FileTemplates(dict(templates or {}))  # validate before touching anything
+        created_dir = not root.exists()
+        config = RepoConfig(root=root, db=db, templates=dict(templates or {}))
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            Registry.create(config.db_url, site=site, universe=universe).close()
+            config.save()
+        except BaseException:
+            if db is None:
+                for suffix in ("", "-wal", "-shm"):
+                    Path(config.db_url.removeprefix("sqlite:///") + suffix).unlink(missing_ok=True)
+            if created_dir:
+                shutil.rmtree(root, ignore_errors=True)
+            raise
+        return root
+
+    def close(self) -> None:
+        self.registry.close()
+
+    def __enter__(self) -> Butler:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def site(self) -> str:
+        return self.registry.site
+
+    # -- helpers -------------------------------------------------------------
+
+    def _run(self, run: str | None) -> str:
+        run = run or self.run
+        if not run:
+            raise CollectionError("no RUN given: pass run= here or when creating the Butler")
+        if not self.registry.collections.exists(run):
+            self.registry.register_run(run)
+        self.registry.collections.lookup(run, CollectionType.RUN)
+        self.registry.collections.check_writable(run)
+        return run
+
+    def _collections(self, collections: str | Sequence[str] | None) -> list[str]:
+        if collections is None:
+            collections = self.collections
+        elif isinstance(collections, str):
+            collections = [collections]
+        if not collections:
+            raise CollectionError("no collections to search: pass collections=")
+        return self.registry.collections.expand_patterns(collections)
+
+    def _new_ref(self, dataset_type: DatasetType, data_id: DataId, run: str,
+                 id_mode: IdMode | str) -> DatasetRef:
+        full, key = self.registry.expand_data_id(dataset_type, data_id)
+        dataset_id = make_dataset_id(IdMode(id_mode), dataset_type.name, key, run)
+        return DatasetRef(dataset_id, dataset_type, full, run)
+
+    def _store(self, run: str, items: list[tuple[DatasetRef, StagedFile]]) -> None:
+        """Insert records and rename staged files into place, all or nothing."""
+        try:
+            with self.registry.transaction():
+                self.registry.datasets.insert(run, [(ref, s.stored) for ref, s in items])
+                for ref, staged in items:
+                    self._claim(ref, staged)
+                    staged.commit()
+        except BaseException:
+            for _, staged in items:
+                staged.abort()
+            raise
+        for _, staged in items:
+            staged.finish()
+
+    def _claim(self, ref: DatasetRef, staged: StagedFile) -> None:
+        """A file already at the destination may only be a crash leftover, never live data."""
+        if staged.final is None or not staged.final.exists():
+            return
+        f = self.registry.db.tables.file
+        with self.registry.db.reading() as conn:
+            owner = conn.execute(sa.select(f.c.dataset_id).where(
+                f.c.path == staged.stored.path, f.c.dataset_id != ref.id)).first()
+        if owner is not None:
+            raise DatastoreError(
+                f"path {staged.stored.path} already belongs to dataset {owner.dataset_id}; "
+                "configure a file template that includes every data ID key")
+
+    def _resolve(self, ref_or_type: DatasetRef | str, data_id: DataId | None,
+                 collections, timespan: Timespan | None, kwargs) -> DatasetRef:
+        if isinstance(ref_or_type, DatasetRef):
+            return ref_or_type
+        ref = self.find_dataset(ref_or_type, data_id, collections=collections,
+                                timespan=timespan, **kwargs)
+        if ref is None:
+            where = ", ".join(self._collections(collections))
+            raise MissingDatasetError(
+                f"no {ref_or_type} dataset with data ID {dict(data_id or {}, **kwargs)} "
+                f"in collections {where}")
+        return ref
+
+    # -- writing -------------------------------------------------------------
+
+    def put(self, obj: Any, dataset_type: str, data_id: DataId | None = None, *,
+            run: str | None = None, id_mode: IdMode | str = IdMode.RANDOM,
+            **kwargs: Any) -> DatasetRef:
+        """Store an in-memory object as a new dataset in a RUN."""
+        run = self._run(run)
+        dtype = self.registry.get_dataset_type(dataset_type)
+        ref = self._new_ref(dtype, dict(data_id or {}, **kwargs), run, id_mode)
+        staged = self.datastore.stage_put(ref, obj, get_storage_class(dtype.storage_class))
+        self._store(run, [(ref, staged)])
+        return ref
+
+    def ingest(self, datasets: Iterable[FileDataset], *, run: str | None = None,
+               transfer: str = "copy", id_mode: IdMode | str = IdMode.RANDOM
+               ) -> list[DatasetRef]:
+        """Register existing files as datasets, all in one transaction."""
+        run = self._run(run)
+        datasets = list(datasets)
+        self._prefetch_records(datasets)
+        items: list[tuple[DatasetRef, StagedFile]] = []
+        try:
+            for fd in datasets:
+                dtype = self.registry.get_dataset_type(fd.dataset_type)
+                ref = self._new_ref(dtype, fd.data_id, run, id_mode)
+                staged = self.datastore.stage_ingest(
+                    ref, Path(fd.path), get_storage_class(dtype.storage_class), transfer)
+                items.append((ref, staged))
+        except BaseException:
+            for _, staged in items:
+                staged.abort()
+            raise
+        self._store(run, items)
+        return [ref for ref, _ in items]
+
+    def _prefetch_records(self, datasets: Sequence[FileDataset]) -> None:
+        """Load the dimension records bulk ingest will need in a few queries."""
+        dims = self.registry.dimensions
+        wanted: dict[str, set[tuple]] = {}
+        for fd in datasets:
+            for name in self.registry.get_dataset_type(fd.dataset_type).dimensions.required:
+                dim = self.registry.universe[name]
+                try:
+                    key = tuple(fd.data_id[k] for k in (*dim.requires, name))
+                except KeyError:
+                    continue  # expand() reports the missing key properly
+                wanted.setdefault(name, set()).add(key)
+        for name, keys in wanted.items():
+            try:
+                dims.prefetch(name, keys)
+            except sa.exc.StatementError:
+                continue  # values of the wrong type: expand() reports them
+
+    # -- reading -------------------------------------------------------------
+
+    def find_dataset(self, dataset_type: str, data_id: DataId | None = None, *,
+                     collections: str | Sequence[str] | None = None,
+                     timespan: Timespan | None = None, **kwargs: Any) -> DatasetRef | None:
+        """The first matching dataset along the collection search path, or None.
+
+        In CALIBRATION collections the dataset valid at ``timespan`` is found;
+        without one, the time of an exposure or visit in the data ID is used.
+        """
+        dtype = self.registry.get_dataset_type(dataset_type)
+        full, key = self.registry.expand_data_id(dtype, dict(data_id or {}, **kwargs),
+                                                 allow_extra=True)
+        if timespan is None:
+            timespan = self.registry.dimensions.timespan_of(full)
+        return self.registry.datasets.find(dtype, key, self._collections(collections), timespan)
+
+    def get(self, ref_or_type: DatasetRef | str, data_id: DataId | None = None, *,
+            collections: str | Sequence[str] | None = None, timespan: Timespan | None = None,
+            **kwargs: Any) -> Any:
+        """Read a dataset, by ref or by dataset type + data ID searched through collections."""
+        ref = self._resolve(ref_or_type, data_id, collections, timespan, kwargs)
+        found = self.registry.datasets.file(ref.id)
+        if found is None:
+            raise MissingDatasetError(f"{ref} has no file in this repository")
+        stored, held_at = found
+        if held_at is not None:
+            raise MissingDatasetError(
+                f"{ref} is held at site {held_at!r}; its file is not in this repository "
+                "(sync it with files to read it here)")
+        return self.datastore.read(stored, get_storage_class(ref.dataset_type.storage_class))
+
+    def exists(self, ref_or_type: DatasetRef | str, data_id: DataId | None = None, *,
+               collections: str | Sequence[str] | None = None, **kwargs: Any) -> bool:
+        """True when the dataset is registered and its file is in this datastore."""
+        try:
+            ref = self._resolve(ref_or_type, data_id, collections, None, kwargs)
+        except MissingDatasetError:
+            return False
+        found = self.registry.datasets.file(ref.id)
+        return found is not None and found[1] is None and self.datastore.exists(found[0])
+
+    def get_uri(self, ref_or_type: DatasetRef | str, data_id: DataId | None = None, *,
+                collections: str | Sequence[str] | None = None, **kwargs: Any) -> str:
+        """The file:// URI of a dataset's file."""
+        ref = self._resolve(ref_or_type, data_id, collections, None, kwargs)
+        found = self.registry.datasets.file(ref.id)
+        if found is None or found[1] is not None:
+            raise MissingDatasetError(f"{ref} has no file in this repository")
+        return self.datastore.path_of(found[0]).as_uri()
+
+    def query_datasets(self, dataset_types: str | Sequence[str] | None = None,
+                       collections: str | Sequence[str] | None = None, *,
+                       where: str | None = None, bind: Mapping[str, Any] | None = None,
+                       find_first: bool = True, timespan: Timespan | None = None
+                       ) -> list[DatasetRef]:
+        """Datasets of the given types (names or globs; None: all) in the collections."""
+        types = self.registry.dataset_types.resolve(dataset_types)
+        return list(self.registry.datasets.query(
+            types, self._collections(collections), where=where, bind=bind,
+            find_first=find_first, timespan=timespan))
+
+    def query_dimension_records(self, dimension: str, *, where: str | None = None,
+                                bind: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        return self.registry.dimensions.query(dimension, where, bind)
+
+    # -- removal -------------------------------------------------------------
+
+    def remove(self, refs: Iterable[DatasetRef]) -> int:
+        """Delete datasets: registry records first, then their files."""
+        refs = list(refs)
+        files = self.registry.datasets.remove(refs)
+        for _, stored in files:
+            self.datastore.remove(stored)
+        return len(refs)
+
+    def remove_runs(self, names: Iterable[str], *, unlink_chains: bool = False) -> int:
+        """Delete RUN collections with all their datasets; returns datasets removed."""
+        names = list(names)
+        collections = self.registry.collections
+        for name in names:
+            collections.lookup(name, CollectionType.RUN)
+            collections.check_writable(name)
+        files, count = [], 0
+        with self.registry.transaction():
+            for name in names:
+                for parent in collections.parents(name):
+                    if not unlink_chains:
+                        raise CollectionError(
+                            f"run {name!r} is in chained collection {parent!r}; remove it from "
+                            "the chain first or ask to unlink it")
+                    collections.set_chain(parent, [c for c in collections.children(parent)
+                                                   if c != name])
+                refs = self.registry.datasets.run_refs(name)
+                count += len(refs)
+                files.extend(self.registry.datasets.remove(refs))
+                collections.remove(name)
+        for _, stored in files:
+            self.datastore.remove(stored)
+        return count
+
+    # -- checking ------------------------------------------------------------
+
+    def verify(self, refs: Iterable[DatasetRef] | None = None, progress=None) -> VerifyReport:
+        """Re-hash files against their recorded size and xxh3 checksum."""
+        report = VerifyReport()
+        ids = None if refs is None else [r.id for r in refs]
+        for dataset_id, stored, held_at in self.registry.datasets.iter_files(ids):
+            if held_at is not None:
+                report.held_elsewhere += 1
+                continue
+            try:
+                problem = self.datastore.check(stored)
+            except FederationError as exc:
+                problem = str(exc)
+            report.checked += 1
+            if problem:
+                report.problems.append((dataset_id, stored.path, problem))
+            if progress is not None:
+                progress(1)
+        return report

@@ -1,0 +1,198 @@
+"""The dimension universe: which dimensions exist and how they relate.
+
+A universe is loaded from YAML (see ``default_universe.yaml``). Each
+dimension has a key type, dimensions it *requires* (part of its identity),
+dimensions it *implies* (determined by its records), metadata fields and
+optionally a timespan.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from federation.errors import ConfigError
+
+KEY_TYPES = {"string": str, "int": int}
+METADATA_TYPES = {"string": str, "int": int, "float": float, "bool": bool}
+RESERVED_NAMES = {
+    "id", "run", "run_id", "dataset_type", "dataset_type_id", "data_id_key", "collection",
+    "timespan", "timespan_begin", "timespan_end", "ingest_date",
+}
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """One dimension: its key type, relations, metadata fields and timespan."""
+
+    name: str
+    key_type: str
+    requires: tuple[str, ...] = ()
+    implies: tuple[str, ...] = ()
+    metadata: dict[str, str] = field(default_factory=dict)
+    has_timespan: bool = False
+
+    @property
+    def python_type(self) -> type:
+        return KEY_TYPES[self.key_type]
+
+
+class DimensionGroup:
+    """The dimensions of a dataset type, split into required and implied.
+
+    Required dimensions identify a dataset (they form its data ID); implied
+    ones are looked up from dimension records and added on completion.
+    """
+
+    def __init__(self, universe: DimensionUniverse, names) -> None:
+        names = set(names)
+        unknown = names - set(universe.dimensions)
+        if unknown:
+            raise ConfigError(
+                f"unknown dimension(s) {', '.join(sorted(unknown))}; "
+                f"known: {', '.join(universe.dimensions)}"
+            )
+        closure = set()
+        stack = list(names)
+        while stack:
+            name = stack.pop()
+            if name in closure:
+                continue
+            closure.add(name)
+            dim = universe.dimensions[name]
+            stack.extend(dim.requires)
+            stack.extend(dim.implies)
+        implied = set()
+        for name in closure:
+            implied.update(universe.dimensions[name].implies)
+        self.universe = universe
+        self.required: tuple[str, ...] = universe.sorted(closure - implied)
+        self.implied: tuple[str, ...] = universe.sorted(implied)
+        self.names: tuple[str, ...] = universe.sorted(closure)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, DimensionGroup) and self.names == other.names
+
+    def __hash__(self) -> int:
+        return hash(self.names)
+
+    def __repr__(self) -> str:
+        return f"DimensionGroup({', '.join(self.names)})"
+
+    def __str__(self) -> str:
+        return ", ".join(self.required) or "(none)"
+
+
+class DimensionUniverse:
+    """All dimensions a repository knows, in dependency order."""
+
+    def __init__(self, config: dict) -> None:
+        if not isinstance(config, dict) or not isinstance(config.get("dimensions"), dict):
+            raise ConfigError("dimension universe must be a mapping with a 'dimensions' mapping")
+        self.version = config.get("version", 1)
+        self.config = config
+        raw = config["dimensions"]
+        dims = {name: _parse_dimension(name, spec) for name, spec in raw.items()}
+        for dim in dims.values():
+            for other in dim.requires + dim.implies:
+                if other not in dims:
+                    raise ConfigError(f"dimension {dim.name!r} refers to unknown dimension {other!r}")
+        self.dimensions: dict[str, Dimension] = {
+            name: dims[name] for name in _topological_order(dims)
+        }
+        self._order = {name: i for i, name in enumerate(self.dimensions)}
+
+    @classmethod
+    def default(cls) -> DimensionUniverse:
+        text = resources.files("federation.dimensions").joinpath("default_universe.yaml").read_text()
+        return cls(yaml.safe_load(text))
+
+    @classmethod
+    def from_yaml(cls, text: str) -> DimensionUniverse:
+        try:
+            return cls(yaml.safe_load(text))
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"dimension universe is not valid YAML: {exc}") from None
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> DimensionUniverse:
+        try:
+            return cls.from_yaml(Path(path).read_text())
+        except OSError as exc:
+            raise ConfigError(f"cannot read dimension universe {path}: {exc.strerror}") from None
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.config, sort_keys=False)
+
+    def __getitem__(self, name: str) -> Dimension:
+        try:
+            return self.dimensions[name]
+        except KeyError:
+            raise ConfigError(
+                f"unknown dimension {name!r}; known: {', '.join(self.dimensions)}"
+            ) from None
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.dimensions
+
+    def sorted(self, names) -> tuple[str, ...]:
+        return tuple(sorted(names, key=self._order.__getitem__))
+
+    def group(self, names) -> DimensionGroup:
+        names = tuple(names)
+        cache = self._groups
+        if names not in cache:
+            cache[names] = DimensionGroup(self, names)
+        return cache[names]
+
+    @cached_property
+    def _groups(self) -> dict:
+        return {}
+
+
+def _parse_dimension(name: str, spec) -> Dimension:
+    if not isinstance(spec, dict):
+        raise ConfigError(f"dimension {name!r} must be a mapping")
+    if name in RESERVED_NAMES or not name.isidentifier() or name != name.lower():
+        raise ConfigError(f"{name!r} cannot be a dimension name (reserved or not a lowercase identifier)")
+    key_type = spec.get("key", "string")
+    if key_type not in KEY_TYPES:
+        raise ConfigError(f"dimension {name!r}: key type must be one of {sorted(KEY_TYPES)}")
+    metadata = dict(spec.get("metadata") or {})
+    for field_name, type_name in metadata.items():
+        if type_name not in METADATA_TYPES:
+            raise ConfigError(
+                f"dimension {name!r} field {field_name!r}: type must be one of {sorted(METADATA_TYPES)}"
+            )
+    return Dimension(
+        name=name,
+        key_type=key_type,
+        requires=tuple(spec.get("requires") or ()),
+        implies=tuple(spec.get("implies") or ()),
+        metadata=metadata,
+        has_timespan=bool(spec.get("timespan", False)),
+    )
+
+
+def _topological_order(dims: dict[str, Dimension]) -> list[str]:
+    order: list[str] = []
+    state: dict[str, int] = {}
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        if state.get(name) == 2:
+            return
+        if state.get(name) == 1:
+            raise ConfigError(f"dimension relations form a cycle: {' -> '.join(path + (name,))}")
+        state[name] = 1
+        for other in dims[name].requires + dims[name].implies:
+            visit(other, path + (name,))
+        state[name] = 2
+        order.append(name)
+
+    for name in dims:
+        visit(name, ())
+    return order

@@ -1,0 +1,248 @@
+"""Collections: RUN, TAGGED, CHAINED and CALIBRATION, with owners and docs."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Iterable, Sequence
+
+import sqlalchemy as sa
+
+from federation.errors import CollectionError
+from federation.model import Collection, CollectionType
+from federation.registry.database import Database
+
+_NAME = re.compile(r"^[A-Za-z0-9_.+\-]+(/[A-Za-z0-9_.+\-]+)*$")
+
+
+def check_collection_name(name: str) -> None:
+    if not isinstance(name, str) or not _NAME.match(name) or any(
+            part in (".", "..") for part in name.split("/")):
+        raise CollectionError(
+            f"invalid collection name {name!r}: use letters, digits, '_.+-' and '/' "
+            "between non-empty parts, e.g. HSC/raw/all"
+        )
+
+
+class Collections:
+    """Collection definitions, chains and ownership of one registry."""
+
+    def __init__(self, db: Database, site: str) -> None:
+        self.db = db
+        self.site = site
+        self._by_name: dict[str, tuple[int, CollectionType, str]] = {}
+        self._by_id: dict[int, str] = {}
+
+    # -- lookup ----------------------------------------------------------------
+
+    def _row(self, name: str) -> tuple[int, CollectionType, str] | None:
+        if name not in self._by_name:
+            table = self.db.tables.collection
+            with self.db.reading() as conn:
+                row = conn.execute(
+                    sa.select(table.c.id, table.c.type, table.c.owner_site)
+                    .where(table.c.name == name)).first()
+            if row is None:
+                return None
+            self._remember(name, row.id, CollectionType(row.type), row.owner_site)
+        return self._by_name[name]
+
+    def _remember(self, name: str, cid: int, ctype: CollectionType, owner: str) -> None:
+        self._by_name[name] = (cid, ctype, owner)
+        self._by_id[cid] = name
+
+    def forget(self) -> None:
+        self._by_name.clear()
+        self._by_id.clear()
+
+    def lookup(self, name: str, expected: CollectionType | None = None) -> tuple[int, CollectionType]:
+        """The collection's id and type; an error if absent or of another type."""
+        row = self._row(name)
+        if row is None:
+            raise CollectionError(f"no collection named {name!r}")
+        if expected is not None and row[1] is not expected:
+            raise CollectionError(f"collection {name!r} is {row[1]}, not {expected}")
+        return row[0], row[1]
+
+    def exists(self, name: str) -> bool:
+        return self._row(name) is not None
+
+    def name_of(self, cid: int) -> str:
+        if cid not in self._by_id:
+            table = self.db.tables.collection
+            with self.db.reading() as conn:
+                row = conn.execute(sa.select(table).where(table.c.id == cid)).one()
+            self._remember(row.name, row.id, CollectionType(row.type), row.owner_site)
+        return self._by_id[cid]
+
+    def owner(self, name: str) -> str:
+        self.lookup(name)
+        return self._by_name[name][2]
+
+    def check_writable(self, name: str) -> None:
+        """Refuse local writes into a collection another site owns."""
+        owner = self.owner(name)
+        if owner != self.site:
+            raise CollectionError(
+                f"collection {name!r} is owned by site {owner!r}; this repository is site "
+                f"{self.site!r} and cannot write into it"
+            )
+
+    def get(self, name: str) -> Collection:
+        cid, _ = self.lookup(name)
+        table = self.db.tables.collection
+        with self.db.reading() as conn:
+            row = conn.execute(sa.select(table).where(table.c.id == cid)).one()
+        coll = Collection(row.name, CollectionType(row.type), row.owner_site, row.doc)
+        if coll.type is CollectionType.CHAINED:
+            coll.children = self.children(name)
+        return coll
+
+    def query(self, pattern: str = "*", types: Iterable[CollectionType] | None = None
+              ) -> list[Collection]:
+        """Collections whose name matches a glob, sorted by name."""
+        table = self.db.tables.collection
+        stmt = sa.select(table).order_by(table.c.name)
+        if types is not None:
+            stmt = stmt.where(table.c.type.in_([str(t) for t in types]))
+        with self.db.reading() as conn:
+            rows = conn.execute(stmt).all()
+        result = []
+        for row in rows:
+            if fnmatch.fnmatchcase(row.name, pattern):
+                coll = Collection(row.name, CollectionType(row.type), row.owner_site, row.doc)
+                if coll.type is CollectionType.CHAINED:
+                    coll.children = self.children(row.name)
+                result.append(coll)
+        return result
+
+    # -- definition ------------------------------------------------------------
+
+    def register(self, name: str, ctype: CollectionType, doc: str = "",
+                 owner: str | None = None) -> bool:
+        """Create a collection; a no-op if it exists with the same type."""
+        check_collection_name(name)
+        ctype = CollectionType(ctype)
+        existing = self._row(name)
+        if existing is not None:
+            if existing[1] is not ctype:
+                raise CollectionError(f"collection {name!r} already exists as {existing[1]}")
+            return False
+        owner = owner or self.site
+        table = self.db.tables.collection
+        with self.db.transaction() as conn:
+            cid = conn.execute(sa.insert(table).values(
+                name=name, type=str(ctype), owner_site=owner, doc=doc or "")
+                .returning(table.c.id)).scalar_one()
+            self.db.journal("collection", [
+                {"name": name, "type": str(ctype), "owner": owner, "doc": doc or ""}])
+            self.db.on_rollback(self.forget)
+            self._remember(name, cid, ctype, owner)
+        return True
+
+    def set_doc(self, name: str, doc: str) -> None:
+        self.check_writable(name)
+        cid, _ = self.lookup(name)
+        table = self.db.tables.collection
+        with self.db.transaction() as conn:
+            conn.execute(sa.update(table).where(table.c.id == cid).values(doc=doc))
+            self.db.journal("doc", [{"name": name, "doc": doc}])
+
+    def children(self, name: str) -> list[str]:
+        cid, _ = self.lookup(name, CollectionType.CHAINED)
+        chain = self.db.tables.collection_chain
+        with self.db.reading() as conn:
+            ids = conn.execute(sa.select(chain.c.child_id).where(chain.c.parent_id == cid)
+                               .order_by(chain.c.position)).scalars().all()
+        return [self.name_of(i) for i in ids]
+
+    def set_chain(self, name: str, children: Sequence[str], *, check_owner: bool = True) -> None:
+        """Redefine a CHAINED collection's ordered children; cycles are refused."""
+        if check_owner:
+            self.check_writable(name)
+        cid, _ = self.lookup(name, CollectionType.CHAINED)
+        if len(set(children)) != len(children):
+            raise CollectionError(f"chain {name!r} would list a collection twice: {list(children)}")
+        child_ids = [self.lookup(child)[0] for child in children]
+        for child in children:
+            if child == name or name in self._descendants(child):
+                raise CollectionError(
+                    f"chain {name!r} cannot contain {child!r}: that would form a cycle")
+        chain = self.db.tables.collection_chain
+        with self.db.transaction() as conn:
+            conn.execute(sa.delete(chain).where(chain.c.parent_id == cid))
+            if child_ids:
+                conn.execute(sa.insert(chain), [
+                    {"parent_id": cid, "position": i, "child_id": c}
+                    for i, c in enumerate(child_ids)])
+            self.db.journal("chain", [{"name": name, "children": list(children)}])
+
+    def _descendants(self, name: str) -> set[str]:
+        found: set[str] = set()
+        stack = [name]
+        while stack:
+            current = stack.pop()
+            if self.lookup(current)[1] is CollectionType.CHAINED:
+                for child in self.children(current):
+                    if child not in found:
+                        found.add(child)
+                        stack.append(child)
+        return found
+
+    def parents(self, name: str) -> list[str]:
+        cid, _ = self.lookup(name)
+        chain = self.db.tables.collection_chain
+        with self.db.reading() as conn:
+            ids = conn.execute(sa.select(chain.c.parent_id).where(chain.c.child_id == cid)
+                               .distinct()).scalars().all()
+        return sorted(self.name_of(i) for i in ids)
+
+    def flatten(self, names: Iterable[str]) -> list[tuple[int, str, CollectionType]]:
+        """Expand chains depth-first into the ordered, de-duplicated search path."""
+        result: list[tuple[int, str, CollectionType]] = []
+        seen: set[int] = set()
+
+        def visit(name: str) -> None:
+            cid, ctype = self.lookup(name)
+            if ctype is CollectionType.CHAINED:
+                for child in self.children(name):
+                    visit(child)
+            elif cid not in seen:
+                seen.add(cid)
+                result.append((cid, name, ctype))
+
+        for name in names:
+            visit(name)
+        return result
+
+    def expand_patterns(self, patterns: Iterable[str]) -> list[str]:
+        """Collection names for a mix of exact names and globs, in the given order."""
+        names: list[str] = []
+        for pattern in patterns:
+            if any(ch in pattern for ch in "*?["):
+                matches = [c.name for c in self.query(pattern)]
+                names.extend(m for m in matches if m not in names)
+            else:
+                self.lookup(pattern)
+                if pattern not in names:
+                    names.append(pattern)
+        return names
+
+    def remove(self, name: str, *, check_owner: bool = True) -> None:
+        """Delete a collection's definition (its datasets are handled by the caller)."""
+        if check_owner:
+            self.check_writable(name)
+        cid, _ = self.lookup(name)
+        parents = self.parents(name)
+        if parents:
+            raise CollectionError(
+                f"collection {name!r} is in chained collection(s) {', '.join(parents)}; "
+                "remove it from the chain first"
+            )
+        table = self.db.tables.collection
+        with self.db.transaction() as conn:
+            conn.execute(sa.delete(table).where(table.c.id == cid))
+            self.db.journal("remove_collection", [{"name": name}])
+            self.db.on_rollback(self.forget)
+            self._by_name.pop(name, None)
+            self._by_id.pop(cid, None)

@@ -1,0 +1,205 @@
+"""Connections, transactions and the change journal of one registry database.
+
+Write transactions are serialized on both databases (SQLite: ``BEGIN
+IMMEDIATE``; PostgreSQL: a row lock on the journal head), so journal
+sequence numbers are strictly increasing in commit order and check-then-write
+logic (overlapping certifications, slot conflicts) cannot race.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+
+from federation.dimensions.universe import DimensionUniverse
+from federation.errors import ConfigError, SchemaVersionError
+from federation.registry.schema import SCHEMA_VERSION, Tables, build_tables
+
+
+def make_engine(url: str) -> sa.Engine:
+    """An engine for a SQLite or PostgreSQL URL, set up for this registry."""
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError:
+        raise ConfigError(f"invalid database URL {url!r}") from None
+    if parsed.get_backend_name() == "sqlite":
+        engine = sa.create_engine(parsed, connect_args={"timeout": 60})
+        _configure_sqlite(engine)
+        return engine
+    if parsed.get_backend_name() == "postgresql":
+        if parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        return sa.create_engine(parsed, pool_pre_ping=True)
+    raise ConfigError(f"unsupported database {parsed.get_backend_name()!r}: use sqlite or postgresql")
+
+
+def _configure_sqlite(engine: sa.Engine) -> None:
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=60000")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(conn):
+        immediate = conn.get_execution_options().get("federation_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+class Database:
+    """One registry database: schema, transactions and journal appends."""
+
+    def __init__(self, engine: sa.Engine, universe: DimensionUniverse) -> None:
+        self.engine = engine
+        self.universe = universe
+        self.tables: Tables = build_tables(universe)
+        self.is_sqlite = engine.dialect.name == "sqlite"
+        self._local = threading.local()
+
+    # -- creation and opening ------------------------------------------------
+
+    @staticmethod
+    def read_meta(engine: sa.Engine) -> dict[str, str]:
+        """The ``meta`` table, read without knowing the universe yet."""
+        meta = sa.table("meta", sa.column("key"), sa.column("value"))
+        try:
+            with engine.connect() as conn:
+                rows = conn.execute(sa.select(meta.c.key, meta.c.value)).all()
+        except sa.exc.OperationalError as exc:
+            raise ConfigError(f"cannot open registry database: {_first_line(exc)}") from None
+        except sa.exc.ProgrammingError:
+            raise ConfigError("database holds no federation registry (no 'meta' table)") from None
+        return dict(rows)
+
+    @staticmethod
+    def check_version(meta: dict[str, str]) -> None:
+        found = meta.get("schema_version")
+        if found != str(SCHEMA_VERSION):
+            raise SchemaVersionError(
+                f"registry schema version {found} is not supported: this federation "
+                f"release reads schema version {SCHEMA_VERSION}"
+            )
+
+    def create(self, site: str) -> None:
+        """Create every table and record the schema version, universe and site."""
+        with self.engine.begin() as conn:
+            if sa.inspect(conn).has_table("meta"):
+                raise ConfigError("database already holds a federation registry")
+            self.tables.metadata.create_all(conn)
+            conn.execute(sa.insert(self.tables.meta), [
+                {"key": "schema_version", "value": str(SCHEMA_VERSION)},
+                {"key": "site", "value": site},
+                {"key": "universe", "value": self.universe.to_yaml()},
+            ])
+            conn.execute(sa.insert(self.tables.journal_head), {"id": 1, "last_seq": 0})
+
+    # -- transactions --------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[sa.Connection]:
+        """A write transaction; nested calls join the outer one.
+
+        Callbacks registered with :meth:`on_commit` run after a successful
+        commit only (used to keep in-memory caches truthful).
+        """
+        current = getattr(self._local, "conn", None)
+        if current is not None:
+            yield current
+            return
+        self._local.callbacks, self._local.rollbacks = [], []
+        try:
+            with self.engine.connect() as conn:
+                conn = conn.execution_options(federation_write=True)
+                with conn.begin():
+                    self._local.conn = conn
+                    try:
+                        self._lock_journal(conn)
+                        yield conn
+                    finally:
+                        self._local.conn = None
+        except BaseException:
+            for callback in self._local.rollbacks:
+                callback()
+            raise
+        for callback in self._local.callbacks:
+            callback()
+
+    @contextmanager
+    def reading(self) -> Iterator[sa.Connection]:
+        """A connection for reads: the open write transaction, if any."""
+        current = getattr(self._local, "conn", None)
+        if current is not None:
+            yield current
+            return
+        with self.engine.connect() as conn:
+            yield conn
+
+    def on_commit(self, callback: Callable[[], None]) -> None:
+        if getattr(self._local, "conn", None) is None:
+            callback()
+        else:
+            self._local.callbacks.append(callback)
+
+    def on_rollback(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` if the current transaction rolls back."""
+        if getattr(self._local, "conn", None) is not None:
+            self._local.rollbacks.append(callback)
+
+    def _lock_journal(self, conn: sa.Connection) -> None:
+        head = self.tables.journal_head
+        stmt = sa.select(head.c.last_seq).where(head.c.id == 1)
+        if not self.is_sqlite:
+            stmt = stmt.with_for_update()
+        self._local.last_seq = conn.execute(stmt).scalar_one()
+
+    # -- journal -------------------------------------------------------------
+
+    def journal(self, kind: str, payloads: list[dict[str, Any]]) -> None:
+        """Append one journal entry per payload inside the current transaction."""
+        if not payloads:
+            return
+        conn = self._local.conn
+        first = self._local.last_seq + 1
+        now = time.time()
+        dumps = json.dumps
+        rows = [
+            {"seq": first + i, "kind": kind, "payload": dumps(p, separators=(",", ":")),
+             "created_at": now}
+            for i, p in enumerate(payloads)
+        ]
+        conn.execute(sa.insert(self.tables.journal), rows)
+        self._local.last_seq = first + len(rows) - 1
+        head = self.tables.journal_head
+        conn.execute(sa.update(head).where(head.c.id == 1).values(last_seq=self._local.last_seq))
+
+    def journal_entries(self, after: int = 0, limit: int | None = None) -> Iterator[tuple]:
+        """Stream journal entries ``(seq, kind, payload dict, created_at)`` after a cursor."""
+        j = self.tables.journal
+        stmt = sa.select(j.c.seq, j.c.kind, j.c.payload, j.c.created_at).where(
+            j.c.seq > after).order_by(j.c.seq)
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        with self.reading() as conn:
+            for seq, kind, payload, created in conn.execution_options(
+                    yield_per=5000).execute(stmt):
+                yield seq, kind, json.loads(payload), created
+
+    def last_seq(self) -> int:
+        head = self.tables.journal_head
+        with self.reading() as conn:
+            return conn.execute(sa.select(head.c.last_seq)).scalar_one()
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(getattr(exc, "orig", None) or exc)
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__

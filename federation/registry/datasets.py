@@ -1,0 +1,462 @@
+"""Datasets and their memberships: runs, tags, certifications, files, removal."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from federation.errors import CalibrationError, ConflictError, ExpressionError
+from federation.model import CollectionType, DatasetRef, DatasetType, StoredFile, data_id_key
+from federation.registry.collections import Collections
+from federation.registry.database import Database
+from federation.registry.dataset_types import DatasetTypes
+from federation.registry.dimensions import DimensionRecords
+from federation.timespan import Timespan
+
+CHUNK = 1000
+
+
+def chunked(items: Sequence, size: int = CHUNK) -> Iterator[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def ref_key(ref: DatasetRef) -> str:
+    return data_id_key([ref.data_id[n] for n in ref.dataset_type.dimensions.required])
+
+
+class Datasets:
+    """Dataset rows, collection memberships and datastore records."""
+
+    def __init__(self, db: Database, dims: DimensionRecords, types: DatasetTypes,
+                 collections: Collections) -> None:
+        self.db = db
+        self.dims = dims
+        self.types = types
+        self.collections = collections
+        t = db.tables
+        self._dim_names = list(db.universe.dimensions)
+        self._select_cols = [t.dataset.c.id, t.dataset.c.dataset_type_id, t.dataset.c.run_id,
+                             *[t.dataset.c[n] for n in self._dim_names]]
+        self._positions = {n: 3 + i for i, n in enumerate(self._dim_names)}
+        self._row_template = dict.fromkeys(self._dim_names)
+
+    # -- insertion -------------------------------------------------------------
+
+    def insert(self, run: str, entries: Sequence[tuple[DatasetRef, StoredFile | None]], *,
+               check_owner: bool = True) -> None:
+        """Insert datasets (and their file records) into one RUN.
+
+        A dataset whose UUID exists, or whose (type, data ID) slot in the run
+        is taken, is a :class:`ConflictError`; nothing is inserted then.
+        """
+        if not entries:
+            return
+        run_id, _ = self.collections.lookup(run, CollectionType.RUN)
+        if check_owner:
+            self.collections.check_writable(run)
+        t = self.db.tables
+        now = time.time()
+        rows, file_rows, journal = [], [], []
+        for ref, stored in entries:
+            if ref.run != run:
+                raise ConflictError(f"{ref} belongs to run {ref.run!r}, not {run!r}")
+            key = ref_key(ref)
+            row = self._row_template.copy()
+            row.update(ref.data_id)
+            row.update(id=ref.id, dataset_type_id=self.types.id_of(ref.dataset_type.name),
+                       run_id=run_id, data_id_key=key, ingest_date=now)
+            rows.append(row)
+            payload = {"id": str(ref.id), "dataset_type": ref.dataset_type.name, "run": run,
+                       "data_id": ref.required_data_id, "file": None}
+            if stored is not None:
+                file_rows.append({"dataset_id": ref.id, "path": stored.path,
+                                  "formatter": stored.formatter, "size": stored.size,
+                                  "checksum": stored.checksum, "held_at": None})
+                payload["file"] = {"path": stored.path, "formatter": stored.formatter,
+                                   "size": stored.size, "checksum": stored.checksum}
+            journal.append(payload)
+        with self.db.transaction() as conn:
+            self._check_new(conn, run_id, rows)
+            conn.execute(sa.insert(t.dataset), rows)
+            if file_rows:
+                conn.execute(sa.insert(t.file), file_rows)
+            self.db.journal("dataset", journal)
+
+    def _check_new(self, conn: sa.Connection, run_id: int, rows: list[dict]) -> None:
+        d = self.db.tables.dataset
+        ids = [r["id"] for r in rows]
+        if len(set(ids)) != len(ids):
+            raise ConflictError("the same dataset ID appears twice in one insert")
+        slots = {(r["dataset_type_id"], r["data_id_key"]) for r in rows}
+        if len(slots) != len(rows):
+            raise ConflictError("two datasets with the same type and data ID in one insert")
+        for chunk in chunked(ids):
+            taken = conn.execute(sa.select(d.c.id).where(d.c.id.in_(chunk))).first()
+            if taken is not None:
+                existing = self.get(taken.id)
+                raise ConflictError(f"dataset ID {taken.id} already exists: {existing}")
+        by_type: dict[int, list[str]] = {}
+        for tid, key in slots:
+            by_type.setdefault(tid, []).append(key)
+        for tid, keys in by_type.items():
+            for chunk in chunked(keys):
+                taken = conn.execute(sa.select(d.c.id).where(
+                    d.c.run_id == run_id, d.c.dataset_type_id == tid,
+                    d.c.data_id_key.in_(chunk))).first()
+                if taken is not None:
+                    raise ConflictError(
+                        f"run {self.collections.name_of(run_id)!r} already holds "
+                        f"{self.get(taken.id)} (id {taken.id})")
+
+    # -- reading ---------------------------------------------------------------
+
+    def _to_ref(self, row) -> DatasetRef:
+        dataset_type = self.types.by_id(row[1])
+        pos = self._positions
+        data_id = {n: row[pos[n]] for n in dataset_type.dimensions.names}
+        return DatasetRef(row[0], dataset_type, data_id, self.collections.name_of(row[2]))
+
+    def get(self, dataset_id: uuid.UUID) -> DatasetRef | None:
+        d = self.db.tables.dataset
+        with self.db.reading() as conn:
+            row = conn.execute(sa.select(*self._select_cols).where(d.c.id == dataset_id)).first()
+        return None if row is None else self._to_ref(row)
+
+    def get_many(self, ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, DatasetRef]:
+        d = self.db.tables.dataset
+        found = {}
+        with self.db.reading() as conn:
+            for chunk in chunked(list(ids)):
+                for row in conn.execute(sa.select(*self._select_cols).where(d.c.id.in_(chunk))):
+                    found[row[0]] = self._to_ref(row)
+        return found
+
+    def file(self, dataset_id: uuid.UUID) -> tuple[StoredFile, str | None] | None:
+        """The dataset's file record and the site holding it (None: here)."""
+        f = self.db.tables.file
+        with self.db.reading() as conn:
+            row = conn.execute(sa.select(f).where(f.c.dataset_id == dataset_id)).first()
+        if row is None:
+            return None
+        return StoredFile(row.path, row.formatter, row.size, row.checksum), row.held_at
+
+    def iter_files(self, ids: Sequence[uuid.UUID] | None = None
+                   ) -> Iterator[tuple[uuid.UUID, StoredFile, str | None]]:
+        """Stream file records, all of them or those of ``ids``."""
+        f = self.db.tables.file
+        stmt = sa.select(f).order_by(f.c.path)
+        with self.db.reading() as conn:
+            batches = [stmt] if ids is None else [
+                stmt.where(f.c.dataset_id.in_(c)) for c in chunked(list(ids))]
+            for batch in batches:
+                for row in conn.execution_options(yield_per=5000).execute(batch):
+                    yield (row.dataset_id, StoredFile(row.path, row.formatter, row.size,
+                                                      row.checksum), row.held_at)
+
+    # -- searching -------------------------------------------------------------
+
+    def find(self, dataset_type: DatasetType, key: str, collections: Sequence[str],
+             timespan: Timespan | None = None) -> DatasetRef | None:
+        """The first dataset of this type + data ID along the collection search path."""
+        t = self.db.tables
+        tid = self.types.id_of(dataset_type.name)
+        d = t.dataset
+        base = sa.select(*self._select_cols).where(d.c.dataset_type_id == tid)
+        with self.db.reading() as conn:
+            for cid, name, ctype in self.collections.flatten(collections):
+                if ctype is CollectionType.RUN:
+                    stmt = base.where(d.c.run_id == cid, d.c.data_id_key == key)
+                elif ctype is CollectionType.TAGGED:
+                    stmt = base.join(t.tag, t.tag.c.dataset_id == d.c.id).where(
+                        t.tag.c.collection_id == cid, t.tag.c.data_id_key == key)
+                else:
+                    if timespan is None:
+                        raise CalibrationError(
+                            f"looking up {dataset_type.name} in CALIBRATION collection {name!r} "
+                            "needs a time: give a timespan or an exposure/visit in the data ID")
+                    c = t.calib
+                    stmt = base.join(c, c.c.dataset_id == d.c.id).where(
+                        c.c.collection_id == cid, c.c.data_id_key == key,
+                        c.c.timespan_begin < timespan.end, c.c.timespan_end > timespan.begin)
+                rows = conn.execute(stmt).all()
+                if len(rows) > 1:
+                    raise CalibrationError(
+                        f"{len(rows)} {dataset_type.name} calibrations in {name!r} are valid "
+                        f"during {timespan}; give a narrower time")
+                if rows:
+                    return self._to_ref(rows[0])
+        return None
+
+    def query(self, dataset_types: Sequence[DatasetType], collections: Sequence[str], *,
+              where: str | None = None, bind: Mapping[str, Any] | None = None,
+              find_first: bool = True, timespan: Timespan | None = None
+              ) -> Iterator[DatasetRef]:
+        """Stream datasets of the given types in the given collections.
+
+        With ``find_first`` only the first match along the search path is
+        returned for each (type, data ID); otherwise every distinct dataset.
+        """
+        if not dataset_types:
+            return
+        path = self.collections.flatten(collections)
+        if not path:
+            return
+        members = self._membership(path, timespan)
+        t = self.db.tables
+        d = t.dataset
+        joins: dict[str, sa.Table] = {}
+        condition = self._compile_where(where, bind, joins)
+        type_ids = [self.types.id_of(dt.name) for dt in dataset_types]
+        stmt = (sa.select(*self._select_cols, members.c.rank, d.c.data_id_key)
+                .join(members, members.c.dataset_id == d.c.id)
+                .where(d.c.dataset_type_id.in_(type_ids)))
+        for name, table in joins.items():
+            dim = self.db.universe.dimensions[name]
+            stmt = stmt.outerjoin(table, sa.and_(*[table.c[k] == d.c[k]
+                                                   for k in (*dim.requires, name)]))
+        if condition is not None:
+            stmt = stmt.where(condition)
+        stmt = stmt.order_by(d.c.dataset_type_id, d.c.data_id_key, members.c.rank)
+        previous = None
+        seen: set[uuid.UUID] = set()
+        with self.db.reading() as conn:
+            for row in conn.execution_options(yield_per=10000).execute(stmt):
+                if find_first:
+                    slot = (row[1], row[-1])
+                    if slot == previous:
+                        continue
+                    previous = slot
+                elif row[0] in seen:
+                    continue
+                else:
+                    seen.add(row[0])
+                yield self._to_ref(row)
+
+    def _membership(self, path, timespan: Timespan | None) -> sa.Subquery:
+        """(dataset_id, rank) for every dataset in the flattened search path."""
+        t = self.db.tables
+        parts = []
+        runs = {cid: rank for rank, (cid, _, ct) in enumerate(path) if ct is CollectionType.RUN}
+        tags = {cid: rank for rank, (cid, _, ct) in enumerate(path)
+                if ct is CollectionType.TAGGED}
+        calibs = {cid: rank for rank, (cid, _, ct) in enumerate(path)
+                  if ct is CollectionType.CALIBRATION}
+        if runs:
+            parts.append(sa.select(t.dataset.c.id.label("dataset_id"),
+                                   _rank(runs, t.dataset.c.run_id))
+                         .where(t.dataset.c.run_id.in_(list(runs))))
+        if tags:
+            parts.append(sa.select(t.tag.c.dataset_id, _rank(tags, t.tag.c.collection_id))
+                         .where(t.tag.c.collection_id.in_(list(tags))))
+        if calibs:
+            c = t.calib
+            stmt = sa.select(c.c.dataset_id, _rank(calibs, c.c.collection_id)).where(
+                c.c.collection_id.in_(list(calibs)))
+            if timespan is not None:
+                stmt = stmt.where(c.c.timespan_begin < timespan.end,
+                                  c.c.timespan_end > timespan.begin)
+            parts.append(stmt)
+        union = parts[0] if len(parts) == 1 else sa.union_all(*parts)
+        return union.subquery("members")
+
+    def _compile_where(self, where, bind, joins: dict[str, sa.Table]):
+        from federation.registry.where import compile_where
+
+        t = self.db.tables
+        universe = self.db.universe
+
+        def resolve(name: str, field: str | None):
+            if name not in universe.dimensions:
+                raise ExpressionError(
+                    f"unknown dimension {name!r} in where expression; "
+                    f"known: {', '.join(universe.dimensions)}")
+            if field is None:
+                return t.dataset.c[name]
+            table = t.dimensions[name]
+            if field == "timespan" or field not in table.c:
+                fields = [c.name for c in table.c if not c.name.startswith("timespan")]
+                raise ExpressionError(
+                    f"unknown field {name}.{field} in where expression; "
+                    f"{name} has {', '.join(fields)}")
+            joins[name] = table
+            return table.c[field]
+
+        return compile_where(where, resolve, bind)
+
+    # -- tags ------------------------------------------------------------------
+
+    def associate(self, collection: str, refs: Sequence[DatasetRef], *,
+                  check_owner: bool = True) -> int:
+        """Add datasets to a TAGGED collection; returns how many were new."""
+        cid, _ = self.collections.lookup(collection, CollectionType.TAGGED)
+        if check_owner:
+            self.collections.check_writable(collection)
+        tg = self.db.tables.tag
+        new = []
+        with self.db.transaction() as conn:
+            wanted = {}
+            for ref in refs:
+                slot = (self.types.id_of(ref.dataset_type.name), ref_key(ref))
+                if slot in wanted and wanted[slot] != ref.id:
+                    raise ConflictError(f"two datasets for one slot of {collection!r}: {ref}")
+                wanted[slot] = ref.id
+            for (tid, key), dataset_id in wanted.items():
+                row = conn.execute(sa.select(tg.c.dataset_id).where(
+                    tg.c.collection_id == cid, tg.c.dataset_type_id == tid,
+                    tg.c.data_id_key == key)).first()
+                if row is None:
+                    new.append({"collection_id": cid, "dataset_id": dataset_id,
+                                "dataset_type_id": tid, "data_id_key": key})
+                elif row.dataset_id != dataset_id:
+                    raise ConflictError(
+                        f"TAGGED collection {collection!r} already holds {self.get(row.dataset_id)}"
+                        f" (id {row.dataset_id}); cannot also tag {dataset_id}")
+            if new:
+                conn.execute(sa.insert(tg), new)
+                self.db.journal("associate", [
+                    {"collection": collection, "ids": [str(r["dataset_id"]) for r in chunk]}
+                    for chunk in chunked(new)])
+        return len(new)
+
+    def disassociate(self, collection: str, refs: Sequence[DatasetRef], *,
+                     check_owner: bool = True) -> int:
+        cid, _ = self.collections.lookup(collection, CollectionType.TAGGED)
+        if check_owner:
+            self.collections.check_writable(collection)
+        tg = self.db.tables.tag
+        removed = 0
+        with self.db.transaction() as conn:
+            for chunk in chunked([r.id for r in refs]):
+                removed += conn.execute(sa.delete(tg).where(
+                    tg.c.collection_id == cid, tg.c.dataset_id.in_(chunk))).rowcount
+                self.db.journal("disassociate", [
+                    {"collection": collection, "ids": [str(i) for i in chunk]}])
+        return removed
+
+    # -- calibrations ----------------------------------------------------------
+
+    def certify(self, collection: str, refs: Sequence[DatasetRef], timespan: Timespan, *,
+                check_owner: bool = True) -> int:
+        """Certify datasets over a validity range; overlaps for a type + data ID are refused."""
+        cid, _ = self.collections.lookup(collection, CollectionType.CALIBRATION)
+        if check_owner:
+            self.collections.check_writable(collection)
+        c = self.db.tables.calib
+        rows, seen = [], {}
+        for ref in refs:
+            slot = (self.types.id_of(ref.dataset_type.name), ref_key(ref))
+            if slot in seen:
+                raise CalibrationError(
+                    f"{ref} and {seen[slot]} would both be valid during {timespan}")
+            seen[slot] = ref
+            rows.append({"collection_id": cid, "dataset_id": ref.id, "dataset_type_id": slot[0],
+                         "data_id_key": slot[1], "timespan_begin": timespan.begin,
+                         "timespan_end": timespan.end})
+        new = []
+        with self.db.transaction() as conn:
+            for row in rows:
+                clash = conn.execute(sa.select(c.c.dataset_id, c.c.timespan_begin,
+                                               c.c.timespan_end).where(
+                    c.c.collection_id == cid, c.c.dataset_type_id == row["dataset_type_id"],
+                    c.c.data_id_key == row["data_id_key"], c.c.timespan_begin < timespan.end,
+                    c.c.timespan_end > timespan.begin)).first()
+                if clash is None:
+                    new.append(row)
+                elif (clash.dataset_id, clash.timespan_begin, clash.timespan_end) != (
+                        row["dataset_id"], timespan.begin, timespan.end):
+                    other = Timespan(clash.timespan_begin, clash.timespan_end)
+                    raise CalibrationError(
+                        f"cannot certify {seen[(row['dataset_type_id'], row['data_id_key'])]} in "
+                        f"{collection!r} for {timespan}: {self.get(clash.dataset_id)} is already "
+                        f"valid for {other}")
+            if new:
+                conn.execute(sa.insert(c), new)
+                self.db.journal("certify", [
+                    {"collection": collection, "ids": [str(r["dataset_id"]) for r in chunk],
+                     "begin": timespan.begin, "end": timespan.end} for chunk in chunked(new)])
+        return len(new)
+
+    def decertify(self, collection: str, dataset_type: DatasetType, timespan: Timespan, *,
+                  data_id_keys: Sequence[str] | None = None, check_owner: bool = True) -> int:
+        """Remove validity within ``timespan``; ranges partly inside are trimmed or split."""
+        cid, _ = self.collections.lookup(collection, CollectionType.CALIBRATION)
+        if check_owner:
+            self.collections.check_writable(collection)
+        c = self.db.tables.calib
+        tid = self.types.id_of(dataset_type.name)
+        cond = [c.c.collection_id == cid, c.c.dataset_type_id == tid,
+                c.c.timespan_begin < timespan.end, c.c.timespan_end > timespan.begin]
+        if data_id_keys is not None:
+            cond.append(c.c.data_id_key.in_(list(data_id_keys)))
+        with self.db.transaction() as conn:
+            rows = conn.execute(sa.select(c).where(*cond)).mappings().all()
+            if not rows:
+                return 0
+            conn.execute(sa.delete(c).where(c.c.id.in_([r["id"] for r in rows])))
+            keep = []
+            for r in rows:
+                base = {k: r[k] for k in ("collection_id", "dataset_id", "dataset_type_id",
+                                          "data_id_key")}
+                if r["timespan_begin"] < timespan.begin:
+                    keep.append(base | {"timespan_begin": r["timespan_begin"],
+                                        "timespan_end": timespan.begin})
+                if r["timespan_end"] > timespan.end:
+                    keep.append(base | {"timespan_begin": timespan.end,
+                                        "timespan_end": r["timespan_end"]})
+            if keep:
+                conn.execute(sa.insert(c), keep)
+            self.db.journal("decertify", [{
+                "collection": collection, "dataset_type": dataset_type.name,
+                "begin": timespan.begin, "end": timespan.end,
+                "data_id_keys": None if data_id_keys is None else list(data_id_keys)}])
+        return len(rows)
+
+    def certifications(self, collection: str) -> list[tuple[DatasetRef, Timespan]]:
+        cid, _ = self.collections.lookup(collection, CollectionType.CALIBRATION)
+        c = self.db.tables.calib
+        with self.db.reading() as conn:
+            rows = conn.execute(sa.select(c.c.dataset_id, c.c.timespan_begin, c.c.timespan_end)
+                                .where(c.c.collection_id == cid)
+                                .order_by(c.c.data_id_key, c.c.timespan_begin)).all()
+        refs = self.get_many([r.dataset_id for r in rows])
+        return [(refs[r.dataset_id], Timespan(r.timespan_begin, r.timespan_end)) for r in rows]
+
+    # -- removal ---------------------------------------------------------------
+
+    def remove(self, refs: Sequence[DatasetRef], *, check_owner: bool = True
+               ) -> list[tuple[uuid.UUID, StoredFile]]:
+        """Delete datasets everywhere; returns their local files for the datastore to delete."""
+        if check_owner:
+            for run in {ref.run for ref in refs}:
+                self.collections.check_writable(run)
+        t = self.db.tables
+        files = []
+        with self.db.transaction() as conn:
+            for chunk in chunked([r.id for r in refs]):
+                files.extend(
+                    (row.dataset_id, StoredFile(row.path, row.formatter, row.size, row.checksum))
+                    for row in conn.execute(sa.select(t.file).where(
+                        t.file.c.dataset_id.in_(chunk), t.file.c.held_at.is_(None))))
+                for table, column in ((t.file, t.file.c.dataset_id), (t.tag, t.tag.c.dataset_id),
+                                      (t.calib, t.calib.c.dataset_id), (t.dataset, t.dataset.c.id)):
+                    conn.execute(sa.delete(table).where(column.in_(chunk)))
+                self.db.journal("remove_dataset", [{"ids": [str(i) for i in chunk]}])
+        return files
+
+    def run_refs(self, run: str) -> list[DatasetRef]:
+        run_id, _ = self.collections.lookup(run, CollectionType.RUN)
+        d = self.db.tables.dataset
+        with self.db.reading() as conn:
+            rows = conn.execute(sa.select(*self._select_cols).where(d.c.run_id == run_id)).all()
+        return [self._to_ref(r) for r in rows]
+
+
+def _rank(ranks: dict[int, int], column) -> sa.ColumnElement:
+    if len(ranks) == 1:
+        return sa.literal(next(iter(ranks.values()))).label("rank")
+    return sa.case(ranks, value=column).label("rank")

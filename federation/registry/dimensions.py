@@ -1,0 +1,334 @@
+"""Dimension records: insertion, lookup and data ID completion."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import sqlalchemy as sa
+
+from federation.dimensions.universe import Dimension, DimensionGroup
+from federation.errors import DataIdError, DimensionRecordError, InputError
+from federation.model import data_id_key
+from federation.registry.database import Database
+from federation.timespan import MAX_NS, MIN_NS, Timespan, ns_to_iso, to_ns
+
+_CHUNK = 500
+
+
+def coerce_key(dim: Dimension, value: Any) -> Any:
+    """Convert a data ID value (possibly text from a CSV) to the dimension's key type."""
+    if isinstance(value, bool) or value is None:
+        raise DataIdError(f"invalid value {value!r} for dimension {dim.name!r}")
+    if dim.key_type == "int":
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            return int(value)
+        raise DataIdError(f"dimension {dim.name!r} needs an integer, got {value!r}")
+    if isinstance(value, int | float | str):
+        return str(value)
+    raise DataIdError(f"dimension {dim.name!r} needs a string, got {value!r}")
+
+
+def _coerce_field(dim: Dimension, field: str, value: Any) -> Any:
+    if value is None or value == "":
+        return None
+    kind = dim.metadata[field]
+    try:
+        if kind == "string":
+            return str(value)
+        if kind == "bool":
+            if isinstance(value, str):
+                if value.lower() in ("true", "yes", "1"):
+                    return True
+                if value.lower() in ("false", "no", "0"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if isinstance(value, bool):
+            raise ValueError(value)
+        return int(value) if kind == "int" else float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{dim.name} field {field!r} needs a {kind}, got {value!r}") from None
+
+
+class DimensionRecords:
+    """Stores and caches dimension records; completes data IDs from them."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.universe = db.universe
+        self._cache: dict[str, dict[tuple, dict[str, Any] | None]] = {
+            name: {} for name in self.universe.dimensions
+        }
+
+    # -- insertion -------------------------------------------------------------
+
+    def normalize(self, dimension: str, record: Mapping[str, Any]) -> dict[str, Any]:
+        """Validate one user-supplied record and convert it to its row form."""
+        dim = self.universe[dimension]
+        if not isinstance(record, Mapping):
+            raise InputError(f"a {dimension} record must be a mapping, got {record!r}")
+        row: dict[str, Any] = {}
+        known = set(dim.requires) | {dim.name} | set(dim.implies) | set(dim.metadata)
+        if dim.has_timespan:
+            known |= {"timespan", "timespan_begin", "timespan_end"}
+        unknown = set(record) - known
+        if unknown:
+            raise InputError(
+                f"unknown field(s) {', '.join(sorted(unknown))} in {dimension} record; "
+                f"known: {', '.join(sorted(known))}"
+            )
+        for name in (*dim.requires, dim.name, *dim.implies):
+            if record.get(name) in (None, ""):
+                raise InputError(f"{dimension} record {dict(record)} is missing {name!r}")
+            row[name] = coerce_key(self.universe[name], record[name])
+        for field in dim.metadata:
+            row[field] = _coerce_field(dim, field, record.get(field))
+        if dim.has_timespan:
+            span = record.get("timespan") or {}
+            if not isinstance(span, Mapping):
+                raise InputError(f"{dimension} timespan must be a mapping with begin/end")
+            begin = record.get("timespan_begin", span.get("begin"))
+            end = record.get("timespan_end", span.get("end"))
+            row["timespan_begin"] = None if begin in (None, "") else to_ns(begin, default=MIN_NS)
+            row["timespan_end"] = None if end in (None, "") else to_ns(end, default=MAX_NS)
+        return row
+
+    def insert(self, dimension: str, records: Iterable[Mapping[str, Any]]) -> int:
+        """Insert records; identical ones are skipped, differing ones are an error.
+
+        Returns the number of records newly inserted.
+        """
+        dim = self.universe[dimension]
+        rows = [self.normalize(dimension, r) for r in records]
+        keys = (*dim.requires, dim.name)
+        unique: dict[tuple, dict[str, Any]] = {}
+        for row in rows:
+            key = tuple(row[k] for k in keys)
+            if key in unique and unique[key] != row:
+                raise DimensionRecordError(
+                    f"two different {dimension} records for {_fmt_key(keys, key)} in the input"
+                )
+            unique[key] = row
+        with self.db.transaction() as conn:
+            self.prefetch(dimension, unique.keys())
+            cache = self._cache[dimension]
+            new = []
+            for key, row in unique.items():
+                existing = cache.get(key)
+                if existing is None:
+                    new.append(row)
+                elif existing != row:
+                    raise DimensionRecordError(
+                        f"{dimension} record for {_fmt_key(keys, key)} differs from the stored one:"
+                        f" stored {_show(existing)}, new {_show(row)}"
+                    )
+            if not new:
+                return 0
+            self._check_references(dim, new)
+            conn.execute(sa.insert(self.db.tables.dimensions[dimension]), new)
+            self.db.journal("dimension_record", [
+                {"dimension": dimension, "record": row} for row in new
+            ])
+
+            # Visible to later steps of this transaction; forgotten if it rolls back.
+            new_keys = [tuple(row[k] for k in keys) for row in new]
+            for key, row in zip(new_keys, new, strict=True):
+                cache[key] = row
+            self.db.on_rollback(lambda: [cache.pop(key, None) for key in new_keys])
+        return len(new)
+
+    def _check_references(self, dim: Dimension, rows: list[dict[str, Any]]) -> None:
+        """Records this one requires or implies must exist (key-only ones are created)."""
+        for other_name in (*dim.requires, *dim.implies):
+            other = self.universe[other_name]
+            other_keys = (*other.requires, other.name)
+            wanted = {tuple(row[k] for k in other_keys) for row in rows}
+            self.prefetch(other_name, wanted)
+            missing = [k for k in wanted if self._cache[other_name].get(k) is None]
+            if not missing:
+                continue
+            if not other.requires and not other.implies and not other.metadata \
+                    and not other.has_timespan:
+                self.insert(other_name, [{other_name: k[0]} for k in missing])
+                continue
+            raise DimensionRecordError(
+                f"{dim.name} record refers to {other_name} {_fmt_key(other_keys, missing[0])}, "
+                f"which has no record; insert it first"
+            )
+
+    # -- lookup ----------------------------------------------------------------
+
+    def prefetch(self, dimension: str, keys: Iterable[tuple]) -> None:
+        """Load the records for ``keys`` into the cache in a few bulk queries."""
+        cache = self._cache[dimension]
+        missing = [k for k in keys if k not in cache]
+        if not missing:
+            return
+        dim = self.universe[dimension]
+        table = self.db.tables.dimensions[dimension]
+        key_cols = [table.c[k] for k in (*dim.requires, dim.name)]
+        found = {}
+        with self.db.reading() as conn:
+            for start in range(0, len(missing), _CHUNK):
+                chunk = missing[start:start + _CHUNK]
+                cond = (key_cols[0].in_([k[0] for k in chunk]) if len(key_cols) == 1
+                        else sa.tuple_(*key_cols).in_(chunk))
+                for row in conn.execute(sa.select(table).where(cond)).mappings():
+                    row = dict(row)
+                    found[tuple(row[c.name] for c in key_cols)] = row
+        for key in missing:
+            if key in found:
+                cache[key] = found[key]
+            # Absent keys are not cached: another writer may add them later.
+
+    def get(self, dimension: str, key: tuple) -> dict[str, Any] | None:
+        cache = self._cache[dimension]
+        if key not in cache:
+            self.prefetch(dimension, [key])
+        return cache.get(key)
+
+    def forget(self) -> None:
+        """Drop cached records (after a rollback may have left phantom ones)."""
+        for cache in self._cache.values():
+            cache.clear()
+
+    def query(self, dimension: str, where: str | None = None,
+              bind: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Records of one dimension, optionally filtered by a `where` expression."""
+        from federation.registry.where import compile_where
+
+        dim = self.universe[dimension]
+        table = self.db.tables.dimensions[dimension]
+
+        def resolve(name: str, field: str | None):
+            column = name if field is None else field
+            if field is not None and name != dimension:
+                raise_unknown(f"{name}.{field}")
+            if column in table.c:
+                return table.c[column]
+            raise_unknown(name if field is None else f"{name}.{field}")
+
+        def raise_unknown(text: str):
+            from federation.errors import ExpressionError
+
+            raise ExpressionError(
+                f"unknown name {text!r} in where expression for {dimension} records; "
+                f"known: {', '.join(c.name for c in table.c if not c.name.startswith('timespan'))}"
+            )
+
+        stmt = sa.select(table).order_by(*[table.c[k] for k in (*dim.requires, dim.name)])
+        condition = compile_where(where, resolve, bind)
+        if condition is not None:
+            stmt = stmt.where(condition)
+        with self.db.reading() as conn:
+            return [to_public(dim, dict(row)) for row in conn.execute(stmt).mappings()]
+
+    # -- data IDs --------------------------------------------------------------
+
+    def expand(self, group: DimensionGroup, data_id: Mapping[str, Any], *,
+               allow_extra: bool = False) -> tuple[dict[str, Any], str]:
+        """Validate a data ID and complete it with implied values.
+
+        Returns the complete data ID and its canonical key. With
+        ``allow_extra``, known dimensions outside the group are accepted,
+        checked and returned too (calibration lookups use them for time).
+        """
+        universe = self.universe
+        unknown = [k for k in data_id if k not in universe.dimensions]
+        if unknown:
+            raise DataIdError(
+                f"unknown dimension(s) {', '.join(unknown)} in data ID; "
+                f"known: {', '.join(universe.dimensions)}"
+            )
+        missing = [k for k in group.required if k not in data_id]
+        if missing:
+            raise DataIdError(
+                f"data ID {dict(data_id)} is missing {', '.join(missing)} "
+                f"(needs {', '.join(group.required)})"
+            )
+        extra = [k for k in data_id if k not in group.names]
+        if extra and not allow_extra:
+            raise DataIdError(
+                f"data ID has dimension(s) {', '.join(extra)} that are not among "
+                f"{', '.join(group.names)}"
+            )
+        full = {name: coerce_key(universe.dimensions[name], data_id[name])
+                for name in group.required}
+        records = {}
+        for name in group.required:
+            records[name] = self._record_for(name, full)
+        pending = list(group.implied)
+        while pending:
+            progressed = False
+            for name in list(pending):
+                source = next((r for r in records.values() if name in r), None)
+                if source is None:
+                    continue
+                full[name] = source[name]
+                records[name] = self._record_for(name, full)
+                pending.remove(name)
+                progressed = True
+            if not progressed:
+                raise DataIdError(f"cannot determine {', '.join(pending)} from data ID {full}")
+        for name in group.implied:
+            if name in data_id and coerce_key(universe.dimensions[name], data_id[name]) != full[name]:
+                raise DataIdError(
+                    f"data ID gives {name}={data_id[name]!r} but its records imply {full[name]!r}"
+                )
+        key = data_id_key([full[name] for name in group.required])
+        for name in extra:
+            dim = universe.dimensions[name]
+            full[name] = coerce_key(dim, data_id[name])
+            absent = [k for k in dim.requires if k not in full]
+            if absent:
+                raise DataIdError(f"data ID gives {name} but not {', '.join(absent)}")
+            self._record_for(name, full)
+        return full, key
+
+    def _record_for(self, name: str, values: Mapping[str, Any]) -> dict[str, Any]:
+        dim = self.universe.dimensions[name]
+        key = tuple(values[k] for k in (*dim.requires, name))
+        record = self.get(name, key)
+        if record is None:
+            raise DataIdError(
+                f"no {name} record for {_fmt_key((*dim.requires, name), key)}; "
+                f"insert dimension records first"
+            )
+        return record
+
+    def timespan_of(self, data_id: Mapping[str, Any]) -> Timespan | None:
+        """The observation timespan named by a data ID (exposure, visit or day_obs)."""
+        for name in ("exposure", "visit", "day_obs"):
+            if name in data_id and name in self.universe.dimensions:
+                dim = self.universe.dimensions[name]
+                if not dim.has_timespan:
+                    continue
+                record = self._record_for(name, data_id)
+                begin, end = record.get("timespan_begin"), record.get("timespan_end")
+                if begin is not None or end is not None:
+                    return Timespan(MIN_NS if begin is None else begin,
+                                    MAX_NS if end is None else end)
+        return None
+
+
+def to_public(dim: Dimension, row: dict[str, Any]) -> dict[str, Any]:
+    """A record as users see it: timespan as a Timespan (or None)."""
+    if dim.has_timespan:
+        begin, end = row.pop("timespan_begin", None), row.pop("timespan_end", None)
+        row["timespan"] = None if begin is None and end is None else Timespan(
+            MIN_NS if begin is None else begin, MAX_NS if end is None else end)
+    return row
+
+
+def _fmt_key(names: Iterable[str], values: Iterable[Any]) -> str:
+    return ", ".join(f"{n}={v!r}" for n, v in zip(names, values, strict=True))
+
+
+def _show(row: Mapping[str, Any]) -> str:
+    shown = {}
+    for k, v in row.items():
+        shown[k] = ns_to_iso(v) if k.startswith("timespan_") and v is not None else v
+    return str(shown)

@@ -1,0 +1,85 @@
+"""The registry: one SQL database of dimensions, dataset types, collections and datasets."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from federation.dimensions.universe import DimensionUniverse
+from federation.errors import ConfigError
+from federation.model import CollectionType, DatasetType
+from federation.registry.collections import Collections
+from federation.registry.database import Database, make_engine
+from federation.registry.dataset_types import DatasetTypes
+from federation.registry.datasets import Datasets
+from federation.registry.dimensions import DimensionRecords
+
+
+class Registry:
+    """Facade over the registry's parts, all sharing one database and its journal.
+
+    ``dimensions``, ``dataset_types``, ``collections`` and ``datasets`` hold
+    the operations; this class creates/opens the database and offers the
+    shortcuts most callers need.
+    """
+
+    def __init__(self, db: Database, site: str) -> None:
+        self.db = db
+        self.site = site
+        self.universe = db.universe
+        self.dimensions = DimensionRecords(db)
+        self.dataset_types = DatasetTypes(db)
+        self.collections = Collections(db, site)
+        self.datasets = Datasets(db, self.dimensions, self.dataset_types, self.collections)
+
+    @classmethod
+    def create(cls, url: str, *, site: str, universe: DimensionUniverse | None = None
+               ) -> Registry:
+        """Create a new, empty registry at ``url``."""
+        if not site or not site.replace("-", "").replace("_", "").isalnum():
+            raise ConfigError(f"invalid site name {site!r}: use letters, digits, '-' and '_'")
+        universe = universe or DimensionUniverse.default()
+        db = Database(make_engine(url), universe)
+        db.create(site)
+        return cls(db, site)
+
+    @classmethod
+    def open(cls, url: str) -> Registry:
+        """Open an existing registry, refusing unknown schema versions."""
+        engine = make_engine(url)
+        meta = Database.read_meta(engine)
+        Database.check_version(meta)
+        universe = DimensionUniverse.from_yaml(meta["universe"])
+        return cls(Database(engine, universe), meta["site"])
+
+    def close(self) -> None:
+        self.db.engine.dispose()
+
+    def transaction(self):
+        """A write transaction; everything inside commits or rolls back together."""
+        return self.db.transaction()
+
+    # -- shortcuts -----------------------------------------------------------
+
+    def register_dataset_type(self, name: str, dimensions: Iterable[str],
+                              storage_class: str) -> bool:
+        return self.dataset_types.register(
+            self.dataset_types.make(name, dimensions, storage_class))
+
+    def get_dataset_type(self, name: str) -> DatasetType:
+        return self.dataset_types.get(name)
+
+    def insert_dimension_records(self, dimension: str,
+                                 records: Iterable[Mapping[str, Any]]) -> int:
+        return self.dimensions.insert(dimension, records)
+
+    def register_collection(self, name: str, ctype: CollectionType = CollectionType.TAGGED,
+                            doc: str = "") -> bool:
+        return self.collections.register(name, ctype, doc)
+
+    def register_run(self, name: str, doc: str = "") -> bool:
+        return self.collections.register(name, CollectionType.RUN, doc)
+
+    def expand_data_id(self, dataset_type: DatasetType, data_id: Mapping[str, Any], *,
+                       allow_extra: bool = False) -> tuple[dict[str, Any], str]:
+        return self.dimensions.expand(dataset_type.dimensions, data_id, allow_extra=allow_extra)

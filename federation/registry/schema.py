@@ -1,0 +1,164 @@
+"""The registry's tables, built from a dimension universe.
+
+One schema serves SQLite and PostgreSQL. Datasets carry one column per
+dimension (their complete data ID, implied values included) so that `where`
+expressions on data IDs need no joins.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from federation.dimensions.universe import DimensionUniverse
+
+SCHEMA_VERSION = 1
+
+_SQL_TYPES = {
+    "string": sa.String(128),
+    "int": sa.BigInteger(),
+    "float": sa.Float(),
+    "bool": sa.Boolean(),
+}
+
+
+@dataclass
+class Tables:
+    """Handles to every registry table."""
+
+    metadata: sa.MetaData
+    meta: sa.Table
+    journal_head: sa.Table
+    journal: sa.Table
+    dataset_type: sa.Table
+    collection: sa.Table
+    collection_chain: sa.Table
+    dataset: sa.Table
+    tag: sa.Table
+    calib: sa.Table
+    file: sa.Table
+    dimensions: dict[str, sa.Table]
+
+
+def dimension_table_name(name: str) -> str:
+    return f"dim_{name}"
+
+
+def build_tables(universe: DimensionUniverse) -> Tables:
+    md = sa.MetaData()
+    meta = sa.Table(
+        "meta", md,
+        sa.Column("key", sa.String(64), primary_key=True),
+        sa.Column("value", sa.Text, nullable=False),
+    )
+    journal_head = sa.Table(
+        "journal_head", md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("last_seq", sa.BigInteger, nullable=False),
+    )
+    journal = sa.Table(
+        "journal", md,
+        sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("kind", sa.String(32), nullable=False),
+        sa.Column("payload", sa.Text, nullable=False),
+        sa.Column("created_at", sa.Float, nullable=False),
+    )
+    dataset_type = sa.Table(
+        "dataset_type", md,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("name", sa.String(128), nullable=False, unique=True),
+        sa.Column("dimensions", sa.Text, nullable=False),
+        sa.Column("storage_class", sa.String(64), nullable=False),
+        sqlite_autoincrement=True,
+    )
+    collection = sa.Table(
+        "collection", md,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("name", sa.String(256), nullable=False, unique=True),
+        sa.Column("type", sa.String(16), nullable=False),
+        sa.Column("owner_site", sa.String(64), nullable=False),
+        sa.Column("doc", sa.Text, nullable=False, default=""),
+        sqlite_autoincrement=True,
+    )
+    collection_chain = sa.Table(
+        "collection_chain", md,
+        sa.Column("parent_id", sa.ForeignKey("collection.id", ondelete="CASCADE"),
+                  primary_key=True),
+        sa.Column("position", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("child_id", sa.ForeignKey("collection.id"), nullable=False, index=True),
+    )
+    dimensions = {name: _dimension_table(md, universe, name) for name in universe.dimensions}
+    dim_columns = [
+        sa.Column(name, _SQL_TYPES[dim.key_type], nullable=True)
+        for name, dim in universe.dimensions.items()
+    ]
+    dataset = sa.Table(
+        "dataset", md,
+        sa.Column("id", sa.Uuid, primary_key=True),
+        sa.Column("dataset_type_id", sa.ForeignKey("dataset_type.id"), nullable=False),
+        sa.Column("run_id", sa.ForeignKey("collection.id"), nullable=False),
+        sa.Column("data_id_key", sa.String(512), nullable=False),
+        sa.Column("ingest_date", sa.Float, nullable=False),
+        *dim_columns,
+        sa.UniqueConstraint("run_id", "dataset_type_id", "data_id_key", name="dataset_slot"),
+        sa.Index("dataset_type_key", "dataset_type_id", "data_id_key"),
+    )
+    tag = sa.Table(
+        "tag", md,
+        sa.Column("collection_id", sa.ForeignKey("collection.id", ondelete="CASCADE"),
+                  primary_key=True),
+        sa.Column("dataset_id", sa.ForeignKey("dataset.id", ondelete="CASCADE"),
+                  primary_key=True, index=True),
+        sa.Column("dataset_type_id", sa.Integer, nullable=False),
+        sa.Column("data_id_key", sa.String(512), nullable=False),
+        sa.UniqueConstraint("collection_id", "dataset_type_id", "data_id_key", name="tag_slot"),
+    )
+    calib = sa.Table(
+        "calib", md,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("collection_id", sa.ForeignKey("collection.id", ondelete="CASCADE"),
+                  nullable=False),
+        sa.Column("dataset_id", sa.ForeignKey("dataset.id", ondelete="CASCADE"),
+                  nullable=False, index=True),
+        sa.Column("dataset_type_id", sa.Integer, nullable=False),
+        sa.Column("data_id_key", sa.String(512), nullable=False),
+        sa.Column("timespan_begin", sa.BigInteger, nullable=False),
+        sa.Column("timespan_end", sa.BigInteger, nullable=False),
+        sa.Index("calib_slot", "collection_id", "dataset_type_id", "data_id_key"),
+        sqlite_autoincrement=True,
+    )
+    file = sa.Table(
+        "file", md,
+        sa.Column("dataset_id", sa.ForeignKey("dataset.id", ondelete="CASCADE"),
+                  primary_key=True),
+        sa.Column("path", sa.Text, nullable=False),
+        sa.Column("formatter", sa.String(32), nullable=False),
+        sa.Column("size", sa.BigInteger, nullable=False),
+        sa.Column("checksum", sa.String(32), nullable=False),
+        # NULL when the file is in this site's datastore; otherwise the site holding it.
+        sa.Column("held_at", sa.String(64), nullable=True),
+        sa.Index("file_path", "path"),
+    )
+    return Tables(md, meta, journal_head, journal, dataset_type, collection,
+                  collection_chain, dataset, tag, calib, file, dimensions)
+
+
+def _dimension_table(md: sa.MetaData, universe: DimensionUniverse, name: str) -> sa.Table:
+    dim = universe.dimensions[name]
+    columns = [
+        sa.Column(req, _SQL_TYPES[universe.dimensions[req].key_type], primary_key=True,
+                  autoincrement=False)
+        for req in dim.requires
+    ]
+    columns.append(sa.Column(name, _SQL_TYPES[dim.key_type], primary_key=True,
+                             autoincrement=False))
+    for implied in dim.implies:
+        columns.append(sa.Column(implied, _SQL_TYPES[universe.dimensions[implied].key_type],
+                                 nullable=False))
+    for field_name, type_name in dim.metadata.items():
+        columns.append(sa.Column(field_name, _SQL_TYPES[type_name], nullable=True))
+    if dim.has_timespan:
+        columns.append(sa.Column("timespan_begin", sa.BigInteger, nullable=True))
+        columns.append(sa.Column("timespan_end", sa.BigInteger, nullable=True))
+    return sa.Table(dimension_table_name(name), md, *columns)
