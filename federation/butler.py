@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -188,9 +188,12 @@ class Butler:
         return ref
 
     def ingest(self, datasets: Iterable[FileDataset], *, run: str | None = None,
-               transfer: str = "copy", id_mode: IdMode | str = IdMode.RANDOM
-               ) -> list[DatasetRef]:
-        """Register existing files as datasets, all in one transaction."""
+               transfer: str = "copy", id_mode: IdMode | str = IdMode.RANDOM,
+               progress: Callable[[int], None] | None = None) -> list[DatasetRef]:
+        """Register existing files as datasets, all in one transaction.
+
+        ``progress`` is called with 1 for each file staged.
+        """
         run = self._run(run)
         datasets = list(datasets)
         self._prefetch_records(datasets)
@@ -202,6 +205,8 @@ class Butler:
                 staged = self.datastore.stage_ingest(
                     ref, Path(fd.path), get_storage_class(dtype.storage_class), transfer)
                 items.append((ref, staged))
+                if progress is not None:
+                    progress(1)
         except BaseException:
             for _, staged in items:
                 staged.abort()
