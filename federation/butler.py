@@ -24,6 +24,7 @@ from federation.errors import (
     MissingDatasetError,
 )
 from federation.model import CollectionType, DatasetRef, DatasetType, IdMode, make_dataset_id
+from federation.registry.collections import check_collection_name
 from federation.registry.registry import Registry
 from federation.timespan import Timespan
 
@@ -77,19 +78,31 @@ class Butler:
         root = Path(repo).absolute()
         if (root / CONFIG_NAME).exists():
             raise ConfigError(f"{root} is already a federation repository")
+        if root.exists() and not root.is_dir():
+            raise ConfigError(f"{root} exists and is not a directory")
         FileTemplates(dict(templates or {}))  # validate before touching anything
-        created_dir = not root.exists()
+        # The outermost directory this call creates: removed again on failure.
+        created_dir = next((p for p in (root, *root.parents) if p.parent.exists()), root)
+        created_dir = None if root.exists() else created_dir
         config = RepoConfig(root=root, db=db, templates=dict(templates or {}))
+        sqlite_file = Path(config.db_url.removeprefix("sqlite:///")) if db is None else None
+        # Never delete a registry this call did not create (e.g. one whose config was lost).
+        created_db = sqlite_file is not None and not sqlite_file.exists()
         try:
             root.mkdir(parents=True, exist_ok=True)
-            Registry.create(config.db_url, site=site, universe=universe).close()
+            try:
+                Registry.create(config.db_url, site=site, universe=universe).close()
+            except sa.exc.DBAPIError as exc:
+                reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+                raise ConfigError(f"cannot create registry database: "
+                                  f"{reason[0] if reason else type(exc).__name__}") from None
             config.save()
         except BaseException:
-            if db is None:
+            if created_db:
                 for suffix in ("", "-wal", "-shm"):
-                    Path(config.db_url.removeprefix("sqlite:///") + suffix).unlink(missing_ok=True)
-            if created_dir:
-                shutil.rmtree(root, ignore_errors=True)
+                    Path(f"{sqlite_file}{suffix}").unlink(missing_ok=True)
+            if created_dir is not None:
+                shutil.rmtree(created_dir, ignore_errors=True)
             raise
         return root
 
@@ -112,10 +125,11 @@ class Butler:
         run = run or self.run
         if not run:
             raise CollectionError("no RUN given: pass run= here or when creating the Butler")
-        if not self.registry.collections.exists(run):
-            self.registry.register_run(run)
-        self.registry.collections.lookup(run, CollectionType.RUN)
-        self.registry.collections.check_writable(run)
+        if self.registry.collections.exists(run):
+            self.registry.collections.lookup(run, CollectionType.RUN)
+            self.registry.collections.check_writable(run)
+        else:
+            check_collection_name(run)  # registered by _store, with the datasets
         return run
 
     def _collections(self, collections: str | Sequence[str] | None) -> list[str]:
@@ -137,6 +151,8 @@ class Butler:
         """Insert records and rename staged files into place, all or nothing."""
         try:
             with self.registry.transaction():
+                # A new RUN appears only together with its datasets: a failed write leaves none.
+                self.registry.collections.register(run, CollectionType.RUN)
                 self.registry.datasets.insert(run, [(ref, s.stored) for ref, s in items])
                 for ref, staged in items:
                     self._claim(ref, staged)
@@ -202,6 +218,7 @@ class Butler:
             for fd in datasets:
                 dtype = self.registry.get_dataset_type(fd.dataset_type)
                 ref = self._new_ref(dtype, fd.data_id, run, id_mode)
+                self._check_source(Path(fd.path), transfer)
                 staged = self.datastore.stage_ingest(
                     ref, Path(fd.path), get_storage_class(dtype.storage_class), transfer)
                 items.append((ref, staged))
@@ -213,6 +230,24 @@ class Butler:
             raise
         self._store(run, items)
         return [ref for ref, _ in items]
+
+    def _check_source(self, source: Path, transfer: str) -> None:
+        """Refuse to move, symlink to or register in place a registered dataset's own file."""
+        if transfer not in ("move", "symlink", "direct"):
+            return
+        source = source.absolute()
+        try:
+            relative = (source.parent.resolve() / source.name).relative_to(self.datastore.root)
+        except (ValueError, OSError):
+            return
+        f = self.registry.db.tables.file
+        with self.registry.db.reading() as conn:
+            owner = conn.execute(sa.select(f.c.dataset_id).where(
+                f.c.path == relative.as_posix(), f.c.held_at.is_(None))).first()
+        if owner is not None:
+            raise DatastoreError(
+                f"cannot {transfer} {source}: it is the stored file of dataset "
+                f"{owner.dataset_id}; use transfer 'copy' or 'hardlink'")
 
     def _prefetch_records(self, datasets: Sequence[FileDataset]) -> None:
         """Load the dimension records bulk ingest will need in a few queries."""

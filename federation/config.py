@@ -43,7 +43,15 @@ class RepoConfig:
             raise ConfigError(f"{path} must hold a mapping")
         registry = data.get("registry") or {}
         datastore = data.get("datastore") or {}
-        return cls(root=root, db=registry.get("db"), templates=dict(datastore.get("templates") or {}))
+        if not isinstance(registry, dict) or not isinstance(datastore, dict):
+            raise ConfigError(f"{path}: 'registry' and 'datastore' must be mappings")
+        db = registry.get("db")
+        if db is not None and not isinstance(db, str):
+            raise ConfigError(f"{path}: registry 'db' must be a database URL string, got {db!r}")
+        templates = datastore.get("templates") or {}
+        if not isinstance(templates, dict):
+            raise ConfigError(f"{path}: datastore 'templates' must map dataset types to templates")
+        return cls(root=root, db=db, templates=dict(templates))
 
     @staticmethod
     def read_overrides(path: str | Path) -> dict[str, Any]:

@@ -14,8 +14,11 @@ from federation.errors import InputError
 
 def _read_csv(path: Path) -> list[dict[str, Any]]:
     try:
-        with open(path, newline="") as stream:
-            reader = csv.DictReader(line for line in stream if not line.startswith("#"))
+        # utf-8-sig: spreadsheet programs often start CSV files with a byte-order mark.
+        # strict: an unterminated quote is an error, not a field swallowing later lines.
+        with open(path, newline="", encoding="utf-8-sig") as stream:
+            reader = csv.DictReader((line for line in stream if not line.startswith("#")),
+                                    strict=True)
             if not reader.fieldnames:
                 raise InputError(f"{path} is empty: expected a CSV header row")
             rows = []
@@ -83,8 +86,12 @@ def read_ingest_table(path: str | Path, dataset_type: str, *, prefix: str | Path
     for number, row in enumerate(rows, start=1):
         row = dict(row)
         file = row.pop("file", None)
-        if not file:
+        if file is None or file == "":
             raise InputError(f"{path}: row {number} has no 'file' value")
+        if not isinstance(file, str):  # YAML may give a number; a list or mapping is wrong
+            if not isinstance(file, int | float) or isinstance(file, bool):
+                raise InputError(f"{path}: row {number} 'file' must be a path, got {file!r}")
+            file = str(file)
         data_id = dict(common or {}) | {k: v for k, v in row.items() if v not in (None, "")}
         datasets.append(FileDataset(Path(base, file), dataset_type, data_id))
     if not datasets:

@@ -40,6 +40,7 @@ def ingest_files(repo: Path, dataset_type: str, run: str, table: Path, *,
                  transfer: str = "copy", id_mode: str = "random",
                  prefix: Path | None = None, data_id: dict[str, Any] | None = None,
                  progress: Progress = None) -> list[DatasetRef]:
+    """Ingest the files a table lists into ``run``; nothing is kept if any file fails."""
     datasets = read_ingest_table(table, dataset_type, prefix=prefix, common=data_id)
     with Butler(repo) as butler:
         return butler.ingest(datasets, run=run, transfer=transfer, id_mode=id_mode,
@@ -68,7 +69,12 @@ def collection_chain(repo: Path, parent: str, children: Sequence[str], *,
                     raise CollectionError(f"{', '.join(absent)} not in chain {parent!r}")
                 new = [c for c in current if c not in children]
             else:  # pop: by position, default the first
-                positions = [int(c) for c in children] if children else [0]
+                try:
+                    positions = [int(c) for c in children] if children else [0]
+                except ValueError:
+                    raise InputError(
+                        f"pop takes child positions (integers), got {' '.join(children)!r}"
+                    ) from None
                 if any(not -len(current) <= p < len(current) for p in positions):
                     raise CollectionError(f"chain {parent!r} has {len(current)} children")
                 drop = {current[p] for p in positions}

@@ -28,7 +28,11 @@ def to_ns(value: str | dt.datetime | dt.date | int | None, *, default: int) -> i
         try:
             value = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
         except ValueError:
-            raise InputError(f"invalid time {value!r}: expected ISO 8601, e.g. 2013-06-17T13:00:00") from None
+            raise InputError(
+                f"invalid time {value!r}: expected ISO 8601, e.g. 2013-06-17T13:00:00") from None
+    if not isinstance(value, dt.date):
+        raise InputError(f"invalid time {value!r}: expected an ISO 8601 string, a datetime, "
+                         "a date or integer nanoseconds")
     if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
         value = dt.datetime(value.year, value.month, value.day)
     if value.tzinfo is None:
@@ -55,7 +59,8 @@ class Timespan:
     def __post_init__(self) -> None:
         if self.end <= self.begin:
             raise InputError(
-                f"empty timespan: end {ns_to_iso(self.end)} is not after begin {ns_to_iso(self.begin)}"
+                f"empty timespan: end {ns_to_iso(self.end)} is not after begin "
+                f"{ns_to_iso(self.begin)}"
             )
 
     @classmethod

@@ -349,7 +349,8 @@ def certify_calibrations(repo: Path, input_run, calibration_collection, dataset_
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 def prune_datasets(repo: Path, dataset_types, collections, where, dry_run, yes) -> None:
     """Remove datasets (records and files) found in --collections."""
-    from federation.operations import find_for_pruning, prune_datasets as run
+    from federation.operations import find_for_pruning
+    from federation.operations import prune_datasets as run
 
     if not collections:
         raise click.UsageError("give at least one --collections to search")
@@ -374,7 +375,8 @@ def prune_datasets(repo: Path, dataset_types, collections, where, dry_run, yes) 
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 def remove_runs(repo: Path, patterns, force, dry_run, yes) -> None:
     """Remove RUN collections (names or globs) with all their datasets and files."""
-    from federation.operations import find_runs, remove_runs as run
+    from federation.operations import find_runs
+    from federation.operations import remove_runs as run
 
     runs = find_runs(repo, patterns)
     render.table(["run", "datasets"], runs)

@@ -38,6 +38,10 @@ def verify_file(path: Path, size: int, checksum: str) -> str | None:
         return f"unreadable ({exc.strerror})"
     if actual_size != size:
         return f"size {actual_size} != recorded {size}"
-    if file_checksum(path)[1] != checksum:
+    try:
+        actual = file_checksum(path)[1]
+    except OSError as exc:  # e.g. a directory or a file without read permission
+        return f"unreadable ({exc.strerror})"
+    if actual != checksum:
         return "checksum mismatch"
     return None

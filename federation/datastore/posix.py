@@ -118,8 +118,17 @@ class PosixDatastore:
             return StagedFile(StoredFile(str(source), name, size, checksum), None, None)
         relative = self._relative_path(ref, source.suffix)
         final = self.safe_path(relative)
+        stored = StoredFile(relative, name, size, checksum)
+        if final.exists() and os.path.samefile(source, final):
+            # Already in place (e.g. a crash leftover being re-ingested): linking or
+            # copying it onto itself would lose it, so register it as it is.
+            staged = StagedFile(stored, final, None)
+            if transfer == "move" and source.parent.resolve() / source.name != final \
+                    and not final.is_symlink():
+                staged.after_commit.append(source)  # another hard link to the same file
+            return staged
         temp = self._temp_for(final)
-        staged = StagedFile(StoredFile(relative, name, size, checksum), final, temp)
+        staged = StagedFile(stored, final, temp)
         try:
             if transfer == "copy":
                 shutil.copyfile(source, temp)

@@ -97,18 +97,17 @@ class DimensionUniverse:
         self.config = config
         raw = config["dimensions"]
         dims = {name: _parse_dimension(name, spec) for name, spec in raw.items()}
-        for dim in dims.values():
-            for other in dim.requires + dim.implies:
-                if other not in dims:
-                    raise ConfigError(f"dimension {dim.name!r} refers to unknown dimension {other!r}")
+        _check_references(dims)
         self.dimensions: dict[str, Dimension] = {
             name: dims[name] for name in _topological_order(dims)
         }
+        _check_relations(dims)
         self._order = {name: i for i, name in enumerate(self.dimensions)}
 
     @classmethod
     def default(cls) -> DimensionUniverse:
-        text = resources.files("federation.dimensions").joinpath("default_universe.yaml").read_text()
+        text = resources.files("federation.dimensions").joinpath(
+            "default_universe.yaml").read_text()
         return cls(yaml.safe_load(text))
 
     @classmethod
@@ -154,28 +153,96 @@ class DimensionUniverse:
         return {}
 
 
+SPEC_KEYS = {"key", "requires", "implies", "metadata", "timespan", "doc"}
+
+
 def _parse_dimension(name: str, spec) -> Dimension:
     if not isinstance(spec, dict):
         raise ConfigError(f"dimension {name!r} must be a mapping")
-    if name in RESERVED_NAMES or not name.isidentifier() or name != name.lower():
-        raise ConfigError(f"{name!r} cannot be a dimension name (reserved or not a lowercase identifier)")
+    if not isinstance(name, str) or name in RESERVED_NAMES or not name.isidentifier() \
+            or name != name.lower():
+        raise ConfigError(
+            f"{name!r} cannot be a dimension name (reserved or not a lowercase identifier)")
+    unknown = set(spec) - SPEC_KEYS
+    if unknown:
+        raise ConfigError(
+            f"dimension {name!r} has unknown setting(s) {', '.join(sorted(map(str, unknown)))}; "
+            f"known: {', '.join(sorted(SPEC_KEYS))}"
+        )
     key_type = spec.get("key", "string")
-    if key_type not in KEY_TYPES:
+    if not isinstance(key_type, str) or key_type not in KEY_TYPES:
         raise ConfigError(f"dimension {name!r}: key type must be one of {sorted(KEY_TYPES)}")
-    metadata = dict(spec.get("metadata") or {})
+    requires = _name_list(name, "requires", spec.get("requires"))
+    implies = _name_list(name, "implies", spec.get("implies"))
+    twice = [other for other in requires if other in implies]
+    if twice:
+        raise ConfigError(f"dimension {name!r} names {twice[0]!r} twice (requires and implies)")
+    metadata = spec.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise ConfigError(f"dimension {name!r}: metadata must be a mapping of field name to type")
+    has_timespan = spec.get("timespan", False)
+    if not isinstance(has_timespan, bool):
+        raise ConfigError(f"dimension {name!r}: timespan must be true or false")
+    taken = {name, *requires, *implies}
     for field_name, type_name in metadata.items():
-        if type_name not in METADATA_TYPES:
+        if not isinstance(field_name, str) or not field_name.isidentifier() \
+                or field_name in RESERVED_NAMES or field_name in taken:
             raise ConfigError(
-                f"dimension {name!r} field {field_name!r}: type must be one of {sorted(METADATA_TYPES)}"
+                f"dimension {name!r}: {field_name!r} cannot be a metadata field name (reserved, "
+                "a dimension's name, or not an identifier)"
+            )
+        if not isinstance(type_name, str) or type_name not in METADATA_TYPES:
+            raise ConfigError(
+                f"dimension {name!r} field {field_name!r}: type must be one of "
+                f"{sorted(METADATA_TYPES)}"
             )
     return Dimension(
         name=name,
         key_type=key_type,
-        requires=tuple(spec.get("requires") or ()),
-        implies=tuple(spec.get("implies") or ()),
-        metadata=metadata,
-        has_timespan=bool(spec.get("timespan", False)),
+        requires=requires,
+        implies=implies,
+        metadata=dict(metadata),
+        has_timespan=has_timespan,
     )
+
+
+def _name_list(name: str, setting: str, value) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"dimension {name!r}: {setting} must be a list of dimension names")
+    if len(set(value)) != len(value):
+        raise ConfigError(f"dimension {name!r}: {setting} names a dimension twice")
+    return tuple(value)
+
+
+def _check_references(dims: dict[str, Dimension]) -> None:
+    for dim in dims.values():
+        for other in dim.requires + dim.implies:
+            if other not in dims:
+                raise ConfigError(f"dimension {dim.name!r} refers to unknown dimension {other!r}")
+
+
+def _check_relations(dims: dict[str, Dimension]) -> None:
+    """A dimension must require whatever the dimensions it names require.
+
+    A record stores the keys of the dimensions it requires and implies; to find
+    their records it needs all of their own required keys too.
+    """
+    for dim in dims.values():
+        for other in dim.requires + dim.implies:
+            missing = [r for r in dims[other].requires if r not in dim.requires]
+            if missing:
+                raise ConfigError(
+                    f"dimension {dim.name!r} names {other!r}, which requires "
+                    f"{', '.join(missing)}; {dim.name!r} must require {', '.join(missing)} too"
+                )
+        clash = set(dim.metadata) & set(dims)
+        if clash:
+            raise ConfigError(
+                f"dimension {dim.name!r}: metadata field {sorted(clash)[0]!r} has the name of a "
+                "dimension"
+            )
 
 
 def _topological_order(dims: dict[str, Dimension]) -> list[str]:

@@ -12,15 +12,16 @@ from federation.errors import CollectionError
 from federation.model import Collection, CollectionType
 from federation.registry.database import Database
 
-_NAME = re.compile(r"^[A-Za-z0-9_.+\-]+(/[A-Za-z0-9_.+\-]+)*$")
+_NAME = re.compile(r"[A-Za-z0-9_.+\-]+(/[A-Za-z0-9_.+\-]+)*")
+MAX_NAME = 256  # the width of collection.name
 
 
 def check_collection_name(name: str) -> None:
-    if not isinstance(name, str) or not _NAME.match(name) or any(
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or len(name) > MAX_NAME or any(
             part in (".", "..") for part in name.split("/")):
         raise CollectionError(
             f"invalid collection name {name!r}: use letters, digits, '_.+-' and '/' "
-            "between non-empty parts, e.g. HSC/raw/all"
+            f"between non-empty parts, at most {MAX_NAME} characters, e.g. HSC/raw/all"
         )
 
 
@@ -55,8 +56,21 @@ class Collections:
         self._by_name.clear()
         self._by_id.clear()
 
-    def lookup(self, name: str, expected: CollectionType | None = None) -> tuple[int, CollectionType]:
-        """The collection's id and type; an error if absent or of another type."""
+    def _drop(self, name: str) -> None:
+        entry = self._by_name.pop(name, None)
+        if entry is not None:
+            self._by_id.pop(entry[0], None)
+
+    def lookup(self, name: str, expected: CollectionType | None = None, *, fresh: bool = False
+               ) -> tuple[int, CollectionType]:
+        """The collection's id and type; an error if absent or of another type.
+
+        ``fresh`` bypasses the cache: writers use it inside their transaction,
+        since another registry instance may have removed (or re-created) the
+        collection since it was cached.
+        """
+        if fresh:
+            self._drop(name)
         row = self._row(name)
         if row is None:
             raise CollectionError(f"no collection named {name!r}")
@@ -123,14 +137,14 @@ class Collections:
         """Create a collection; a no-op if it exists with the same type."""
         check_collection_name(name)
         ctype = CollectionType(ctype)
-        existing = self._row(name)
-        if existing is not None:
-            if existing[1] is not ctype:
-                raise CollectionError(f"collection {name!r} already exists as {existing[1]}")
+        if self._is_registered(name, ctype):
             return False
         owner = owner or self.site
         table = self.db.tables.collection
         with self.db.transaction() as conn:
+            # Again, now that writers are serialized: another may have registered it.
+            if self._is_registered(name, ctype, fresh=True):
+                return False
             cid = conn.execute(sa.insert(table).values(
                 name=name, type=str(ctype), owner_site=owner, doc=doc or "")
                 .returning(table.c.id)).scalar_one()
@@ -140,11 +154,21 @@ class Collections:
             self._remember(name, cid, ctype, owner)
         return True
 
+    def _is_registered(self, name: str, ctype: CollectionType, *, fresh: bool = False) -> bool:
+        if fresh:
+            self._drop(name)
+        existing = self._row(name)
+        if existing is None:
+            return False
+        if existing[1] is not ctype:
+            raise CollectionError(f"collection {name!r} already exists as {existing[1]}")
+        return True
+
     def set_doc(self, name: str, doc: str) -> None:
         self.check_writable(name)
-        cid, _ = self.lookup(name)
         table = self.db.tables.collection
         with self.db.transaction() as conn:
+            cid, _ = self.lookup(name, fresh=True)
             conn.execute(sa.update(table).where(table.c.id == cid).values(doc=doc))
             self.db.journal("doc", [{"name": name, "doc": doc}])
 
@@ -161,15 +185,19 @@ class Collections:
         if check_owner:
             self.check_writable(name)
         cid, _ = self.lookup(name, CollectionType.CHAINED)
+        children = list(children)
         if len(set(children)) != len(children):
-            raise CollectionError(f"chain {name!r} would list a collection twice: {list(children)}")
-        child_ids = [self.lookup(child)[0] for child in children]
-        for child in children:
-            if child == name or name in self._descendants(child):
-                raise CollectionError(
-                    f"chain {name!r} cannot contain {child!r}: that would form a cycle")
+            raise CollectionError(f"chain {name!r} would list a collection twice: {children}")
         chain = self.db.tables.collection_chain
         with self.db.transaction() as conn:
+            # Checked inside the (serialized) transaction so that two writers
+            # redefining chains at once cannot build a cycle between them.
+            cid, _ = self.lookup(name, CollectionType.CHAINED, fresh=True)
+            child_ids = [self.lookup(child, fresh=True)[0] for child in children]
+            for child in children:
+                if child == name or name in self._descendants(child):
+                    raise CollectionError(
+                        f"chain {name!r} cannot contain {child!r}: that would form a cycle")
             conn.execute(sa.delete(chain).where(chain.c.parent_id == cid))
             if child_ids:
                 conn.execute(sa.insert(chain), [
@@ -232,15 +260,21 @@ class Collections:
         """Delete a collection's definition (its datasets are handled by the caller)."""
         if check_owner:
             self.check_writable(name)
-        cid, _ = self.lookup(name)
-        parents = self.parents(name)
-        if parents:
-            raise CollectionError(
-                f"collection {name!r} is in chained collection(s) {', '.join(parents)}; "
-                "remove it from the chain first"
-            )
+        cid, ctype = self.lookup(name)
         table = self.db.tables.collection
+        dataset = self.db.tables.dataset
         with self.db.transaction() as conn:
+            cid, ctype = self.lookup(name, fresh=True)
+            parents = self.parents(name)
+            if parents:
+                raise CollectionError(
+                    f"collection {name!r} is in chained collection(s) {', '.join(parents)}; "
+                    "remove it from the chain first"
+                )
+            if ctype is CollectionType.RUN and conn.execute(
+                    sa.select(dataset.c.id).where(dataset.c.run_id == cid).limit(1)).first():
+                raise CollectionError(
+                    f"run {name!r} still holds datasets; remove them (or the whole run) first")
             conn.execute(sa.delete(table).where(table.c.id == cid))
             self.db.journal("remove_collection", [{"name": name}])
             self.db.on_rollback(self.forget)

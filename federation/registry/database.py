@@ -36,7 +36,8 @@ def make_engine(url: str) -> sa.Engine:
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
         return sa.create_engine(parsed, pool_pre_ping=True)
-    raise ConfigError(f"unsupported database {parsed.get_backend_name()!r}: use sqlite or postgresql")
+    raise ConfigError(
+        f"unsupported database {parsed.get_backend_name()!r}: use sqlite or postgresql")
 
 
 def _configure_sqlite(engine: sa.Engine) -> None:
@@ -84,6 +85,10 @@ class Database:
     @staticmethod
     def check_version(meta: dict[str, str]) -> None:
         found = meta.get("schema_version")
+        if found is None:
+            raise SchemaVersionError(
+                "registry records no schema version (damaged or not a federation registry); "
+                f"this federation release reads schema version {SCHEMA_VERSION}")
         if found != str(SCHEMA_VERSION):
             raise SchemaVersionError(
                 f"registry schema version {found} is not supported: this federation "

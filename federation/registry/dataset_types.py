@@ -12,7 +12,8 @@ from federation.errors import DatasetTypeError
 from federation.model import DatasetType
 from federation.registry.database import Database
 
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
+MAX_NAME = 128  # the width of dataset_type.name
 
 
 class DatasetTypes:
@@ -27,11 +28,16 @@ class DatasetTypes:
         """Build (and validate) a definition without registering it."""
         from federation.datastore.storage_classes import get_storage_class
 
-        if not isinstance(name, str) or not _NAME.match(name):
+        if not isinstance(name, str) or not _NAME.fullmatch(name) or len(name) > MAX_NAME:
             raise DatasetTypeError(
-                f"invalid dataset type name {name!r}: start with a letter; letters, digits, '_', '.'"
+                f"invalid dataset type name {name!r}: start with a letter; letters, digits, "
+                f"'_', '.'; at most {MAX_NAME} characters"
             )
         get_storage_class(storage_class)
+        if isinstance(dimensions, str) or not isinstance(dimensions, Iterable):
+            raise DatasetTypeError(
+                f"dataset type {name!r}: dimensions must be a list of dimension names, "
+                f"got {dimensions!r}")
         try:
             group = self.db.universe.group(tuple(dimensions))
         except Exception as exc:  # ConfigError for unknown dimensions
@@ -43,18 +49,13 @@ class DatasetTypes:
 
         A different definition under the same name is an error showing both.
         """
-        existing = self._lookup(dataset_type.name)
-        if existing is not None:
-            _, stored = existing
-            if stored.dimensions != dataset_type.dimensions or \
-                    stored.storage_class != dataset_type.storage_class:
-                raise DatasetTypeError(
-                    f"dataset type {dataset_type.name!r} is already registered as {stored}; "
-                    f"refusing new definition {dataset_type}"
-                )
+        if self._is_registered(dataset_type):
             return False
         table = self.db.tables.dataset_type
         with self.db.transaction() as conn:
+            # Again, now that writers are serialized: another may have registered it.
+            if self._is_registered(dataset_type):
+                return False
             tid = conn.execute(sa.insert(table).values(
                 name=dataset_type.name,
                 dimensions=",".join(dataset_type.dimensions.names),
@@ -63,6 +64,20 @@ class DatasetTypes:
             self.db.journal("dataset_type", [dataset_type.to_dict()])
             self.db.on_rollback(self.forget)
             self._remember(tid, dataset_type)
+        return True
+
+    def _is_registered(self, dataset_type: DatasetType) -> bool:
+        """True if registered identically; an error if registered differently."""
+        existing = self._lookup(dataset_type.name)
+        if existing is None:
+            return False
+        _, stored = existing
+        if stored.dimensions != dataset_type.dimensions or \
+                stored.storage_class != dataset_type.storage_class:
+            raise DatasetTypeError(
+                f"dataset type {dataset_type.name!r} is already registered as {stored}; "
+                f"refusing new definition {dataset_type}"
+            )
         return True
 
     def _remember(self, tid: int, dataset_type: DatasetType) -> None:

@@ -9,7 +9,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from federation.errors import CalibrationError, ConflictError, ExpressionError
+from federation.errors import (
+    CalibrationError,
+    ConflictError,
+    ExpressionError,
+    MissingDatasetError,
+)
 from federation.model import CollectionType, DatasetRef, DatasetType, StoredFile, data_id_key
 from federation.registry.collections import Collections
 from federation.registry.database import Database
@@ -81,6 +86,11 @@ class Datasets:
                                    "size": stored.size, "checksum": stored.checksum}
             journal.append(payload)
         with self.db.transaction() as conn:
+            fresh_id, _ = self.collections.lookup(run, CollectionType.RUN, fresh=True)
+            if fresh_id != run_id:  # removed and re-created by another writer since cached
+                run_id = fresh_id
+                for row in rows:
+                    row["run_id"] = run_id
             self._check_new(conn, run_id, rows)
             conn.execute(sa.insert(t.dataset), rows)
             if file_rows:
@@ -288,6 +298,20 @@ class Datasets:
 
         return compile_where(where, resolve, bind)
 
+    def _stored(self, refs: Sequence[DatasetRef]) -> list[DatasetRef]:
+        """The registry's own refs for ``refs``; an error if any dataset is not here.
+
+        Slots are computed from the stored type and data ID, never from what a
+        caller's ref claims.
+        """
+        stored = self.get_many([ref.id for ref in refs])
+        missing = [ref for ref in refs if ref.id not in stored]
+        if missing:
+            raise MissingDatasetError(
+                f"dataset {missing[0]} (id {missing[0].id}) is not in this registry"
+                + (f", nor are {len(missing) - 1} more" if len(missing) > 1 else ""))
+        return [stored[ref.id] for ref in refs]
+
     # -- tags ------------------------------------------------------------------
 
     def associate(self, collection: str, refs: Sequence[DatasetRef], *,
@@ -299,8 +323,9 @@ class Datasets:
         tg = self.db.tables.tag
         new = []
         with self.db.transaction() as conn:
+            cid, _ = self.collections.lookup(collection, CollectionType.TAGGED, fresh=True)
             wanted = {}
-            for ref in refs:
+            for ref in self._stored(refs):
                 slot = (self.types.id_of(ref.dataset_type.name), ref_key(ref))
                 if slot in wanted and wanted[slot] != ref.id:
                     raise ConflictError(f"two datasets for one slot of {collection!r}: {ref}")
@@ -331,11 +356,17 @@ class Datasets:
         tg = self.db.tables.tag
         removed = 0
         with self.db.transaction() as conn:
-            for chunk in chunked([r.id for r in refs]):
+            cid, _ = self.collections.lookup(collection, CollectionType.TAGGED, fresh=True)
+            for chunk in chunked(list(dict.fromkeys(r.id for r in refs))):
+                # Only what was really tagged is removed and journaled: no-ops leave no trace.
+                present = conn.execute(sa.select(tg.c.dataset_id).where(
+                    tg.c.collection_id == cid, tg.c.dataset_id.in_(chunk))).scalars().all()
+                if not present:
+                    continue
                 removed += conn.execute(sa.delete(tg).where(
-                    tg.c.collection_id == cid, tg.c.dataset_id.in_(chunk))).rowcount
+                    tg.c.collection_id == cid, tg.c.dataset_id.in_(present))).rowcount
                 self.db.journal("disassociate", [
-                    {"collection": collection, "ids": [str(i) for i in chunk]}])
+                    {"collection": collection, "ids": [str(i) for i in present]}])
         return removed
 
     # -- calibrations ----------------------------------------------------------
@@ -347,18 +378,19 @@ class Datasets:
         if check_owner:
             self.collections.check_writable(collection)
         c = self.db.tables.calib
-        rows, seen = [], {}
-        for ref in refs:
-            slot = (self.types.id_of(ref.dataset_type.name), ref_key(ref))
-            if slot in seen:
-                raise CalibrationError(
-                    f"{ref} and {seen[slot]} would both be valid during {timespan}")
-            seen[slot] = ref
-            rows.append({"collection_id": cid, "dataset_id": ref.id, "dataset_type_id": slot[0],
-                         "data_id_key": slot[1], "timespan_begin": timespan.begin,
-                         "timespan_end": timespan.end})
         new = []
         with self.db.transaction() as conn:
+            cid, _ = self.collections.lookup(collection, CollectionType.CALIBRATION, fresh=True)
+            rows, seen = [], {}
+            for ref in self._stored(refs):
+                slot = (self.types.id_of(ref.dataset_type.name), ref_key(ref))
+                if slot in seen:
+                    raise CalibrationError(
+                        f"{ref} and {seen[slot]} would both be valid during {timespan}")
+                seen[slot] = ref
+                rows.append({"collection_id": cid, "dataset_id": ref.id,
+                             "dataset_type_id": slot[0], "data_id_key": slot[1],
+                             "timespan_begin": timespan.begin, "timespan_end": timespan.end})
             for row in rows:
                 clash = conn.execute(sa.select(c.c.dataset_id, c.c.timespan_begin,
                                                c.c.timespan_end).where(
@@ -389,11 +421,12 @@ class Datasets:
             self.collections.check_writable(collection)
         c = self.db.tables.calib
         tid = self.types.id_of(dataset_type.name)
-        cond = [c.c.collection_id == cid, c.c.dataset_type_id == tid,
-                c.c.timespan_begin < timespan.end, c.c.timespan_end > timespan.begin]
-        if data_id_keys is not None:
-            cond.append(c.c.data_id_key.in_(list(data_id_keys)))
         with self.db.transaction() as conn:
+            cid, _ = self.collections.lookup(collection, CollectionType.CALIBRATION, fresh=True)
+            cond = [c.c.collection_id == cid, c.c.dataset_type_id == tid,
+                    c.c.timespan_begin < timespan.end, c.c.timespan_end > timespan.begin]
+            if data_id_keys is not None:
+                cond.append(c.c.data_id_key.in_(list(data_id_keys)))
             rows = conn.execute(sa.select(c).where(*cond)).mappings().all()
             if not rows:
                 return 0
@@ -437,7 +470,12 @@ class Datasets:
         t = self.db.tables
         files = []
         with self.db.transaction() as conn:
-            for chunk in chunked([r.id for r in refs]):
+            for chunk in chunked(list(dict.fromkeys(r.id for r in refs))):
+                # Datasets already gone are neither deleted nor journaled again.
+                chunk = conn.execute(sa.select(t.dataset.c.id).where(
+                    t.dataset.c.id.in_(chunk))).scalars().all()
+                if not chunk:
+                    continue
                 files.extend(
                     (row.dataset_id, StoredFile(row.path, row.formatter, row.size, row.checksum))
                     for row in conn.execute(sa.select(t.file).where(

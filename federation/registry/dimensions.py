@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -16,18 +18,35 @@ from federation.timespan import MAX_NS, MIN_NS, Timespan, ns_to_iso, to_ns
 _CHUNK = 500
 
 
+# The limits of the registry's columns (BIGINT, VARCHAR(128)), checked up front so that
+# both databases refuse the same values with the same clear error.
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+MAX_STRING = 128
+_INT_TEXT = re.compile(r"\s*[-+]?[0-9]+\s*")
+
+
 def coerce_key(dim: Dimension, value: Any) -> Any:
     """Convert a data ID value (possibly text from a CSV) to the dimension's key type."""
     if isinstance(value, bool) or value is None:
         raise DataIdError(f"invalid value {value!r} for dimension {dim.name!r}")
     if dim.key_type == "int":
-        if isinstance(value, int):
-            return value
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-            return int(value)
-        raise DataIdError(f"dimension {dim.name!r} needs an integer, got {value!r}")
+        if isinstance(value, numbers.Integral):
+            value = int(value)
+        elif isinstance(value, str) and _INT_TEXT.fullmatch(value):
+            value = int(value)
+        else:
+            raise DataIdError(f"dimension {dim.name!r} needs an integer, got {value!r}")
+        if not INT_MIN <= value <= INT_MAX:
+            raise DataIdError(
+                f"dimension {dim.name!r} value {value} is out of range for a 64-bit integer")
+        return value
     if isinstance(value, int | float | str):
-        return str(value)
+        value = str(value)
+        if len(value) > MAX_STRING:
+            raise DataIdError(
+                f"dimension {dim.name!r} value {value[:40]!r}... is too long "
+                f"({len(value)} characters; at most {MAX_STRING})")
+        return value
     raise DataIdError(f"dimension {dim.name!r} needs a string, got {value!r}")
 
 
@@ -37,7 +56,12 @@ def _coerce_field(dim: Dimension, field: str, value: Any) -> Any:
     kind = dim.metadata[field]
     try:
         if kind == "string":
-            return str(value)
+            text = str(value)
+            if len(text) > MAX_STRING:
+                raise InputError(
+                    f"{dim.name} field {field!r} value {text[:40]!r}... is too long "
+                    f"({len(text)} characters; at most {MAX_STRING})")
+            return text
         if kind == "bool":
             if isinstance(value, str):
                 if value.lower() in ("true", "yes", "1"):
@@ -48,8 +72,16 @@ def _coerce_field(dim: Dimension, field: str, value: Any) -> Any:
             return bool(value)
         if isinstance(value, bool):
             raise ValueError(value)
-        return int(value) if kind == "int" else float(value)
-    except (TypeError, ValueError):
+        if kind == "float":
+            return float(value)
+        if isinstance(value, float) and not value.is_integer():
+            raise ValueError(value)  # int() would silently truncate it
+        number = int(value)
+        if not INT_MIN <= number <= INT_MAX:
+            raise InputError(
+                f"{dim.name} field {field!r} value {number} is out of range for a 64-bit integer")
+        return number
+    except (TypeError, ValueError, OverflowError):
         raise InputError(f"{dim.name} field {field!r} needs a {kind}, got {value!r}") from None
 
 
@@ -88,12 +120,21 @@ class DimensionRecords:
             row[field] = _coerce_field(dim, field, record.get(field))
         if dim.has_timespan:
             span = record.get("timespan") or {}
+            if isinstance(span, Timespan):  # as returned by query(): unbounded ends are None
+                span = {"begin": None if span.begin <= MIN_NS else span.begin,
+                        "end": None if span.end >= MAX_NS else span.end}
             if not isinstance(span, Mapping):
                 raise InputError(f"{dimension} timespan must be a mapping with begin/end")
             begin = record.get("timespan_begin", span.get("begin"))
             end = record.get("timespan_end", span.get("end"))
             row["timespan_begin"] = None if begin in (None, "") else to_ns(begin, default=MIN_NS)
             row["timespan_end"] = None if end in (None, "") else to_ns(end, default=MAX_NS)
+            if row["timespan_begin"] is not None and row["timespan_end"] is not None \
+                    and row["timespan_end"] <= row["timespan_begin"]:
+                raise InputError(
+                    f"{dimension} record {dict(record)} has an empty timespan: end "
+                    f"{ns_to_iso(row['timespan_end'])} is not after begin "
+                    f"{ns_to_iso(row['timespan_begin'])}")
         return row
 
     def insert(self, dimension: str, records: Iterable[Mapping[str, Any]]) -> int:
@@ -274,7 +315,8 @@ class DimensionRecords:
             if not progressed:
                 raise DataIdError(f"cannot determine {', '.join(pending)} from data ID {full}")
         for name in group.implied:
-            if name in data_id and coerce_key(universe.dimensions[name], data_id[name]) != full[name]:
+            given = data_id.get(name)
+            if name in data_id and coerce_key(universe.dimensions[name], given) != full[name]:
                 raise DataIdError(
                     f"data ID gives {name}={data_id[name]!r} but its records imply {full[name]!r}"
                 )

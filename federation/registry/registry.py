@@ -49,6 +49,10 @@ class Registry:
         engine = make_engine(url)
         meta = Database.read_meta(engine)
         Database.check_version(meta)
+        missing = [key for key in ("site", "universe") if key not in meta]
+        if missing:
+            raise ConfigError(f"registry database is damaged: its meta table lacks "
+                              f"{', '.join(missing)}")
         universe = DimensionUniverse.from_yaml(meta["universe"])
         return cls(Database(engine, universe), meta["site"])
 

@@ -193,7 +193,33 @@ class _Compiler:
         value = self.value(right)
         if isinstance(value, _LISTS):
             raise self.fail(right, "a list bind parameter can only be used in IN (...)")
-        return _OPS[op](column, value)
+        return _OPS[op](column, self.coerce(column, value, right))
+
+    def coerce(self, column: Any, value: Any, node: Any) -> Any:
+        """Convert a literal to the column's type, or fail naming both."""
+        try:
+            wanted = column.type.python_type
+        except NotImplementedError:
+            return value
+        if wanted is int:
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+                return int(value)
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+        elif wanted is float:
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                return value
+        elif wanted is str:
+            if isinstance(value, str):
+                return value
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                return str(value)
+        elif isinstance(value, wanted):
+            return value
+        name = getattr(column, "key", None) or str(column)
+        raise self.fail(node, f"{name} needs a {wanted.__name__} value, not {value!r}")
 
     def in_list(self, column: Any, items: Any) -> sqlalchemy.ColumnElement[bool]:
         values: list[Any] = []
@@ -203,7 +229,8 @@ class _Compiler:
                 parts.append(self.range(column, item))
                 continue
             value = self.value(item)
-            values.extend(value if isinstance(value, _LISTS) else [value])
+            values.extend(self.coerce(column, v, item)
+                          for v in (value if isinstance(value, _LISTS) else [value]))
         if values or not parts:
             parts.insert(0, column.in_(values))
         return parts[0] if len(parts) == 1 else sqlalchemy.or_(*parts)
