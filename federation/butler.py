@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -142,20 +143,25 @@ class Butler:
         return self.registry.collections.expand_patterns(collections)
 
     def _new_ref(self, dataset_type: DatasetType, data_id: DataId, run: str,
-                 id_mode: IdMode | str) -> DatasetRef:
+                 id_mode: IdMode) -> tuple[DatasetRef, str]:
         full, key = self.registry.expand_data_id(dataset_type, data_id)
-        dataset_id = make_dataset_id(IdMode(id_mode), dataset_type.name, key, run)
-        return DatasetRef(dataset_id, dataset_type, full, run)
+        dataset_id = make_dataset_id(id_mode, dataset_type.name, key, run)
+        return DatasetRef(dataset_id, dataset_type, full, run), key
 
-    def _store(self, run: str, items: list[tuple[DatasetRef, StagedFile]]) -> None:
-        """Insert records and rename staged files into place, all or nothing."""
+    def _store(self, run: str, items: list[tuple[DatasetRef, StagedFile]],
+               keys: list[str]) -> None:
+        """Insert records and rename staged files into place, all or nothing.
+
+        File paths are unique in the registry, so a file already sitting at a
+        destination once the insert succeeded is a crash leftover and is replaced.
+        """
         try:
             with self.registry.transaction():
                 # A new RUN appears only together with its datasets: a failed write leaves none.
                 self.registry.collections.register(run, CollectionType.RUN)
-                self.registry.datasets.insert(run, [(ref, s.stored) for ref, s in items])
-                for ref, staged in items:
-                    self._claim(ref, staged)
+                self.registry.datasets.insert(run, [(ref, s.stored) for ref, s in items],
+                                              keys=keys)
+                for _, staged in items:
                     staged.commit()
         except BaseException:
             for _, staged in items:
@@ -163,19 +169,6 @@ class Butler:
             raise
         for _, staged in items:
             staged.finish()
-
-    def _claim(self, ref: DatasetRef, staged: StagedFile) -> None:
-        """A file already at the destination may only be a crash leftover, never live data."""
-        if staged.final is None or not staged.final.exists():
-            return
-        f = self.registry.db.tables.file
-        with self.registry.db.reading() as conn:
-            owner = conn.execute(sa.select(f.c.dataset_id).where(
-                f.c.path == staged.stored.path, f.c.dataset_id != ref.id)).first()
-        if owner is not None:
-            raise DatastoreError(
-                f"path {staged.stored.path} already belongs to dataset {owner.dataset_id}; "
-                "configure a file template that includes every data ID key")
 
     def _resolve(self, ref_or_type: DatasetRef | str, data_id: DataId | None,
                  collections, timespan: Timespan | None, kwargs) -> DatasetRef:
@@ -198,9 +191,9 @@ class Butler:
         """Store an in-memory object as a new dataset in a RUN."""
         run = self._run(run)
         dtype = self.registry.get_dataset_type(dataset_type)
-        ref = self._new_ref(dtype, dict(data_id or {}, **kwargs), run, id_mode)
+        ref, key = self._new_ref(dtype, dict(data_id or {}, **kwargs), run, IdMode(id_mode))
         staged = self.datastore.stage_put(ref, obj, get_storage_class(dtype.storage_class))
-        self._store(run, [(ref, staged)])
+        self._store(run, [(ref, staged)], [key])
         return ref
 
     def ingest(self, datasets: Iterable[FileDataset], *, run: str | None = None,
@@ -211,43 +204,55 @@ class Butler:
         ``progress`` is called with 1 for each file staged.
         """
         run = self._run(run)
+        id_mode = IdMode(id_mode)
         datasets = list(datasets)
         self._prefetch_records(datasets)
+        self._check_sources([Path(fd.path) for fd in datasets], transfer)
         items: list[tuple[DatasetRef, StagedFile]] = []
+        keys: list[str] = []
         try:
             for fd in datasets:
                 dtype = self.registry.get_dataset_type(fd.dataset_type)
-                ref = self._new_ref(dtype, fd.data_id, run, id_mode)
-                self._check_source(Path(fd.path), transfer)
+                ref, key = self._new_ref(dtype, fd.data_id, run, id_mode)
                 staged = self.datastore.stage_ingest(
-                    ref, Path(fd.path), get_storage_class(dtype.storage_class), transfer)
+                    ref, fd.path, get_storage_class(dtype.storage_class), transfer)
                 items.append((ref, staged))
+                keys.append(key)
                 if progress is not None:
                     progress(1)
         except BaseException:
             for _, staged in items:
                 staged.abort()
             raise
-        self._store(run, items)
+        self._store(run, items, keys)
         return [ref for ref, _ in items]
 
-    def _check_source(self, source: Path, transfer: str) -> None:
+    def _check_sources(self, sources: list[Path], transfer: str) -> None:
         """Refuse to move, symlink to or register in place a registered dataset's own file."""
         if transfer not in ("move", "symlink", "direct"):
             return
-        source = source.absolute()
-        try:
-            relative = (source.parent.resolve() / source.name).relative_to(self.datastore.root)
-        except (ValueError, OSError):
+        root = str(self.datastore.root) + os.sep
+        parents: dict[str, str] = {}
+        inside: dict[str, Path] = {}
+        for source in sources:
+            parent, name = os.path.split(os.path.abspath(source))
+            if parent not in parents:
+                parents[parent] = os.path.realpath(parent) + os.sep
+            real = parents[parent] + name
+            if real.startswith(root):
+                inside[Path(real[len(root):]).as_posix()] = source
+        if not inside:
             return
         f = self.registry.db.tables.file
+        paths = list(inside)
         with self.registry.db.reading() as conn:
-            owner = conn.execute(sa.select(f.c.dataset_id).where(
-                f.c.path == relative.as_posix(), f.c.held_at.is_(None))).first()
-        if owner is not None:
-            raise DatastoreError(
-                f"cannot {transfer} {source}: it is the stored file of dataset "
-                f"{owner.dataset_id}; use transfer 'copy' or 'hardlink'")
+            for start in range(0, len(paths), 1000):
+                owner = conn.execute(sa.select(f.c.dataset_id, f.c.path).where(
+                    f.c.path.in_(paths[start:start + 1000]), f.c.held_at.is_(None))).first()
+                if owner is not None:
+                    raise DatastoreError(
+                        f"cannot {transfer} {inside[owner.path]}: it is the stored file of "
+                        f"dataset {owner.dataset_id}; use transfer 'copy' or 'hardlink'")
 
     def _prefetch_records(self, datasets: Sequence[FileDataset]) -> None:
         """Load the dimension records bulk ingest will need in a few queries."""

@@ -277,17 +277,19 @@ def test_registry_failure_after_staging_leaves_nothing(b: Butler, monkeypatch):
 def test_failure_after_files_were_renamed_into_place_removes_them(b: Butler, tmp_path,
                                                                   monkeypatch):
     sources = [raw_file(tmp_path, f"r{d}.dat") for d in range(2)]
-    original_claim = Butler._claim
+    from federation.datastore.posix import StagedFile
+
+    original_commit = StagedFile.commit
     calls = []
 
-    def claim_then_fail(self, ref, staged):
-        calls.append(ref)
+    def commit_then_fail(self):
+        calls.append(self)
         if len(calls) == 2:  # the first file is already in its final place
-            assert data_files(self.config.root) != []
+            assert data_files(b.config.root) != []
             raise RuntimeError("crash during commit")
-        original_claim(self, ref, staged)
+        original_commit(self)
 
-    monkeypatch.setattr(Butler, "_claim", claim_then_fail)
+    monkeypatch.setattr(StagedFile, "commit", commit_then_fail)
     with pytest.raises(RuntimeError, match="crash"):
         b.ingest([raw_dataset(s, 903334, d) for d, s in enumerate(sources)], transfer="move")
     monkeypatch.undo()
@@ -699,15 +701,19 @@ def test_put_replaces_orphan_file_at_destination(b: Butler):
     assert b.verify().ok and temp_files(b.config.root) == []
 
 
-def test_put_refuses_path_owned_by_another_dataset(b: Butler):
-    # skymap names that sanitize to the same path component
+def test_put_refuses_path_owned_by_another_dataset(b: Butler, monkeypatch):
     b.registry.insert_dimension_records("skymap", [{"skymap": "hsc rings"},
                                                    {"skymap": "hsc_rings"}])
     b.registry.register_dataset_type("skyinfo", ["skymap"], "JSON")
     first = b.put({"v": 1}, "skyinfo", skymap="hsc rings")
     path = path_of(b, first)
-    with pytest.raises(DatastoreError, match=str(first.id)):
+    # A template that maps two datasets to one path (impossible with the built-in
+    # templates, which percent-encode values) must not let the second overwrite the first.
+    monkeypatch.setattr(b.datastore, "_relative_path",
+                        lambda ref, ext: path.relative_to(b.config.root).as_posix())
+    with pytest.raises(ConflictError, match=str(first.id)):
         b.put({"v": 2}, "skyinfo", skymap="hsc_rings")
+    monkeypatch.undo()
     assert b.get(first) == {"v": 1} and json.loads(path.read_text()) == {"v": 1}
     assert count_rows(b, "dataset") == 1
     assert temp_files(b.config.root) == []

@@ -119,7 +119,7 @@ def test_hostile_data_id_values_are_sanitized(hostile: str) -> None:
     assert parts[:5] == ["HSC", "raw", "all", "raw", "20130617"] and len(parts) == 6
     assert not posixpath.isabs(path)
     assert posixpath.normpath(path) == path
-    assert all(c.isalnum() and c.isascii() or c in "._+-/" for c in path)
+    assert all(c.isalnum() and c.isascii() or c in "._+-/%" for c in path)
 
 
 @pytest.mark.parametrize("value", ["..", "."])
@@ -137,7 +137,15 @@ def test_hostile_run_rejected(run: str) -> None:
 
 def test_run_keeps_slashes_and_is_sanitized() -> None:
     t = FileTemplate("{run}/{dataset_type}")
-    assert fmt(t, {}, run="u/me/tick #1", dataset_type="a b", extension="") == "u/me/tick__1/a_b"
+    assert fmt(t, {}, run="u/me/tick #1", dataset_type="a b",
+               extension="") == "u/me/tick%20%231/a%20b"
+
+
+def test_distinct_values_give_distinct_paths() -> None:
+    t = FileTemplate("{run}/{skymap}")
+    paths = {fmt(t, {"skymap": v}, run="r", extension="") for v in
+             ["hsc rings", "hsc_rings", "hsc%20rings", "hsc%rings", "é", "%C3%A9"]}
+    assert len(paths) == 6
 
 
 def test_missing_required_field() -> None:

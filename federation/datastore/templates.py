@@ -43,7 +43,12 @@ class _Field:
 
 @lru_cache(maxsize=1024)
 def _sanitize(value: str) -> str:
-    return _UNSAFE.sub("_", value)
+    """Percent-encode unsafe characters: injective, so distinct values keep distinct paths."""
+    return _UNSAFE.sub(_escape, value)
+
+
+def _escape(match: re.Match) -> str:
+    return "".join(f"%{byte:02X}" for byte in match.group().encode())
 
 
 def _sanitize_run(run: str) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -161,31 +161,69 @@ class Database:
             self._local.rollbacks.append(callback)
 
     def _lock_journal(self, conn: sa.Connection) -> None:
-        head = self.tables.journal_head
-        stmt = sa.select(head.c.last_seq).where(head.c.id == 1)
+        """PostgreSQL: serialize writers on the journal head row (SQLite: BEGIN IMMEDIATE)."""
         if not self.is_sqlite:
-            stmt = stmt.with_for_update()
-        self._local.last_seq = conn.execute(stmt).scalar_one()
+            head = self.tables.journal_head
+            conn.execute(sa.select(head.c.last_seq).where(head.c.id == 1).with_for_update())
+
+    # -- bulk writes ---------------------------------------------------------
+
+    def bulk_insert(self, table: sa.Table, columns: Sequence[str],
+                    rows: Sequence[Sequence[Any]]) -> None:
+        """Insert many rows (tuples in ``columns`` order) in the current transaction.
+
+        Bypasses per-row SQLAlchemy parameter processing: SQLite gets one
+        ``executemany``, PostgreSQL a ``COPY`` for large batches. A unique or
+        foreign-key violation raises the driver's ``IntegrityError``.
+        """
+        if not rows:
+            return
+        conn = self._local.conn
+        cursor = conn.connection.driver_connection.cursor()
+        names = ", ".join(f'"{c}"' for c in columns)
+        try:
+            if self.is_sqlite:
+                processors = [table.c[c].type.bind_processor(conn.dialect) for c in columns]
+                if any(processors):
+                    rows = [tuple(v if p is None or v is None else p(v)
+                                  for p, v in zip(processors, row, strict=True)) for row in rows]
+                marks = ", ".join("?" for _ in columns)
+                cursor.executemany(f'INSERT INTO "{table.name}" ({names}) VALUES ({marks})', rows)
+            elif len(rows) < 64:
+                marks = ", ".join("%s" for _ in columns)
+                cursor.executemany(f'INSERT INTO "{table.name}" ({names}) VALUES ({marks})', rows)
+            else:
+                with cursor.copy(f'COPY "{table.name}" ({names}) FROM STDIN') as copy:
+                    for row in rows:
+                        copy.write_row(row)
+        finally:
+            cursor.close()
+
+    @property
+    def integrity_errors(self) -> tuple[type[Exception], ...]:
+        """Exceptions meaning a constraint was violated (driver's or SQLAlchemy's)."""
+        return (self.engine.dialect.dbapi.IntegrityError, sa.exc.IntegrityError)
 
     # -- journal -------------------------------------------------------------
+
+    _JOURNAL_COLUMNS = ("seq", "kind", "payload", "created_at")
 
     def journal(self, kind: str, payloads: list[dict[str, Any]]) -> None:
         """Append one journal entry per payload inside the current transaction."""
         if not payloads:
             return
         conn = self._local.conn
-        first = self._local.last_seq + 1
+        head = self.tables.journal_head
+        last = conn.execute(
+            sa.update(head).where(head.c.id == 1)
+            .values(last_seq=head.c.last_seq + len(payloads))
+            .returning(head.c.last_seq)).scalar_one()
+        first = last - len(payloads) + 1
         now = time.time()
         dumps = json.dumps
-        rows = [
-            {"seq": first + i, "kind": kind, "payload": dumps(p, separators=(",", ":")),
-             "created_at": now}
-            for i, p in enumerate(payloads)
-        ]
-        conn.execute(sa.insert(self.tables.journal), rows)
-        self._local.last_seq = first + len(rows) - 1
-        head = self.tables.journal_head
-        conn.execute(sa.update(head).where(head.c.id == 1).values(last_seq=self._local.last_seq))
+        rows = [(first + i, kind, dumps(p, separators=(",", ":")), now)
+                for i, p in enumerate(payloads)]
+        self.bulk_insert(self.tables.journal, self._JOURNAL_COLUMNS, rows)
 
     def journal_entries(self, after: int = 0, limit: int | None = None) -> Iterator[tuple]:
         """Stream journal entries ``(seq, kind, payload dict, created_at)`` after a cursor."""

@@ -52,76 +52,103 @@ class Datasets:
 
     # -- insertion -------------------------------------------------------------
 
-    def insert(self, run: str, entries: Sequence[tuple[DatasetRef, StoredFile | None]], *,
-               check_owner: bool = True) -> None:
-        """Insert datasets (and their file records) into one RUN.
+    _FILE_COLUMNS = ("dataset_id", "path", "formatter", "size", "checksum", "held_at")
 
-        A dataset whose UUID exists, or whose (type, data ID) slot in the run
-        is taken, is a :class:`ConflictError`; nothing is inserted then.
+    def insert(self, run: str, entries: Sequence[tuple[DatasetRef, StoredFile | None]], *,
+               keys: Sequence[str] | None = None, check_owner: bool = True,
+               held_at: str | None = None) -> None:
+        """Insert datasets (and their file records) into one RUN, in bulk.
+
+        ``keys`` are the data ID keys from :meth:`DimensionRecords.expand` (computed
+        here when absent). A dataset whose UUID exists, whose (type, data ID)
+        slot in the run is taken, or whose file path is already used is a
+        :class:`ConflictError`; nothing is inserted then. ``held_at`` marks the
+        file records as held by another site.
         """
         if not entries:
             return
-        run_id, _ = self.collections.lookup(run, CollectionType.RUN)
         if check_owner:
             self.collections.check_writable(run)
-        t = self.db.tables
+        if keys is None:
+            keys = [ref_key(ref) for ref, _ in entries]
         now = time.time()
+        dims = self._dim_names
+        type_ids = {}
         rows, file_rows, journal = [], [], []
-        for ref, stored in entries:
+        for (ref, stored), key in zip(entries, keys, strict=True):
             if ref.run != run:
                 raise ConflictError(f"{ref} belongs to run {ref.run!r}, not {run!r}")
-            key = ref_key(ref)
-            row = self._row_template.copy()
-            row.update(ref.data_id)
-            row.update(id=ref.id, dataset_type_id=self.types.id_of(ref.dataset_type.name),
-                       run_id=run_id, data_id_key=key, ingest_date=now)
-            rows.append(row)
-            payload = {"id": str(ref.id), "dataset_type": ref.dataset_type.name, "run": run,
+            name = ref.dataset_type.name
+            if name not in type_ids:
+                type_ids[name] = self.types.id_of(name)
+            data_id = ref.data_id
+            rows.append((ref.id, type_ids[name], key, now, *[data_id.get(d) for d in dims]))
+            payload = {"id": str(ref.id), "dataset_type": name, "run": run,
                        "data_id": ref.required_data_id, "file": None}
             if stored is not None:
-                file_rows.append({"dataset_id": ref.id, "path": stored.path,
-                                  "formatter": stored.formatter, "size": stored.size,
-                                  "checksum": stored.checksum, "held_at": None})
+                file_rows.append((ref.id, stored.path, stored.formatter, stored.size,
+                                  stored.checksum, held_at))
                 payload["file"] = {"path": stored.path, "formatter": stored.formatter,
                                    "size": stored.size, "checksum": stored.checksum}
             journal.append(payload)
-        with self.db.transaction() as conn:
-            fresh_id, _ = self.collections.lookup(run, CollectionType.RUN, fresh=True)
-            if fresh_id != run_id:  # removed and re-created by another writer since cached
-                run_id = fresh_id
-                for row in rows:
-                    row["run_id"] = run_id
-            self._check_new(conn, run_id, rows)
-            conn.execute(sa.insert(t.dataset), rows)
-            if file_rows:
-                conn.execute(sa.insert(t.file), file_rows)
+        if len({r[0] for r in rows}) != len(rows):
+            raise ConflictError("the same dataset ID appears twice in one insert")
+        if len({(r[1], r[2]) for r in rows}) != len(rows):
+            raise ConflictError("two datasets with the same type and data ID in one insert")
+        with self.db.transaction():
+            run_id, _ = self.collections.lookup(run, CollectionType.RUN, fresh=True)
+            rows = [(r[0], r[1], run_id, *r[2:]) for r in rows]
+            try:
+                self.db.bulk_insert(self.db.tables.dataset, self._DATASET_COLUMNS, rows)
+                self.db.bulk_insert(self.db.tables.file, self._FILE_COLUMNS, file_rows)
+            except self.db.integrity_errors:
+                raise self._explain_conflict(run, rows, file_rows) from None
             self.db.journal("dataset", journal)
 
-    def _check_new(self, conn: sa.Connection, run_id: int, rows: list[dict]) -> None:
-        d = self.db.tables.dataset
-        ids = [r["id"] for r in rows]
-        if len(set(ids)) != len(ids):
-            raise ConflictError("the same dataset ID appears twice in one insert")
-        slots = {(r["dataset_type_id"], r["data_id_key"]) for r in rows}
-        if len(slots) != len(rows):
-            raise ConflictError("two datasets with the same type and data ID in one insert")
-        for chunk in chunked(ids):
-            taken = conn.execute(sa.select(d.c.id).where(d.c.id.in_(chunk))).first()
-            if taken is not None:
-                existing = self.get(taken.id)
-                raise ConflictError(f"dataset ID {taken.id} already exists: {existing}")
-        by_type: dict[int, list[str]] = {}
-        for tid, key in slots:
-            by_type.setdefault(tid, []).append(key)
-        for tid, keys in by_type.items():
-            for chunk in chunked(keys):
+    @property
+    def _DATASET_COLUMNS(self) -> tuple[str, ...]:  # noqa: N802
+        return ("id", "dataset_type_id", "run_id", "data_id_key", "ingest_date",
+                *self._dim_names)
+
+    def _explain_conflict(self, run: str, rows: list[tuple], file_rows: list[tuple]
+                          ) -> ConflictError:
+        """Which committed row a failed insert collided with (read on a fresh connection)."""
+        t = self.db.tables
+        d = t.dataset
+        with self.db.engine.connect() as conn:
+            for chunk in chunked(rows):
                 taken = conn.execute(sa.select(d.c.id).where(
-                    d.c.run_id == run_id, d.c.dataset_type_id == tid,
-                    d.c.data_id_key.in_(chunk))).first()
+                    d.c.id.in_([r[0] for r in chunk]))).first()
                 if taken is not None:
-                    raise ConflictError(
-                        f"run {self.collections.name_of(run_id)!r} already holds "
-                        f"{self.get(taken.id)} (id {taken.id})")
+                    return ConflictError(
+                        f"dataset ID {taken.id} already exists: {self._describe(conn, taken.id)}")
+                taken = conn.execute(sa.select(d.c.id).where(
+                    d.c.run_id == chunk[0][2],
+                    sa.tuple_(d.c.dataset_type_id, d.c.data_id_key).in_(
+                        [(r[1], r[3]) for r in chunk]))).first()
+                if taken is not None:
+                    return ConflictError(
+                        f"run {run!r} already holds {self._describe(conn, taken.id)} "
+                        f"(id {taken.id})")
+            for chunk in chunked(file_rows):
+                taken = conn.execute(sa.select(t.file.c.dataset_id, t.file.c.path).where(
+                    t.file.c.path.in_([r[1] for r in chunk]))).first()
+                if taken is not None:
+                    return ConflictError(
+                        f"file path {taken.path} already belongs to dataset {taken.dataset_id}; "
+                        "use a file template that includes every data ID key")
+        return ConflictError(f"datasets for run {run!r} conflict with ones being written "
+                             "concurrently; retry")
+
+    def _describe(self, conn: sa.Connection, dataset_id: uuid.UUID) -> str:
+        """``type@data ID [run]`` read on ``conn`` alone (the caller's transaction has failed)."""
+        t = self.db.tables
+        row = conn.execute(
+            sa.select(t.dataset_type.c.name, t.dataset.c.data_id_key, t.collection.c.name)
+            .join(t.dataset_type, t.dataset_type.c.id == t.dataset.c.dataset_type_id)
+            .join(t.collection, t.collection.c.id == t.dataset.c.run_id)
+            .where(t.dataset.c.id == dataset_id)).first()
+        return str(dataset_id) if row is None else f"{row[0]}@{row[1]} [{row[2]}]"
 
     # -- reading ---------------------------------------------------------------
 
@@ -216,36 +243,49 @@ class Datasets:
         path = self.collections.flatten(collections)
         if not path:
             return
-        members = self._membership(path, timespan)
-        t = self.db.tables
-        d = t.dataset
+        d = self.db.tables.dataset
+        names = self.db.universe.sorted({n for dt in dataset_types for n in dt.dimensions.names})
         joins: dict[str, sa.Table] = {}
-        condition = self._compile_where(where, bind, joins)
-        type_ids = [self.types.id_of(dt.name) for dt in dataset_types]
-        stmt = (sa.select(*self._select_cols, members.c.rank, d.c.data_id_key)
-                .join(members, members.c.dataset_id == d.c.id)
-                .where(d.c.dataset_type_id.in_(type_ids)))
+        condition = self._compile_where(where, bind, joins, names, dataset_types)
+        type_ids = {self.types.id_of(dt.name): dt for dt in dataset_types}
+        stmt = sa.select(d.c.id, d.c.dataset_type_id, d.c.run_id, *[d.c[n] for n in names])
+        single_run = len(path) == 1 and path[0][2] is CollectionType.RUN
+        if single_run:  # at most one dataset per slot already: no ranking, no sorting
+            stmt = stmt.where(d.c.run_id == path[0][0])
+        else:
+            members = self._membership(path, timespan)
+            stmt = stmt.add_columns(d.c.data_id_key).join(
+                members, members.c.dataset_id == d.c.id).order_by(
+                d.c.dataset_type_id, d.c.data_id_key, members.c.rank)
+        stmt = stmt.where(d.c.dataset_type_id.in_(list(type_ids)))
         for name, table in joins.items():
             dim = self.db.universe.dimensions[name]
             stmt = stmt.outerjoin(table, sa.and_(*[table.c[k] == d.c[k]
                                                    for k in (*dim.requires, name)]))
         if condition is not None:
             stmt = stmt.where(condition)
-        stmt = stmt.order_by(d.c.dataset_type_id, d.c.data_id_key, members.c.rank)
+        layouts = {tid: (dt, [(n, 3 + names.index(n)) for n in dt.dimensions.names])
+                   for tid, dt in type_ids.items()}
+        run_names: dict[int, str] = {}
         previous = None
         seen: set[uuid.UUID] = set()
         with self.db.reading() as conn:
             for row in conn.execution_options(yield_per=10000).execute(stmt):
-                if find_first:
-                    slot = (row[1], row[-1])
-                    if slot == previous:
+                if not single_run:
+                    if find_first:
+                        slot = (row[1], row[-1])
+                        if slot == previous:
+                            continue
+                        previous = slot
+                    elif row[0] in seen:
                         continue
-                    previous = slot
-                elif row[0] in seen:
-                    continue
-                else:
-                    seen.add(row[0])
-                yield self._to_ref(row)
+                    else:
+                        seen.add(row[0])
+                dt, layout = layouts[row[1]]
+                run = run_names.get(row[2])
+                if run is None:
+                    run = run_names[row[2]] = self.collections.name_of(row[2])
+                yield DatasetRef(row[0], dt, {n: row[i] for n, i in layout}, run)
 
     def _membership(self, path, timespan: Timespan | None) -> sa.Subquery:
         """(dataset_id, rank) for every dataset in the flattened search path."""
@@ -274,7 +314,8 @@ class Datasets:
         union = parts[0] if len(parts) == 1 else sa.union_all(*parts)
         return union.subquery("members")
 
-    def _compile_where(self, where, bind, joins: dict[str, sa.Table]):
+    def _compile_where(self, where, bind, joins: dict[str, sa.Table], allowed: Sequence[str],
+                       dataset_types: Sequence[DatasetType]):
         from federation.registry.where import compile_where
 
         t = self.db.tables
@@ -285,6 +326,10 @@ class Datasets:
                 raise ExpressionError(
                     f"unknown dimension {name!r} in where expression; "
                     f"known: {', '.join(universe.dimensions)}")
+            if name not in allowed:
+                raise ExpressionError(
+                    f"dataset type(s) {', '.join(dt.name for dt in dataset_types)} have no "
+                    f"dimension {name!r}; they have {', '.join(allowed)}")
             if field is None:
                 return t.dataset.c[name]
             table = t.dimensions[name]

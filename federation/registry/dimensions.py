@@ -91,6 +91,7 @@ class DimensionRecords:
     def __init__(self, db: Database) -> None:
         self.db = db
         self.universe = db.universe
+        self._plans: dict[DimensionGroup, tuple[list, tuple[str, ...], dict]] = {}
         self._cache: dict[str, dict[tuple, dict[str, Any] | None]] = {
             name: {} for name in self.universe.dimensions
         }
@@ -235,6 +236,7 @@ class DimensionRecords:
         """Drop cached records (after a rollback may have left phantom ones)."""
         for cache in self._cache.values():
             cache.clear()
+        self._plans.clear()
 
     def query(self, dimension: str, where: str | None = None,
               bind: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -277,6 +279,56 @@ class DimensionRecords:
         ``allow_extra``, known dimensions outside the group are accepted,
         checked and returned too (calibration lookups use them for time).
         """
+        if not allow_extra and len(data_id) == len(group.required):
+            fast = self._expand_cached(group, data_id)
+            if fast is not None:
+                return fast
+        full, key = self._expand(group, data_id, allow_extra)
+        if not allow_extra:
+            plan = self._plan(group)
+            plan[2][tuple(full[k] for k in plan[1])] = {k: full[k] for k in group.implied}
+        return full, key
+
+    def _plan(self, group: DimensionGroup) -> tuple[list, tuple[str, ...], dict]:
+        """Per group: (required names with key types and record keys, memo key, memo).
+
+        Implied values depend only on the records of required dimensions that
+        imply something; the memo maps those dimensions' values to them.
+        """
+        plan = self._plans.get(group)
+        if plan is None:
+            dims = self.universe.dimensions
+            required = [(n, dims[n].python_type, (*dims[n].requires, n)) for n in group.required]
+            memo_names = set()
+            for name in group.required:
+                if dims[name].implies:
+                    memo_names.update((*dims[name].requires, name))
+            plan = self._plans[group] = (required, self.universe.sorted(memo_names), {})
+        return plan
+
+    def _expand_cached(self, group: DimensionGroup, data_id: Mapping[str, Any]
+                       ) -> tuple[dict[str, Any], str] | None:
+        """The common case, from caches alone; None sends the caller down the full path."""
+        required, memo_names, memo = self._plan(group)
+        full = {}
+        cache = self._cache
+        for name, ptype, _ in required:
+            value = data_id.get(name)
+            if type(value) is not ptype:
+                return None
+            full[name] = value
+        for name, _, record_key in required:
+            if tuple(full[k] for k in record_key) not in cache[name]:
+                return None
+        implied = memo.get(tuple(full[k] for k in memo_names))
+        if implied is None:
+            return None
+        key = data_id_key([full[name] for name, _, _ in required])
+        full.update(implied)
+        return full, key
+
+    def _expand(self, group: DimensionGroup, data_id: Mapping[str, Any], allow_extra: bool
+                ) -> tuple[dict[str, Any], str]:
         universe = self.universe
         unknown = [k for k in data_id if k not in universe.dimensions]
         if unknown:

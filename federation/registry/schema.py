@@ -138,7 +138,7 @@ def build_tables(universe: DimensionUniverse) -> Tables:
         sa.Column("checksum", sa.String(32), nullable=False),
         # NULL when the file is in this site's datastore; otherwise the site holding it.
         sa.Column("held_at", sa.String(64), nullable=True),
-        sa.Index("file_path", "path"),
+        sa.Index("file_path", "path", unique=True),
     )
     return Tables(md, meta, journal_head, journal, dataset_type, collection,
                   collection_chain, dataset, tag, calib, file, dimensions)
