@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +54,18 @@ class VerifyReport:
     @property
     def ok(self) -> bool:
         return not self.problems
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Bulk work builds many long-lived objects; collector passes over them are wasted."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 class Butler:
@@ -206,28 +220,29 @@ class Butler:
         run = self._run(run)
         id_mode = IdMode(id_mode)
         datasets = list(datasets)
-        self._prefetch_records(datasets)
-        self._check_sources([Path(fd.path) for fd in datasets], transfer)
-        items: list[tuple[DatasetRef, StagedFile]] = []
-        keys: list[str] = []
-        try:
-            for fd in datasets:
-                dtype = self.registry.get_dataset_type(fd.dataset_type)
-                ref, key = self._new_ref(dtype, fd.data_id, run, id_mode)
-                staged = self.datastore.stage_ingest(
-                    ref, fd.path, get_storage_class(dtype.storage_class), transfer)
-                items.append((ref, staged))
-                keys.append(key)
-                if progress is not None:
-                    progress(1)
-        except BaseException:
-            for _, staged in items:
-                staged.abort()
-            raise
-        self._store(run, items, keys)
+        with _gc_paused():
+            self._prefetch_records(datasets)
+            self._check_sources([fd.path for fd in datasets], transfer)
+            items: list[tuple[DatasetRef, StagedFile]] = []
+            keys: list[str] = []
+            try:
+                for fd in datasets:
+                    dtype = self.registry.get_dataset_type(fd.dataset_type)
+                    ref, key = self._new_ref(dtype, fd.data_id, run, id_mode)
+                    staged = self.datastore.stage_ingest(
+                        ref, fd.path, get_storage_class(dtype.storage_class), transfer)
+                    items.append((ref, staged))
+                    keys.append(key)
+                    if progress is not None:
+                        progress(1)
+            except BaseException:
+                for _, staged in items:
+                    staged.abort()
+                raise
+            self._store(run, items, keys)
         return [ref for ref, _ in items]
 
-    def _check_sources(self, sources: list[Path], transfer: str) -> None:
+    def _check_sources(self, sources: list[str | os.PathLike], transfer: str) -> None:
         """Refuse to move, symlink to or register in place a registered dataset's own file."""
         if transfer not in ("move", "symlink", "direct"):
             return
@@ -257,16 +272,18 @@ class Butler:
     def _prefetch_records(self, datasets: Sequence[FileDataset]) -> None:
         """Load the dimension records bulk ingest will need in a few queries."""
         dims = self.registry.dimensions
-        wanted: dict[str, set[tuple]] = {}
-        for fd in datasets:
-            for name in self.registry.get_dataset_type(fd.dataset_type).dimensions.required:
-                dim = self.registry.universe[name]
+        names = {name for type_name in {fd.dataset_type for fd in datasets}
+                 for name in self.registry.get_dataset_type(type_name).dimensions.required}
+        for name in names:
+            if dims.preload(name):
+                continue
+            record_key = (*self.registry.universe[name].requires, name)
+            keys = set()
+            for fd in datasets:
                 try:
-                    key = tuple(fd.data_id[k] for k in (*dim.requires, name))
+                    keys.add(tuple(fd.data_id[k] for k in record_key))
                 except KeyError:
                     continue  # expand() reports the missing key properly
-                wanted.setdefault(name, set()).add(key)
-        for name, keys in wanted.items():
             try:
                 dims.prefetch(name, keys)
             except sa.exc.StatementError:

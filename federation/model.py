@@ -121,9 +121,12 @@ class Certification:
     timespan: Timespan
 
 
+compact_json = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def data_id_key(values: list[Any] | tuple[Any, ...]) -> str:
     """Canonical, unambiguous text form of a data ID's required values."""
-    return json.dumps(list(values), separators=(",", ":"))
+    return compact_json(list(values))
 
 
 def make_dataset_id(

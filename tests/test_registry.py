@@ -1065,8 +1065,7 @@ def test_every_mutation_is_journaled(raw_butler: Butler) -> None:
     entries = journal.new()
     assert [e[1] for e in entries] == ["collection", "dataset"]
     assert entries[0][2]["name"] == "HSC/raw/all" and entries[0][2]["owner"] == "NCSA"
-    assert entries[1][2]["id"] == str(ref.id) and entries[1][2]["run"] == "HSC/raw/all"
-    assert entries[1][2]["file"]["checksum"]
+    assert entries[1][2] == {"id": str(ref.id)}  # readers take the rest from the rows
     ref2 = b.put({"v": 2}, "raw", RAW_ID, detector=2)
     assert journal.kinds() == ["dataset"]
     reg.register_collection("tagged")

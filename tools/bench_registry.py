@@ -170,6 +170,16 @@ def evaluate(result: dict[str, Any]) -> list[dict[str, Any]]:
                  "seconds": None, "rate": None, "unit": "", "value": inroot["statements"],
                  "executemany": inroot["executemany"], "target": f"< {limit:,.0f} (N/10)",
                  "status": "PASS" if inroot["statements"] < limit else "FAIL"})
+    floor = result["file_floor"]
+    floor_rate = floor["count"] / floor["seconds"] if floor["seconds"] > 0 else math.inf
+    rows.append({"backend": backend, "phase": "1 KiB file write+rename alone (floor)",
+                 "seconds": floor["seconds"], "cpu_seconds": floor["cpu_seconds"],
+                 "rate": floor_rate, "unit": "files/s", "count": floor["count"], "target": "-",
+                 "status": "report"})
+    put_rate = result["puts"]["count"] / result["puts"]["seconds"]
+    rows.append({"backend": backend, "phase": "puts / file floor", "seconds": None,
+                 "rate": None, "unit": "", "value": round(put_rate / floor_rate, 2),
+                 "target": "-", "status": "report"})
     rows.append({"backend": backend, "phase": "SQL statements per put", "seconds": None,
                  "rate": None, "unit": "", "value": result["puts"]["statements_per_put"],
                  "target": "-", "status": "report"})
@@ -177,6 +187,18 @@ def evaluate(result: dict[str, Any]) -> list[dict[str, Any]]:
                  "unit": "", "value": result["peak_rss_mib"], "target": "-",
                  "status": "report"})
     return rows
+
+
+def file_floor(directory: Path, count: int, payload: bytes) -> dict[str, float]:
+    """Time writing + renaming ``count`` files alone: the floor under any atomic put."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with Timer() as timer:
+        for i in range(count):
+            temp = directory / f".f{i}.tmp"
+            temp.write_bytes(payload)
+            os.replace(temp, directory / f"f{i}")
+    shutil.rmtree(directory, ignore_errors=True)
+    return timer.stats(count)
 
 
 def startup_rows(import_s: float, help_s: float, python_s: float) -> list[dict[str, Any]]:
@@ -302,31 +324,50 @@ def dimension_records(n_ids: int) -> dict[str, list[dict[str, Any]]]:
 
 
 class StatementCounter:
-    """Counts cursor executions on an engine; an executemany counts once."""
+    """Counts statements sent to a registry database.
 
-    def __init__(self, engine) -> None:
-        self.engine = engine
+    SQLAlchemy executions are seen by a ``before_cursor_execute`` listener;
+    the registry's bulk inserts (one driver ``executemany`` or ``COPY`` each,
+    bypassing SQLAlchemy) are counted by wrapping ``Database.bulk_insert``.
+    An executemany or COPY counts once.
+    """
+
+    def __init__(self, db) -> None:
+        self.db = db
+        self.engine = db.engine
         self.statements = 0
         self.executemany = 0
         self.kinds: dict[str, int] = {}
 
     def __call__(self, conn, cursor, statement, parameters, context, executemany) -> None:
-        self.statements += 1
-        self.executemany += bool(executemany)
         words = statement.split()
         kind = " ".join(words[:3]) if words[:1] == ["INSERT"] else " ".join(words[:1])
+        self._count(kind, bool(executemany))
+
+    def _count(self, kind: str, many: bool) -> None:
+        self.statements += 1
+        self.executemany += many
         self.kinds[kind] = self.kinds.get(kind, 0) + 1
 
     def __enter__(self) -> StatementCounter:
         import sqlalchemy as sa
 
         sa.event.listen(self.engine, "before_cursor_execute", self)
+        original = self.db.bulk_insert
+
+        def counted(table, columns, rows, **options):
+            if rows:
+                self._count(f"bulk INSERT INTO {table.name}", True)
+            return original(table, columns, rows, **options)
+
+        self.db.bulk_insert = counted
         return self
 
     def __exit__(self, *exc) -> None:
         import sqlalchemy as sa
 
         sa.event.remove(self.engine, "before_cursor_execute", self)
+        del self.db.bulk_insert
 
 
 class Timer:
@@ -450,7 +491,7 @@ def run_backend(args: argparse.Namespace, backend: str, repo: Path, db: str | No
                                 {"instrument": "HSC", "exposure": e, "detector": d})
                     for e, d in data_ids(n)]
         log(f"[{backend}] ingest {n:,} files (transfer=direct) ...")
-        with StatementCounter(registry.db.engine) as counter, \
+        with StatementCounter(registry.db) as counter, \
                 Profiled(profile == "ingest", f"{backend} ingest"), Timer() as timer:
             refs = butler.ingest(datasets, run=RAW_RUN, transfer="direct")
         if len(refs) != n:
@@ -481,10 +522,11 @@ def run_backend(args: argparse.Namespace, backend: str, repo: Path, db: str | No
                            exposure=exposure, detector=detector)
         result["puts"] = timer.stats(puts)
         log(f"[{backend}]   {timer.describe(puts, 'puts/s')}")
+        result["file_floor"] = file_floor(repo / "bench-floor", puts, payload)
 
         # Statements per put, counted outside the timed loop on a few more puts.
         extra = ids[puts:puts + 10] if len(ids) >= puts + 10 else []
-        with StatementCounter(registry.db.engine) as counter:
+        with StatementCounter(registry.db) as counter:
             for exposure, detector in extra:
                 butler.put(payload, "raw_put", run=PUT_RUN, instrument="HSC",
                            exposure=exposure, detector=detector)
@@ -512,7 +554,7 @@ def ingest_in_root(butler, backend: str, repo: Path, count: int) -> dict[str, An
                 for e, d in data_ids(count)]
     log(f"[{backend}] statement count of a direct ingest of {count:,} files under the "
         "repository root ...")
-    with StatementCounter(butler.registry.db.engine) as counter:
+    with StatementCounter(butler.registry.db) as counter:
         butler.ingest(datasets, run=IN_ROOT_RUN, transfer="direct")
     log(f"[{backend}]   {counter.statements} SQL statements: {counter.kinds}")
     return {"count": count, "statements": counter.statements,

@@ -14,13 +14,13 @@ def file_checksum(path: str | os.PathLike) -> tuple[int, str]:
     """Return ``(size, xxh3-128 hex digest)`` of a file, reading it once."""
     digest = xxhash.xxh3_128()
     size = 0
-    with open(path, "rb", buffering=0) as stream:
-        while True:
-            chunk = stream.read(CHUNK)
-            if not chunk:
-                break
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        while chunk := os.read(fd, CHUNK):
             size += len(chunk)
             digest.update(chunk)
+    finally:
+        os.close(fd)
     return size, digest.hexdigest()
 
 

@@ -108,14 +108,15 @@ class PosixDatastore:
         if transfer not in TRANSFER_MODES:
             raise InputError(f"unknown transfer mode {transfer!r}; use one of "
                              f"{', '.join(TRANSFER_MODES)}")
-        source = Path(source).absolute()
+        absolute = os.path.abspath(source)
         try:
-            size, checksum = file_checksum(source)
+            size, checksum = file_checksum(absolute)
         except OSError as exc:
-            raise InputError(f"cannot read {source}: {exc.strerror}") from None
+            raise InputError(f"cannot read {absolute}: {exc.strerror}") from None
         name = storage_class.formatter.name
         if transfer == "direct":
-            return StagedFile(StoredFile(str(source), name, size, checksum), None, None)
+            return StagedFile(StoredFile(absolute, name, size, checksum), None, None)
+        source = Path(absolute)
         relative = self._relative_path(ref, source.suffix)
         final = self.safe_path(relative)
         stored = StoredFile(relative, name, size, checksum)

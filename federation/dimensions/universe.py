@@ -73,12 +73,13 @@ class DimensionGroup:
         self.required: tuple[str, ...] = universe.sorted(closure - implied)
         self.implied: tuple[str, ...] = universe.sorted(implied)
         self.names: tuple[str, ...] = universe.sorted(closure)
+        self._hash = hash(self.names)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, DimensionGroup) and self.names == other.names
 
     def __hash__(self) -> int:
-        return hash(self.names)
+        return self._hash
 
     def __repr__(self) -> str:
         return f"DimensionGroup({', '.join(self.names)})"

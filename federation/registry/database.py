@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -19,6 +20,7 @@ import sqlalchemy as sa
 
 from federation.dimensions.universe import DimensionUniverse
 from federation.errors import ConfigError, SchemaVersionError
+from federation.model import compact_json
 from federation.registry.schema import SCHEMA_VERSION, Tables, build_tables
 
 
@@ -49,6 +51,7 @@ def _configure_sqlite(engine: sa.Engine) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA busy_timeout=60000")
+        cursor.execute("PRAGMA cache_size=-65536")  # 64 MiB: bulk inserts into big indexes
         cursor.close()
 
     @sa.event.listens_for(engine, "begin")
@@ -169,12 +172,14 @@ class Database:
     # -- bulk writes ---------------------------------------------------------
 
     def bulk_insert(self, table: sa.Table, columns: Sequence[str],
-                    rows: Sequence[Sequence[Any]]) -> None:
+                    rows: Sequence[Sequence[Any]], *, prepared: bool = False) -> None:
         """Insert many rows (tuples in ``columns`` order) in the current transaction.
 
         Bypasses per-row SQLAlchemy parameter processing: SQLite gets one
         ``executemany``, PostgreSQL a ``COPY`` for large batches. A unique or
-        foreign-key violation raises the driver's ``IntegrityError``.
+        foreign-key violation raises the driver's ``IntegrityError``. With
+        ``prepared`` the values are already in the driver's form (see
+        :meth:`uuid_value`).
         """
         if not rows:
             return
@@ -183,10 +188,9 @@ class Database:
         names = ", ".join(f'"{c}"' for c in columns)
         try:
             if self.is_sqlite:
-                processors = [table.c[c].type.bind_processor(conn.dialect) for c in columns]
-                if any(processors):
-                    rows = [tuple(v if p is None or v is None else p(v)
-                                  for p, v in zip(processors, row, strict=True)) for row in rows]
+                if not prepared:
+                    rows = _process(rows, [table.c[c].type.bind_processor(conn.dialect)
+                                           for c in columns])
                 marks = ", ".join("?" for _ in columns)
                 cursor.executemany(f'INSERT INTO "{table.name}" ({names}) VALUES ({marks})', rows)
             elif len(rows) < 64:
@@ -199,6 +203,10 @@ class Database:
         finally:
             cursor.close()
 
+    def uuid_value(self, value: uuid.UUID) -> Any:
+        """A UUID in the driver's form for :meth:`bulk_insert` (hex text on SQLite)."""
+        return value.hex if self.is_sqlite else value
+
     @property
     def integrity_errors(self) -> tuple[type[Exception], ...]:
         """Exceptions meaning a constraint was violated (driver's or SQLAlchemy's)."""
@@ -208,8 +216,11 @@ class Database:
 
     _JOURNAL_COLUMNS = ("seq", "kind", "payload", "created_at")
 
-    def journal(self, kind: str, payloads: list[dict[str, Any]]) -> None:
-        """Append one journal entry per payload inside the current transaction."""
+    def journal(self, kind: str, payloads: Sequence[dict[str, Any] | str]) -> None:
+        """Append one journal entry per payload inside the current transaction.
+
+        A payload is a JSON-able dict, or a string already holding its JSON.
+        """
         if not payloads:
             return
         conn = self._local.conn
@@ -220,8 +231,7 @@ class Database:
             .returning(head.c.last_seq)).scalar_one()
         first = last - len(payloads) + 1
         now = time.time()
-        dumps = json.dumps
-        rows = [(first + i, kind, dumps(p, separators=(",", ":")), now)
+        rows = [(first + i, kind, p if type(p) is str else compact_json(p), now)
                 for i, p in enumerate(payloads)]
         self.bulk_insert(self.tables.journal, self._JOURNAL_COLUMNS, rows)
 
@@ -241,6 +251,21 @@ class Database:
         head = self.tables.journal_head
         with self.reading() as conn:
             return conn.execute(sa.select(head.c.last_seq)).scalar_one()
+
+
+def _process(rows: Sequence[Sequence[Any]], processors: list) -> Sequence[Sequence[Any]]:
+    """Apply SQLAlchemy bind processors (e.g. UUID -> hex on SQLite) to the columns needing one."""
+    active = [(i, p) for i, p in enumerate(processors) if p is not None]
+    if not active:
+        return rows
+    result = []
+    for row in rows:
+        row = list(row)
+        for i, processor in active:
+            if row[i] is not None:
+                row[i] = processor(row[i])
+        result.append(row)
+    return result
 
 
 def _first_line(exc: Exception) -> str:

@@ -73,6 +73,7 @@ class Datasets:
             keys = [ref_key(ref) for ref, _ in entries]
         now = time.time()
         dims = self._dim_names
+        uuid_value = self.db.uuid_value
         type_ids = {}
         rows, file_rows, journal = [], [], []
         for (ref, stored), key in zip(entries, keys, strict=True):
@@ -82,15 +83,13 @@ class Datasets:
             if name not in type_ids:
                 type_ids[name] = self.types.id_of(name)
             data_id = ref.data_id
-            rows.append((ref.id, type_ids[name], key, now, *[data_id.get(d) for d in dims]))
-            payload = {"id": str(ref.id), "dataset_type": name, "run": run,
-                       "data_id": ref.required_data_id, "file": None}
+            db_id = uuid_value(ref.id)
+            rows.append((db_id, type_ids[name], key, now, *[data_id.get(d) for d in dims]))
+            # The journal names the dataset; readers take the rest from its rows.
+            journal.append(f'{{"id":"{ref.id}"}}')
             if stored is not None:
-                file_rows.append((ref.id, stored.path, stored.formatter, stored.size,
+                file_rows.append((db_id, stored.path, stored.formatter, stored.size,
                                   stored.checksum, held_at))
-                payload["file"] = {"path": stored.path, "formatter": stored.formatter,
-                                   "size": stored.size, "checksum": stored.checksum}
-            journal.append(payload)
         if len({r[0] for r in rows}) != len(rows):
             raise ConflictError("the same dataset ID appears twice in one insert")
         if len({(r[1], r[2]) for r in rows}) != len(rows):
@@ -99,8 +98,10 @@ class Datasets:
             run_id, _ = self.collections.lookup(run, CollectionType.RUN, fresh=True)
             rows = [(r[0], r[1], run_id, *r[2:]) for r in rows]
             try:
-                self.db.bulk_insert(self.db.tables.dataset, self._DATASET_COLUMNS, rows)
-                self.db.bulk_insert(self.db.tables.file, self._FILE_COLUMNS, file_rows)
+                self.db.bulk_insert(self.db.tables.dataset, self._DATASET_COLUMNS, rows,
+                                    prepared=True)
+                self.db.bulk_insert(self.db.tables.file, self._FILE_COLUMNS, file_rows,
+                                    prepared=True)
             except self.db.integrity_errors:
                 raise self._explain_conflict(run, rows, file_rows) from None
             self.db.journal("dataset", journal)
@@ -118,7 +119,7 @@ class Datasets:
         with self.db.engine.connect() as conn:
             for chunk in chunked(rows):
                 taken = conn.execute(sa.select(d.c.id).where(
-                    d.c.id.in_([r[0] for r in chunk]))).first()
+                    d.c.id.in_([_as_uuid(r[0]) for r in chunk]))).first()
                 if taken is not None:
                     return ConflictError(
                         f"dataset ID {taken.id} already exists: {self._describe(conn, taken.id)}")
@@ -537,6 +538,10 @@ class Datasets:
         with self.db.reading() as conn:
             rows = conn.execute(sa.select(*self._select_cols).where(d.c.run_id == run_id)).all()
         return [self._to_ref(r) for r in rows]
+
+
+def _as_uuid(value: uuid.UUID | str) -> uuid.UUID:
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(value)
 
 
 def _rank(ranks: dict[int, int], column) -> sa.ColumnElement:

@@ -92,6 +92,7 @@ class DimensionRecords:
         self.db = db
         self.universe = db.universe
         self._plans: dict[DimensionGroup, tuple[list, tuple[str, ...], dict]] = {}
+        self._preloaded: set[str] = set()
         self._cache: dict[str, dict[tuple, dict[str, Any] | None]] = {
             name: {} for name in self.universe.dimensions
         }
@@ -237,6 +238,7 @@ class DimensionRecords:
         for cache in self._cache.values():
             cache.clear()
         self._plans.clear()
+        self._preloaded.clear()
 
     def query(self, dimension: str, where: str | None = None,
               bind: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -312,20 +314,38 @@ class DimensionRecords:
         required, memo_names, memo = self._plan(group)
         full = {}
         cache = self._cache
-        for name, ptype, _ in required:
+        for name, ptype, record_key in required:
             value = data_id.get(name)
             if type(value) is not ptype:
                 return None
             full[name] = value
-        for name, _, record_key in required:
-            if tuple(full[k] for k in record_key) not in cache[name]:
+            # Requirements come earlier in `required`, so `full` holds them already.
+            if tuple([full[k] for k in record_key]) not in cache[name]:
                 return None
-        implied = memo.get(tuple(full[k] for k in memo_names))
+        implied = memo.get(tuple([full[k] for k in memo_names]))
         if implied is None:
             return None
-        key = data_id_key([full[name] for name, _, _ in required])
+        key = data_id_key(list(full.values()))
         full.update(implied)
         return full, key
+
+    def preload(self, dimension: str, limit: int = 200_000) -> bool:
+        """Cache every record of a dimension holding at most ``limit``; True if done."""
+        if dimension in self._preloaded:
+            return True
+        dim = self.universe[dimension]
+        table = self.db.tables.dimensions[dimension]
+        keys = (*dim.requires, dim.name)
+        with self.db.reading() as conn:
+            count = conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+            if count > limit:
+                return False
+            cache = self._cache[dimension]
+            for row in conn.execute(sa.select(table)).mappings():
+                row = dict(row)
+                cache.setdefault(tuple(row[k] for k in keys), row)
+        self._preloaded.add(dimension)
+        return True
 
     def _expand(self, group: DimensionGroup, data_id: Mapping[str, Any], allow_extra: bool
                 ) -> tuple[dict[str, Any], str]:
