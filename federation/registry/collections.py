@@ -145,11 +145,14 @@ class Collections:
             # Again, now that writers are serialized: another may have registered it.
             if self._is_registered(name, ctype, fresh=True):
                 return False
-            cid = conn.execute(sa.insert(table).values(
-                name=name, type=str(ctype), owner_site=owner, doc=doc or "")
-                .returning(table.c.id)).scalar_one()
-            self.db.journal("collection", [
+            tomb = self.db.tables.collection_tombstone
+            conn.execute(sa.delete(tomb).where(tomb.c.name == name))
+            version = self.db.journal("collection", [
                 {"name": name, "type": str(ctype), "owner": owner, "doc": doc or ""}])
+            cid = conn.execute(sa.insert(table).values(
+                name=name, type=str(ctype), owner_site=owner, doc=doc or "",
+                created_version=version, doc_version=version)
+                .returning(table.c.id)).scalar_one()
             self.db.on_rollback(self.forget)
             self._remember(name, cid, ctype, owner)
         return True
@@ -169,8 +172,9 @@ class Collections:
         table = self.db.tables.collection
         with self.db.transaction() as conn:
             cid, _ = self.lookup(name, fresh=True)
-            conn.execute(sa.update(table).where(table.c.id == cid).values(doc=doc))
-            self.db.journal("doc", [{"name": name, "doc": doc}])
+            version = self.db.journal("doc", [{"name": name, "doc": doc}])
+            conn.execute(sa.update(table).where(table.c.id == cid).values(
+                doc=doc, doc_version=version))
 
     def children(self, name: str) -> list[str]:
         cid, _ = self.lookup(name, CollectionType.CHAINED)
@@ -203,7 +207,9 @@ class Collections:
                 conn.execute(sa.insert(chain), [
                     {"parent_id": cid, "position": i, "child_id": c}
                     for i, c in enumerate(child_ids)])
-            self.db.journal("chain", [{"name": name, "children": list(children)}])
+            version = self.db.journal("chain", [{"name": name, "children": list(children)}])
+            table = self.db.tables.collection
+            conn.execute(sa.update(table).where(table.c.id == cid).values(chain_version=version))
 
     def _descendants(self, name: str) -> set[str]:
         found: set[str] = set()
@@ -276,7 +282,11 @@ class Collections:
                 raise CollectionError(
                     f"run {name!r} still holds datasets; remove them (or the whole run) first")
             conn.execute(sa.delete(table).where(table.c.id == cid))
-            self.db.journal("remove_collection", [{"name": name}])
+            owner = self._by_name[name][2] if name in self._by_name else self.site
+            version = self.db.journal("remove_collection", [{"name": name}])
+            tomb = self.db.tables.collection_tombstone
+            conn.execute(sa.delete(tomb).where(tomb.c.name == name))
+            conn.execute(sa.insert(tomb).values(name=name, owner_site=owner, version=version))
             self.db.on_rollback(self.forget)
             self._by_name.pop(name, None)
             self._by_id.pop(cid, None)

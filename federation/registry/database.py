@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
@@ -22,6 +22,21 @@ from federation.dimensions.universe import DimensionUniverse
 from federation.errors import ConfigError, SchemaVersionError
 from federation.model import compact_json
 from federation.registry.schema import SCHEMA_VERSION, Tables, build_tables
+
+
+class JournalEntry(NamedTuple):
+    """One change: its local sequence number, kind, payload and provenance.
+
+    ``origin`` is None for changes made at this site; ``version`` is the
+    change's sequence number at its origin.
+    """
+
+    seq: int
+    kind: str
+    payload: dict[str, Any]
+    created_at: float
+    origin: str | None
+    version: int
 
 
 def make_engine(url: str) -> sa.Engine:
@@ -152,6 +167,13 @@ class Database:
         with self.engine.connect() as conn:
             yield conn
 
+    def current(self) -> sa.Connection:
+        """The connection of the open write transaction (an error outside one)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            raise RuntimeError("no write transaction is open")
+        return conn
+
     def on_commit(self, callback: Callable[[], None]) -> None:
         if getattr(self._local, "conn", None) is None:
             callback()
@@ -214,15 +236,28 @@ class Database:
 
     # -- journal -------------------------------------------------------------
 
-    _JOURNAL_COLUMNS = ("seq", "kind", "payload", "created_at")
+    _JOURNAL_COLUMNS = ("seq", "kind", "payload", "created_at", "origin", "origin_seq")
 
-    def journal(self, kind: str, payloads: Sequence[dict[str, Any] | str]) -> None:
+    @contextmanager
+    def importing(self, origin: str, origin_seq: int) -> Iterator[None]:
+        """Journal the changes made inside as coming from ``origin``'s change ``origin_seq``."""
+        previous = getattr(self._local, "origin", None)
+        self._local.origin = (origin, origin_seq)
+        try:
+            yield
+        finally:
+            self._local.origin = previous
+
+    def journal(self, kind: str, payloads: Sequence[dict[str, Any] | str]) -> int:
         """Append one journal entry per payload inside the current transaction.
 
         A payload is a JSON-able dict, or a string already holding its JSON.
+        Returns the change's *version*: its sequence number at the site where
+        it was first made (here, unless inside :meth:`importing`).
         """
+        origin = getattr(self._local, "origin", None)
         if not payloads:
-            return
+            return origin[1] if origin else 0
         conn = self._local.conn
         head = self.tables.journal_head
         last = conn.execute(
@@ -231,21 +266,27 @@ class Database:
             .returning(head.c.last_seq)).scalar_one()
         first = last - len(payloads) + 1
         now = time.time()
-        rows = [(first + i, kind, p if type(p) is str else compact_json(p), now)
+        site, origin_seq = origin if origin else (None, None)
+        rows = [(first + i, kind, p if type(p) is str else compact_json(p), now, site, origin_seq)
                 for i, p in enumerate(payloads)]
         self.bulk_insert(self.tables.journal, self._JOURNAL_COLUMNS, rows)
+        return origin_seq if origin else first
 
-    def journal_entries(self, after: int = 0, limit: int | None = None) -> Iterator[tuple]:
-        """Stream journal entries ``(seq, kind, payload dict, created_at)`` after a cursor."""
+    def journal_entries(self, after: int = 0, limit: int | None = None,
+                        upto: int | None = None) -> Iterator[JournalEntry]:
+        """Stream journal entries after a cursor (and up to ``upto``), oldest first."""
         j = self.tables.journal
-        stmt = sa.select(j.c.seq, j.c.kind, j.c.payload, j.c.created_at).where(
-            j.c.seq > after).order_by(j.c.seq)
+        stmt = sa.select(j.c.seq, j.c.kind, j.c.payload, j.c.created_at, j.c.origin,
+                         j.c.origin_seq).where(j.c.seq > after).order_by(j.c.seq)
+        if upto is not None:
+            stmt = stmt.where(j.c.seq <= upto)
         if limit is not None:
             stmt = stmt.limit(limit)
         with self.reading() as conn:
-            for seq, kind, payload, created in conn.execution_options(
+            for seq, kind, payload, created, origin, origin_seq in conn.execution_options(
                     yield_per=5000).execute(stmt):
-                yield seq, kind, json.loads(payload), created
+                yield JournalEntry(seq, kind, json.loads(payload), created, origin,
+                                   seq if origin_seq is None else origin_seq)
 
     def last_seq(self) -> int:
         head = self.tables.journal_head

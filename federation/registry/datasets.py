@@ -388,10 +388,13 @@ class Datasets:
                         f"TAGGED collection {collection!r} already holds {self.get(row.dataset_id)}"
                         f" (id {row.dataset_id}); cannot also tag {dataset_id}")
             if new:
-                conn.execute(sa.insert(tg), new)
-                self.db.journal("associate", [
-                    {"collection": collection, "ids": [str(r["dataset_id"]) for r in chunk]}
-                    for chunk in chunked(new)])
+                version = self.db.journal("associate", [
+                    {"collection": collection, "ids": [str(r["dataset_id"]) for r in new]}])
+                conn.execute(sa.insert(tg), [r | {"version": version} for r in new])
+                gone = self.db.tables.tag_removed
+                for chunk in chunked([r["dataset_id"] for r in new]):
+                    conn.execute(sa.delete(gone).where(gone.c.collection_id == cid,
+                                                       gone.c.dataset_id.in_(chunk)))
         return len(new)
 
     def disassociate(self, collection: str, refs: Sequence[DatasetRef], *,
@@ -400,20 +403,26 @@ class Datasets:
         if check_owner:
             self.collections.check_writable(collection)
         tg = self.db.tables.tag
-        removed = 0
+        gone = self.db.tables.tag_removed
         with self.db.transaction() as conn:
             cid, _ = self.collections.lookup(collection, CollectionType.TAGGED, fresh=True)
+            present = []
             for chunk in chunked(list(dict.fromkeys(r.id for r in refs))):
                 # Only what was really tagged is removed and journaled: no-ops leave no trace.
-                present = conn.execute(sa.select(tg.c.dataset_id).where(
+                present += conn.execute(sa.select(tg.c.dataset_id).where(
                     tg.c.collection_id == cid, tg.c.dataset_id.in_(chunk))).scalars().all()
-                if not present:
-                    continue
-                removed += conn.execute(sa.delete(tg).where(
-                    tg.c.collection_id == cid, tg.c.dataset_id.in_(present))).rowcount
-                self.db.journal("disassociate", [
-                    {"collection": collection, "ids": [str(i) for i in present]}])
-        return removed
+            if not present:
+                return 0
+            version = self.db.journal("disassociate", [
+                {"collection": collection, "ids": [str(i) for i in present]}])
+            for chunk in chunked(present):
+                conn.execute(sa.delete(tg).where(tg.c.collection_id == cid,
+                                                 tg.c.dataset_id.in_(chunk)))
+                conn.execute(sa.delete(gone).where(gone.c.collection_id == cid,
+                                                   gone.c.dataset_id.in_(chunk)))
+            conn.execute(sa.insert(gone), [{"collection_id": cid, "dataset_id": i,
+                                            "version": version} for i in present])
+        return len(present)
 
     # -- calibrations ----------------------------------------------------------
 
@@ -454,10 +463,25 @@ class Datasets:
                         f"valid for {other}")
             if new:
                 conn.execute(sa.insert(c), new)
-                self.db.journal("certify", [
-                    {"collection": collection, "ids": [str(r["dataset_id"]) for r in chunk],
-                     "begin": timespan.begin, "end": timespan.end} for chunk in chunked(new)])
+                version = self.db.journal("certify", [
+                    {"collection": collection, "ids": [str(r["dataset_id"]) for r in new],
+                     "begin": timespan.begin, "end": timespan.end}])
+                self.set_slot_versions(cid, [(r["dataset_type_id"], r["data_id_key"])
+                                             for r in new], version)
         return len(new)
+
+    def set_slot_versions(self, cid: int, slots: Iterable[tuple[int, str]], version: int
+                          ) -> None:
+        """Record the version of the last change to these calibration slots."""
+        cs = self.db.tables.calib_slot
+        slots = list(dict.fromkeys(slots))
+        conn = self.db.current()
+        for chunk in chunked(slots):
+            conn.execute(sa.delete(cs).where(
+                cs.c.collection_id == cid,
+                sa.tuple_(cs.c.dataset_type_id, cs.c.data_id_key).in_(list(chunk))))
+        conn.execute(sa.insert(cs), [{"collection_id": cid, "dataset_type_id": t,
+                                      "data_id_key": k, "version": version} for t, k in slots])
 
     def decertify(self, collection: str, dataset_type: DatasetType, timespan: Timespan, *,
                   data_id_keys: Sequence[str] | None = None, check_owner: bool = True) -> int:
@@ -489,10 +513,11 @@ class Datasets:
                                         "timespan_end": r["timespan_end"]})
             if keep:
                 conn.execute(sa.insert(c), keep)
-            self.db.journal("decertify", [{
+            touched = sorted({r["data_id_key"] for r in rows})
+            version = self.db.journal("decertify", [{
                 "collection": collection, "dataset_type": dataset_type.name,
-                "begin": timespan.begin, "end": timespan.end,
-                "data_id_keys": None if data_id_keys is None else list(data_id_keys)}])
+                "begin": timespan.begin, "end": timespan.end, "data_id_keys": touched}])
+            self.set_slot_versions(cid, [(tid, k) for k in touched], version)
         return len(rows)
 
     def certifications(self, collection: str) -> list[tuple[DatasetRef, Timespan]]:
@@ -526,11 +551,32 @@ class Datasets:
                     (row.dataset_id, StoredFile(row.path, row.formatter, row.size, row.checksum))
                     for row in conn.execute(sa.select(t.file).where(
                         t.file.c.dataset_id.in_(chunk), t.file.c.held_at.is_(None))))
-                for table, column in ((t.file, t.file.c.dataset_id), (t.tag, t.tag.c.dataset_id),
-                                      (t.calib, t.calib.c.dataset_id), (t.dataset, t.dataset.c.id)):
-                    conn.execute(sa.delete(table).where(column.in_(chunk)))
-                self.db.journal("remove_dataset", [{"ids": [str(i) for i in chunk]}])
+                version = self.db.journal("remove_dataset", [{"ids": [str(i) for i in chunk]}])
+                self.delete_rows(chunk, version)
         return files
+
+    def delete_rows(self, ids: Sequence[uuid.UUID], version: int, *, kept: bool = False) -> None:
+        """Delete datasets' rows (or, if ``kept``, only mark them) and leave tombstones."""
+        t = self.db.tables
+        conn = self.db.current()
+        tomb = t.dataset_tombstone
+        rows = conn.execute(
+            sa.select(t.dataset.c.id, t.collection.c.name, t.dataset_type.c.name,
+                      t.dataset.c.data_id_key)
+            .join(t.collection, t.collection.c.id == t.dataset.c.run_id)
+            .join(t.dataset_type, t.dataset_type.c.id == t.dataset.c.dataset_type_id)
+            .where(t.dataset.c.id.in_(list(ids)))).all()
+        conn.execute(sa.delete(tomb).where(tomb.c.dataset_id.in_(list(ids))))
+        if rows:
+            now = time.time()
+            conn.execute(sa.insert(tomb), [
+                {"dataset_id": r[0], "run": r[1], "dataset_type": r[2], "data_id_key": r[3],
+                 "version": version, "kept": kept, "removed_at": now} for r in rows])
+        if kept:
+            return
+        for table, column in ((t.file, t.file.c.dataset_id), (t.tag, t.tag.c.dataset_id),
+                              (t.calib, t.calib.c.dataset_id), (t.dataset, t.dataset.c.id)):
+            conn.execute(sa.delete(table).where(column.in_(list(ids))))
 
     def run_refs(self, run: str) -> list[DatasetRef]:
         run_id, _ = self.collections.lookup(run, CollectionType.RUN)

@@ -39,6 +39,12 @@ class Tables:
     calib: sa.Table
     file: sa.Table
     dimensions: dict[str, sa.Table]
+    tag_removed: sa.Table
+    calib_slot: sa.Table
+    dataset_tombstone: sa.Table
+    collection_tombstone: sa.Table
+    sync_cursor: sa.Table
+    sync_retry: sa.Table
 
 
 def dimension_table_name(name: str) -> str:
@@ -63,6 +69,10 @@ def build_tables(universe: DimensionUniverse) -> Tables:
         sa.Column("kind", sa.String(32), nullable=False),
         sa.Column("payload", sa.Text, nullable=False),
         sa.Column("created_at", sa.Float, nullable=False),
+        # Where the change was first made (NULL: here) and its sequence number there;
+        # that number is the change's version everywhere it travels.
+        sa.Column("origin", sa.String(64), nullable=True),
+        sa.Column("origin_seq", sa.BigInteger, nullable=True),
     )
     dataset_type = sa.Table(
         "dataset_type", md,
@@ -79,6 +89,10 @@ def build_tables(universe: DimensionUniverse) -> Tables:
         sa.Column("type", sa.String(16), nullable=False),
         sa.Column("owner_site", sa.String(64), nullable=False),
         sa.Column("doc", sa.Text, nullable=False, default=""),
+        # Versions (owner's journal sequence numbers) of the last chain and doc changes.
+        sa.Column("created_version", sa.BigInteger, nullable=False, default=0),
+        sa.Column("chain_version", sa.BigInteger, nullable=False, default=0),
+        sa.Column("doc_version", sa.BigInteger, nullable=False, default=0),
         sqlite_autoincrement=True,
     )
     collection_chain = sa.Table(
@@ -112,7 +126,60 @@ def build_tables(universe: DimensionUniverse) -> Tables:
                   primary_key=True, index=True),
         sa.Column("dataset_type_id", sa.Integer, nullable=False),
         sa.Column("data_id_key", sa.String(512), nullable=False),
+        sa.Column("version", sa.BigInteger, nullable=False, default=0),
         sa.UniqueConstraint("collection_id", "dataset_type_id", "data_id_key", name="tag_slot"),
+    )
+    # Memberships removed from TAGGED collections, so an older "associate" arriving
+    # later by another path does not bring them back.
+    tag_removed = sa.Table(
+        "tag_removed", md,
+        sa.Column("collection_id", sa.ForeignKey("collection.id", ondelete="CASCADE"),
+                  primary_key=True),
+        sa.Column("dataset_id", sa.Uuid, primary_key=True),
+        sa.Column("version", sa.BigInteger, nullable=False),
+    )
+    # Version of each (CALIBRATION collection, type, data ID) slot's validity list.
+    calib_slot = sa.Table(
+        "calib_slot", md,
+        sa.Column("collection_id", sa.ForeignKey("collection.id", ondelete="CASCADE"),
+                  primary_key=True),
+        sa.Column("dataset_type_id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("data_id_key", sa.String(512), primary_key=True),
+        sa.Column("version", sa.BigInteger, nullable=False),
+    )
+    # Datasets deleted by their owner. `kept` marks an archive still holding the data.
+    dataset_tombstone = sa.Table(
+        "dataset_tombstone", md,
+        sa.Column("dataset_id", sa.Uuid, primary_key=True),
+        sa.Column("run", sa.String(256), nullable=False, index=True),
+        sa.Column("dataset_type", sa.String(128), nullable=False),
+        sa.Column("data_id_key", sa.String(512), nullable=False),
+        sa.Column("version", sa.BigInteger, nullable=False),
+        sa.Column("kept", sa.Boolean, nullable=False, default=False),
+        sa.Column("removed_at", sa.Float, nullable=False),
+    )
+    collection_tombstone = sa.Table(
+        "collection_tombstone", md,
+        sa.Column("name", sa.String(256), primary_key=True),
+        sa.Column("owner_site", sa.String(64), nullable=False),
+        sa.Column("version", sa.BigInteger, nullable=False),
+    )
+    # How far this repository has read each source's journal, per selection.
+    sync_cursor = sa.Table(
+        "sync_cursor", md,
+        sa.Column("source", sa.String(64), primary_key=True),
+        sa.Column("selection_key", sa.String(64), primary_key=True),
+        sa.Column("selection", sa.Text, nullable=False),
+        sa.Column("last_seq", sa.BigInteger, nullable=False),
+        sa.Column("updated_at", sa.Float, nullable=False),
+    )
+    # Datasets whose file failed to arrive; the next sync of that cursor retries them.
+    sync_retry = sa.Table(
+        "sync_retry", md,
+        sa.Column("source", sa.String(64), primary_key=True),
+        sa.Column("selection_key", sa.String(64), primary_key=True),
+        sa.Column("dataset_id", sa.Uuid, primary_key=True),
+        sa.Column("reason", sa.Text, nullable=False),
     )
     calib = sa.Table(
         "calib", md,
@@ -125,7 +192,7 @@ def build_tables(universe: DimensionUniverse) -> Tables:
         sa.Column("data_id_key", sa.String(512), nullable=False),
         sa.Column("timespan_begin", sa.BigInteger, nullable=False),
         sa.Column("timespan_end", sa.BigInteger, nullable=False),
-        sa.Index("calib_slot", "collection_id", "dataset_type_id", "data_id_key"),
+        sa.Index("calib_lookup", "collection_id", "dataset_type_id", "data_id_key"),
         sqlite_autoincrement=True,
     )
     file = sa.Table(
@@ -141,7 +208,8 @@ def build_tables(universe: DimensionUniverse) -> Tables:
         sa.Index("file_path", "path", unique=True),
     )
     return Tables(md, meta, journal_head, journal, dataset_type, collection,
-                  collection_chain, dataset, tag, calib, file, dimensions)
+                  collection_chain, dataset, tag, calib, file, dimensions, tag_removed,
+                  calib_slot, dataset_tombstone, collection_tombstone, sync_cursor, sync_retry)
 
 
 def _dimension_table(md: sa.MetaData, universe: DimensionUniverse, name: str) -> sa.Table:
