@@ -432,5 +432,15 @@ def verify(repo: Path, collections, dataset_types, where, as_json) -> None:
         sys.exit(1)
 
 
+def _register_federation_commands() -> None:
+    from federation.cli import federation_commands
+
+    cli.add_command(federation_commands.site)
+    cli.add_command(federation_commands.sync)
+
+
+_register_federation_commands()
+
+
 def main() -> None:
     cli(prog_name="fed")

@@ -36,14 +36,38 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+JSON_OPTION = click.option("--json", "as_json", is_flag=True,
+                           help="Print JSON instead of a table.")
+
+
 @contextmanager
-def progress(total: int | None, description: str) -> Iterator[Any]:
+def progress(total: int | None, description: str, unit: str = "file") -> Iterator[Any]:
     """A callback ``advance(n)`` drawing a bar on a terminal, silent otherwise."""
     if not sys.stderr.isatty():
         yield None
         return
     from tqdm import tqdm
 
-    with tqdm(total=total, desc=description, unit="file", file=sys.stderr,
+    with tqdm(total=total, desc=description, unit=unit, file=sys.stderr,
               leave=False) as bar:
         yield bar.update
+
+
+def report(result: Any, as_json_output: bool, *, dry_run: bool, title: str) -> None:
+    """Print a sync/import report: counts by kind and action, conflicts in full."""
+    if as_json_output:
+        as_json(result.to_dict() | {"dry_run": dry_run})
+        return
+    verb = "would apply" if dry_run else "applied"
+    click.echo(f"{title}: {verb}")
+    rows = sorted(result.counts.items())
+    table(["kind", "action", "count"],
+          [[k.split(" ")[0], k.split(" ")[1], n] for k, n in rows])
+    if result.files or result.bytes:
+        click.echo(f"files transferred: {result.files} ({result.bytes:,} bytes), verified")
+    for conflict in result.conflicts:
+        click.echo(f"conflict: {conflict}")
+    for dataset_id, path, reason in result.failed:
+        click.echo(f"failed: {path} ({dataset_id}): {reason}")
+    if result.cursor is not None and not dry_run:
+        click.echo(f"cursor now at source journal entry {result.cursor}")

@@ -167,8 +167,9 @@ class Collections:
             raise CollectionError(f"collection {name!r} already exists as {existing[1]}")
         return True
 
-    def set_doc(self, name: str, doc: str) -> None:
-        self.check_writable(name)
+    def set_doc(self, name: str, doc: str, *, check_owner: bool = True) -> None:
+        if check_owner:
+            self.check_writable(name)
         table = self.db.tables.collection
         with self.db.transaction() as conn:
             cid, _ = self.lookup(name, fresh=True)
@@ -261,6 +262,15 @@ class Collections:
                 if pattern not in names:
                     names.append(pattern)
         return names
+
+    def versions(self, name: str) -> tuple[int, int, int]:
+        """(created, doc, chain) versions of a collection."""
+        cid, _ = self.lookup(name)
+        t = self.db.tables.collection
+        with self.db.reading() as conn:
+            row = conn.execute(sa.select(t.c.created_version, t.c.doc_version, t.c.chain_version)
+                               .where(t.c.id == cid)).one()
+        return tuple(row)
 
     def remove(self, name: str, *, check_owner: bool = True) -> None:
         """Delete a collection's definition (its datasets are handled by the caller)."""

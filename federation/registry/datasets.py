@@ -288,6 +288,26 @@ class Datasets:
                     run = run_names[row[2]] = self.collections.name_of(row[2])
                 yield DatasetRef(row[0], dt, {n: row[i] for n, i in layout}, run)
 
+    def ids_matching(self, ids: Sequence[uuid.UUID], where: str, bind: Mapping[str, Any] | None,
+                     dataset_types: Sequence[DatasetType]) -> set[uuid.UUID]:
+        """The subset of ``ids`` whose data IDs satisfy a `where` expression."""
+        d = self.db.tables.dataset
+        names = self.db.universe.sorted({n for dt in dataset_types for n in dt.dimensions.names})
+        found: set[uuid.UUID] = set()
+        with self.db.reading() as conn:
+            for chunk in chunked(list(ids)):
+                joins: dict[str, sa.Table] = {}
+                condition = self._compile_where(where, bind, joins, names, dataset_types)
+                stmt = sa.select(d.c.id).where(d.c.id.in_(list(chunk)))
+                for name, table in joins.items():
+                    dim = self.db.universe.dimensions[name]
+                    stmt = stmt.outerjoin(table, sa.and_(*[table.c[k] == d.c[k]
+                                                           for k in (*dim.requires, name)]))
+                if condition is not None:
+                    stmt = stmt.where(condition)
+                found.update(conn.execute(stmt).scalars().all())
+        return found
+
     def _membership(self, path, timespan: Timespan | None) -> sa.Subquery:
         """(dataset_id, rank) for every dataset in the flattened search path."""
         t = self.db.tables

@@ -1,0 +1,627 @@
+"""Applying batches of states to a destination repository.
+
+:meth:`Applier.plan` classifies every state against the destination without
+writing; :meth:`Applier.apply` moves the files a batch needs (verified, then
+renamed into place) and writes its records and the cursor in one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from federation.butler import Butler
+from federation.datastore.checksum import file_checksum
+from federation.errors import ChecksumError, FederationError
+from federation.faults import checkpoint
+from federation.model import CollectionType, DatasetRef, StoredFile, data_id_key
+from federation.sites import SiteDefinition, owner_by_prefix
+from federation.sync.selection import Selection
+from federation.sync.states import (
+    Batch,
+    CalibSlotState,
+    CollectionRemoval,
+    CollectionState,
+    DatasetRemoval,
+    DatasetState,
+    DatasetTypeState,
+    RecordState,
+    State,
+    TagState,
+    identity,
+)
+from federation.timespan import Timespan
+from federation.transport.base import Transport, check_relative
+
+
+@dataclass
+class Conflict:
+    """A state the destination cannot take, with both sides' values."""
+
+    kind: str
+    subject: str
+    reason: str
+    source: Any = None
+    destination: Any = None
+
+    def __str__(self) -> str:
+        text = f"{self.kind} {self.subject}: {self.reason}"
+        if self.source is not None or self.destination is not None:
+            text += f" (source: {self.source}; destination: {self.destination})"
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "subject": self.subject, "reason": self.reason,
+                "source": self.source, "destination": self.destination}
+
+
+@dataclass
+class Plan:
+    """What applying a batch would do: an action per state, and the conflicts."""
+
+    actions: list[tuple[State, str]] = field(default_factory=list)
+    conflicts: list[Conflict] = field(default_factory=list)
+
+
+
+@dataclass
+class Report:
+    """What a sync or import did (or, dry, would do)."""
+
+    counts: Counter = field(default_factory=Counter)
+    conflicts: list[Conflict] = field(default_factory=list)
+    failed: list[tuple[str, str, str]] = field(default_factory=list)  # (id, path, reason)
+    files: int = 0
+    bytes: int = 0
+    cursor: int | None = None
+    _seen: set = field(default_factory=set, repr=False)
+
+    def add(self, plan: Plan) -> None:
+        """Count each object once, however many batches mention it."""
+        for state, action in plan.actions:
+            ident = identity(state)
+            if ident not in self._seen:
+                self._seen.add(ident)
+                self.counts[f"{state.kind} {action}"] += 1
+        self.conflicts.extend(plan.conflicts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"counts": dict(sorted(self.counts.items())),
+                "conflicts": [c.to_dict() for c in self.conflicts],
+                "failed_files": [{"id": i, "path": p, "reason": r} for i, p, r in self.failed],
+                "files": self.files, "bytes": self.bytes, "cursor": self.cursor}
+
+
+class Applier:
+    """Applies states from one source to a destination Butler."""
+
+    def __init__(self, butler: Butler, source: str, selection: Selection, *,
+                 sites: Sequence[SiteDefinition] = (), keep_deleted: bool = False,
+                 transport: Transport | None = None, jobs: int = 4,
+                 progress: Callable[[int, int], None] | None = None) -> None:
+        self.butler = butler
+        self.registry = butler.registry
+        self.site = butler.site
+        self.source = source
+        self.selection = selection
+        self.sites = list(sites)
+        self.keep_deleted = keep_deleted
+        self.transport = transport
+        self.jobs = max(1, jobs)
+        self.progress = progress
+        self.tables = self.registry.db.tables
+        self._batch_types: dict[str, DatasetTypeState] = {}
+
+    # -- planning --------------------------------------------------------------
+
+    def plan(self, batch: Batch) -> Plan:
+        """Classify each state: insert, update, skip, refused or conflict."""
+        plan = Plan()
+        self._batch_types = {s.name: s for s in batch.states if isinstance(s, DatasetTypeState)}
+        owners = {s.name: s.owner for s in batch.states if isinstance(s, CollectionState)}
+        datasets = [s for s in batch.states if isinstance(s, DatasetState)]
+        existing = self._existing_datasets([s.uuid for s in datasets])
+        for state in batch.states:
+            action = self._classify(state, owners, existing, plan)
+            plan.actions.append((state, action))
+        return plan
+
+    def _classify(self, state: State, owners: dict[str, str], existing: dict, plan: Plan) -> str:
+        if isinstance(state, RecordState):
+            return self._classify_record(state, plan)
+        if isinstance(state, DatasetTypeState):
+            return self._classify_type(state, plan)
+        if isinstance(state, CollectionState):
+            return self._classify_collection(state, plan)
+        if isinstance(state, DatasetState):
+            return self._classify_dataset(state, owners, existing, plan)
+        collection = state.run if isinstance(state, DatasetRemoval) else (
+            state.name if isinstance(state, CollectionRemoval) else state.collection)
+        owner = owners.get(collection) or self._owner(collection)
+        if owner == self.site:
+            plan.conflicts.append(Conflict(state.kind, collection, f"collection is owned by "
+                                           f"this site ({self.site}); changes from "
+                                           f"{self.source} are not accepted"))
+            return "refused"
+        return "apply" if self._newer(state) else "skip"
+
+    def _newer(self, state: State) -> bool:
+        """Whether a versioned state is newer than what the destination holds."""
+        t = self.tables
+        colls = self.registry.collections
+        with self.registry.db.reading() as conn:
+            if isinstance(state, DatasetRemoval):
+                known = conn.execute(sa.select(t.dataset_tombstone.c.version).where(
+                    t.dataset_tombstone.c.dataset_id == uuid.UUID(state.id))).scalar()
+                return known is None or known < state.version
+            if isinstance(state, CollectionRemoval):
+                return colls.exists(state.name)
+            if not colls.exists(state.collection):
+                return True
+            cid, _ = colls.lookup(state.collection)
+            if isinstance(state, TagState):
+                dataset_id = uuid.UUID(state.dataset_id)
+                versions = [conn.execute(sa.select(table.c.version).where(
+                    table.c.collection_id == cid, table.c.dataset_id == dataset_id)).scalar()
+                    for table in (t.tag, t.tag_removed)]
+                return max(v or 0 for v in versions) < state.version
+            found = self.registry.dataset_types._lookup(state.dataset_type)
+            if found is None:
+                return True
+            current = conn.execute(sa.select(t.calib_slot.c.version).where(
+                t.calib_slot.c.collection_id == cid, t.calib_slot.c.dataset_type_id == found[0],
+                t.calib_slot.c.data_id_key == state.data_id_key)).scalar()
+            return (current or 0) < state.version
+
+    def _classify_record(self, state: RecordState, plan: Plan) -> str:
+        dims = self.registry.dimensions
+        dim = self.registry.universe[state.dimension]
+        key = tuple(state.record[k] for k in (*dim.requires, dim.name))
+        ours = dims.get(state.dimension, key)
+        if ours is None:
+            return "insert"
+        if ours == state.record:
+            return "skip"
+        plan.conflicts.append(Conflict("dimension record", f"{state.dimension} {key}",
+                                       "records differ", state.record, ours))
+        return "conflict"
+
+    def _classify_type(self, state: DatasetTypeState, plan: Plan) -> str:
+        found = self.registry.dataset_types._lookup(state.name)
+        if found is None:
+            return "insert"
+        ours = found[1]
+        if list(ours.dimensions.names) == list(state.dimensions) and \
+                ours.storage_class == state.storage_class:
+            return "skip"
+        plan.conflicts.append(Conflict("dataset type", state.name, "definitions differ",
+                                       f"{state.dimensions} -> {state.storage_class}", str(ours)))
+        return "conflict"
+
+    def _classify_collection(self, state: CollectionState, plan: Plan) -> str:
+        claimed = owner_by_prefix(state.name, self.sites)
+        if claimed is not None and claimed != state.owner:
+            plan.conflicts.append(Conflict(
+                "collection", state.name, f"its prefix is owned by site {claimed}",
+                f"owner {state.owner}", f"owner {claimed}"))
+            return "conflict"
+        collections = self.registry.collections
+        if not collections.exists(state.name):
+            if self._tombstoned(state):
+                return "skip"
+            if state.owner == self.site:
+                plan.conflicts.append(Conflict(
+                    "collection", state.name, f"claims to be owned by this site ({self.site}), "
+                    "which does not have it"))
+                return "refused"
+            return "insert"
+        ours = collections.get(state.name)
+        if str(ours.type) != state.type or ours.owner_site != state.owner:
+            plan.conflicts.append(Conflict("collection", state.name, "definitions differ",
+                                           f"{state.type} owned by {state.owner}",
+                                           f"{ours.type} owned by {ours.owner_site}"))
+            return "conflict"
+        _, doc_version, chain_version = collections.versions(state.name)
+        newer = state.doc_version > doc_version or (
+            state.children is not None and state.chain_version > chain_version)
+        if newer and state.owner == self.site:
+            plan.conflicts.append(Conflict("collection", state.name,
+                                           f"owned by this site ({self.site}); changes from "
+                                           f"{self.source} are not accepted"))
+            return "refused"
+        return "update" if newer else "skip"
+
+    def _tombstoned(self, state: CollectionState) -> bool:
+        """Removed here by its owner after the version the state describes."""
+        tomb = self.tables.collection_tombstone
+        with self.registry.db.reading() as conn:
+            version = conn.execute(sa.select(tomb.c.version).where(
+                tomb.c.name == state.name)).scalar()
+        return version is not None and version > state.created_version
+
+    def _classify_dataset(self, state: DatasetState, owners: dict[str, str], existing: dict,
+                          plan: Plan) -> str:
+        owner = owners.get(state.run) or self._owner(state.run)
+        if owner == self.site:
+            plan.conflicts.append(Conflict("dataset", state.id, f"run {state.run} is owned by "
+                                           f"this site; datasets from {self.source} refused"))
+            return "refused"
+        key = self._key(state)
+        mine = existing["by_id"].get(state.uuid)
+        if mine is None:
+            if state.uuid in existing["tombstones"]:
+                return "skip"
+            other = existing["by_slot"].get((state.run, state.dataset_type, key))
+            if other is not None:
+                plan.conflicts.append(Conflict(
+                    "dataset", f"{state.dataset_type}@{key} in {state.run}",
+                    "the slot holds a different dataset", state.id, str(other)))
+                return "conflict"
+            return "insert"
+        theirs = (state.dataset_type, state.run, key,
+                  state.file.checksum if state.file else None)
+        ours = (mine["dataset_type"], mine["run"], mine["key"], mine["checksum"])
+        if theirs[:3] != ours[:3] or (theirs[3] and ours[3] and theirs[3] != ours[3]):
+            plan.conflicts.append(Conflict("dataset", state.id, "same UUID, different content",
+                                           _describe(theirs), _describe(ours)))
+            return "conflict"
+        if mine["held_at"] is not None and self._wants_file(state):
+            return "fetch"
+        return "skip"
+
+    def _wants_file(self, state: DatasetState) -> bool:
+        return (self.selection.files and self.transport is not None and state.file is not None
+                and state.held_at is None)
+
+    def _key(self, state: DatasetState) -> str:
+        group = self.registry.universe.group(tuple(self._type_dims(state.dataset_type)))
+        return data_id_key([state.data_id[n] for n in group.required])
+
+    def _type_dims(self, name: str) -> list[str]:
+        found = self.registry.dataset_types._lookup(name)
+        if found is not None:
+            return list(found[1].dimensions.names)
+        return list(self._batch_types[name].dimensions)
+
+    def _owner(self, collection: str) -> str | None:
+        colls = self.registry.collections
+        return colls.owner(collection) if colls.exists(collection) else None
+
+    def _existing_datasets(self, ids: list[uuid.UUID]) -> dict[str, Any]:
+        t = self.tables
+        result: dict[str, Any] = {"by_id": {}, "by_slot": {}, "tombstones": set()}
+        if not ids:
+            return result
+        from federation.registry.datasets import chunked
+
+        with self.registry.db.reading() as conn:
+            for chunk in chunked(ids):
+                rows = conn.execute(
+                    sa.select(t.dataset.c.id, t.dataset_type.c.name, t.collection.c.name,
+                              t.dataset.c.data_id_key, t.file.c.checksum, t.file.c.held_at)
+                    .join(t.dataset_type, t.dataset_type.c.id == t.dataset.c.dataset_type_id)
+                    .join(t.collection, t.collection.c.id == t.dataset.c.run_id)
+                    .outerjoin(t.file, t.file.c.dataset_id == t.dataset.c.id)
+                    .where(t.dataset.c.id.in_(list(chunk)))).all()
+                for r in rows:
+                    result["by_id"][r[0]] = {"dataset_type": r[1], "run": r[2], "key": r[3],
+                                             "checksum": r[4], "held_at": r[5]}
+                result["tombstones"].update(conn.execute(
+                    sa.select(t.dataset_tombstone.c.dataset_id).where(
+                        t.dataset_tombstone.c.dataset_id.in_(list(chunk)))).scalars().all())
+        return result
+
+    # -- applying --------------------------------------------------------------
+
+    def apply(self, batch: Batch, *, cursor: tuple[str, int] | None, report: Report) -> None:
+        """Bring in one batch: files first, then records + cursor in one transaction."""
+        plan = self.plan(batch)
+        report.add(plan)
+        wanted = [s for s, a in plan.actions if isinstance(s, DatasetState)
+                  and a in ("insert", "fetch") and self._wants_file(s)]
+        arrived, failed = self._transfer(wanted, report)
+        failed_ids = set(failed)
+        removed_files: list[StoredFile] = []
+        with self.registry.transaction():
+            for state, action in plan.actions:
+                if action in ("skip", "refused", "conflict"):
+                    continue
+                if _refers_to(state, failed_ids):
+                    continue
+                removed_files += self._apply_state(state, action, arrived)
+                checkpoint("state applied")
+            self._record_retries(failed, report)
+            if arrived:
+                self.clear_retries([uuid.UUID(i) for i in arrived])
+            if cursor is not None:
+                self._save_cursor(*cursor)
+            checkpoint("before commit")
+        checkpoint("after commit")
+        for stored in removed_files:
+            self.butler.datastore.remove(stored)
+            checkpoint("file removed")
+        report.failed.extend((i, p, r) for i, (p, r) in failed.items())
+
+    def _apply_state(self, state: State, action: str, arrived: dict[str, str]
+                     ) -> list[StoredFile]:
+        db = self.registry.db
+        if isinstance(state, RecordState):
+            self.registry.dimensions.insert(state.dimension, [state.record])
+        elif isinstance(state, DatasetTypeState):
+            self.registry.register_dataset_type(state.name, state.dimensions, state.storage_class)
+        elif isinstance(state, CollectionState):
+            self._apply_collection(state)
+        elif isinstance(state, DatasetState):
+            with db.importing(self._owner(state.run) or self.source, 0):
+                self._apply_dataset(state, action, arrived)
+        elif isinstance(state, TagState):
+            self._apply_tag(state)
+        elif isinstance(state, CalibSlotState):
+            self._apply_slot(state)
+        elif isinstance(state, DatasetRemoval):
+            return self._apply_removal(state)
+        elif isinstance(state, CollectionRemoval):
+            self._apply_collection_removal(state)
+        return []
+
+    def _apply_collection(self, state: CollectionState) -> None:
+        colls = self.registry.collections
+        db = self.registry.db
+        if not colls.exists(state.name):
+            with db.importing(state.owner, state.created_version):
+                colls.register(state.name, CollectionType(state.type), "", owner=state.owner)
+        _, doc_version, chain_version = colls.versions(state.name)
+        if state.doc_version > doc_version:
+            with db.importing(state.owner, state.doc_version):
+                colls.set_doc(state.name, state.doc, check_owner=False)
+        if state.children is not None and state.chain_version > chain_version:
+            with db.importing(state.owner, state.chain_version):
+                colls.set_chain(state.name, state.children, check_owner=False)
+
+    def _apply_dataset(self, state: DatasetState, action: str, arrived: dict[str, str]) -> None:
+        registry = self.registry
+        dtype = registry.get_dataset_type(state.dataset_type)
+        if action == "fetch":
+            if state.id in arrived:
+                f = self.tables.file
+                registry.db.current().execute(sa.update(f).where(f.c.dataset_id == state.uuid)
+                                              .values(path=arrived[state.id], held_at=None))
+            return
+        full, key = registry.expand_data_id(dtype, state.data_id)
+        ref = DatasetRef(state.uuid, dtype, full, state.run)
+        stored, held = None, None
+        if state.file is not None:
+            if state.id in arrived:
+                path = arrived[state.id]
+            else:
+                path, held = state.file.path, state.held_at or self.source
+            stored = StoredFile(path, state.file.formatter, state.file.size, state.file.checksum)
+        registry.datasets.insert(state.run, [(ref, stored)], keys=[key], check_owner=False,
+                                 held_at=held)
+
+    def _apply_tag(self, state: TagState) -> None:
+        t = self.tables
+        colls = self.registry.collections
+        cid, _ = colls.lookup(state.collection, CollectionType.TAGGED)
+        dataset_id = uuid.UUID(state.dataset_id)
+        conn = self.registry.db.current()
+        current = conn.execute(sa.select(t.tag.c.version).where(
+            t.tag.c.collection_id == cid, t.tag.c.dataset_id == dataset_id)).scalar()
+        gone = conn.execute(sa.select(t.tag_removed.c.version).where(
+            t.tag_removed.c.collection_id == cid,
+            t.tag_removed.c.dataset_id == dataset_id)).scalar()
+        if max(current or 0, gone or 0) >= state.version:
+            return
+        owner = colls.owner(state.collection)
+        with self.registry.db.importing(owner, state.version):
+            ref = self.registry.datasets.get(dataset_id)
+            if state.present and ref is not None:
+                self.registry.datasets.associate(state.collection, [ref], check_owner=False)
+            elif not state.present and current is not None and ref is not None:
+                self.registry.datasets.disassociate(state.collection, [ref], check_owner=False)
+            elif not state.present:
+                conn.execute(sa.delete(t.tag_removed).where(
+                    t.tag_removed.c.collection_id == cid,
+                    t.tag_removed.c.dataset_id == dataset_id))
+                conn.execute(sa.insert(t.tag_removed).values(
+                    collection_id=cid, dataset_id=dataset_id, version=state.version))
+
+    def _apply_slot(self, state: CalibSlotState) -> None:
+        t = self.tables
+        colls = self.registry.collections
+        cid, _ = colls.lookup(state.collection, CollectionType.CALIBRATION)
+        tid = self.registry.dataset_types.id_of(state.dataset_type)
+        conn = self.registry.db.current()
+        current = conn.execute(sa.select(t.calib_slot.c.version).where(
+            t.calib_slot.c.collection_id == cid, t.calib_slot.c.dataset_type_id == tid,
+            t.calib_slot.c.data_id_key == state.data_id_key)).scalar()
+        if (current or 0) >= state.version:
+            return
+        conn.execute(sa.delete(t.calib).where(
+            t.calib.c.collection_id == cid, t.calib.c.dataset_type_id == tid,
+            t.calib.c.data_id_key == state.data_id_key))
+        rows = [{"collection_id": cid, "dataset_id": uuid.UUID(i), "dataset_type_id": tid,
+                 "data_id_key": state.data_id_key, "timespan_begin": b, "timespan_end": e}
+                for i, b, e in state.entries]
+        if rows:
+            conn.execute(sa.insert(t.calib), rows)
+        with self.registry.db.importing(colls.owner(state.collection), state.version):
+            version = self.registry.db.journal("calib_slot", [{
+                "collection": state.collection, "dataset_type": state.dataset_type,
+                "data_id_keys": [state.data_id_key]}])
+        self.registry.datasets.set_slot_versions(cid, [(tid, state.data_id_key)], version)
+
+    def _apply_removal(self, state: DatasetRemoval) -> list[StoredFile]:
+        t = self.tables
+        conn = self.registry.db.current()
+        dataset_id = uuid.UUID(state.id)
+        known = conn.execute(sa.select(t.dataset_tombstone.c.version).where(
+            t.dataset_tombstone.c.dataset_id == dataset_id)).scalar()
+        if known is not None and known >= state.version:
+            return []
+        files = []
+        present = conn.execute(sa.select(t.dataset.c.id).where(
+            t.dataset.c.id == dataset_id)).first() is not None
+        with self.registry.db.importing(self._owner(state.run) or self.source, state.version):
+            self.registry.db.journal("remove_dataset", [{"ids": [state.id]}])
+            if present:
+                if not self.keep_deleted:
+                    found = self.registry.datasets.file(dataset_id)
+                    if found is not None and found[1] is None:
+                        files.append(found[0])
+                self.registry.datasets.delete_rows([dataset_id], state.version,
+                                                   kept=self.keep_deleted)
+            else:
+                conn.execute(sa.delete(t.dataset_tombstone).where(
+                    t.dataset_tombstone.c.dataset_id == dataset_id))
+                conn.execute(sa.insert(t.dataset_tombstone).values(
+                    dataset_id=dataset_id, run=state.run, dataset_type=state.dataset_type,
+                    data_id_key=state.data_id_key, version=state.version, kept=False,
+                    removed_at=time.time()))
+        return files
+
+    def _apply_collection_removal(self, state: CollectionRemoval) -> None:
+        colls = self.registry.collections
+        if not colls.exists(state.name) or colls.owner(state.name) != state.owner:
+            return
+        created, _, _ = colls.versions(state.name)
+        if created >= state.version or colls.parents(state.name):
+            return
+        _, ctype = colls.lookup(state.name)
+        if ctype is CollectionType.RUN and self.registry.datasets.run_refs(state.name):
+            return  # an archive keeps the datasets, so it keeps their run
+        with self.registry.db.importing(state.owner, state.version):
+            colls.remove(state.name, check_owner=False)
+
+    # -- files -----------------------------------------------------------------
+
+    def _transfer(self, states: list[DatasetState], report: Report
+                  ) -> tuple[dict[str, str], dict[str, tuple[str, str]]]:
+        """Copy, verify and rename files into place; returns (arrived paths, failures)."""
+        arrived: dict[str, str] = {}
+        failed: dict[str, tuple[str, str]] = {}
+        if not states:
+            return arrived, failed
+
+        def one(state: DatasetState) -> tuple[DatasetState, str | None, str | None]:
+            try:
+                return state, self._fetch(state), None
+            except FederationError as exc:
+                return state, None, str(exc)
+            except OSError as exc:
+                return state, None, f"{exc.strerror or exc}"
+
+        with ThreadPoolExecutor(self.jobs) as pool:
+            for state, path, error in pool.map(one, states):
+                if error is None:
+                    arrived[state.id] = path
+                    report.files += 1
+                    report.bytes += state.file.size
+                else:
+                    failed[state.id] = (state.file.path, error)
+                if self.progress is not None:
+                    self.progress(1, state.file.size)
+        return arrived, failed
+
+    def _fetch(self, state: DatasetState) -> str:
+        """One file: to a temporary name, size + xxh3 checked, then renamed into place."""
+        info = state.file
+        if os.path.isabs(info.path):  # ingested in place at the source: give it a home here
+            relative = check_relative(f"{state.run}/_external/{state.id}{Path(info.path).suffix}")
+        else:
+            relative = check_relative(info.path)
+        final = self.butler.datastore.safe_path(relative)
+        if final.exists() and file_checksum(final) == (info.size, info.checksum):
+            return relative  # already here: an earlier, interrupted run brought it
+        final.parent.mkdir(parents=True, exist_ok=True)
+        temp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:12]}")
+        try:
+            self.transport.get(info.path, temp)
+            size, checksum = file_checksum(temp)
+            if (size, checksum) != (info.size, info.checksum):
+                raise ChecksumError(
+                    f"{info.path} from {self.source} does not match its record (size {size} vs "
+                    f"{info.size}, checksum {checksum} vs {info.checksum}); not imported")
+            checkpoint("file verified")
+            os.replace(temp, final)
+            checkpoint("file renamed")
+        finally:
+            temp.unlink(missing_ok=True)
+        return relative
+
+    # -- bookkeeping -----------------------------------------------------------
+
+    def _record_retries(self, failed: dict[str, tuple[str, str]], report: Report) -> None:
+        retry = self.tables.sync_retry
+        conn = self.registry.db.current()
+        key = self.selection.key
+        for dataset_id, (_, reason) in failed.items():
+            conn.execute(sa.delete(retry).where(
+                retry.c.source == self.source, retry.c.selection_key == key,
+                retry.c.dataset_id == uuid.UUID(dataset_id)))
+            conn.execute(sa.insert(retry).values(source=self.source, selection_key=key,
+                                                 dataset_id=uuid.UUID(dataset_id),
+                                                 reason=reason))
+
+    def clear_retries(self, ids: Sequence[uuid.UUID]) -> None:
+        retry = self.tables.sync_retry
+        conn = self.registry.db.current()
+        conn.execute(sa.delete(retry).where(
+            retry.c.source == self.source, retry.c.selection_key == self.selection.key,
+            retry.c.dataset_id.in_(list(ids))))
+
+    def _save_cursor(self, source: str, seq: int) -> None:
+        c = self.tables.sync_cursor
+        conn = self.registry.db.current()
+        key = self.selection.key
+        conn.execute(sa.delete(c).where(c.c.source == source, c.c.selection_key == key))
+        conn.execute(sa.insert(c).values(
+            source=source, selection_key=key, last_seq=seq, updated_at=time.time(),
+            selection=json.dumps(self.selection.to_dict(), sort_keys=True)))
+
+
+def _refers_to(state: State, ids: set[str]) -> bool:
+    if not ids:
+        return False
+    if isinstance(state, DatasetState):
+        return state.id in ids
+    if isinstance(state, TagState):
+        return state.dataset_id in ids
+    if isinstance(state, CalibSlotState):
+        return any(entry[0] in ids for entry in state.entries)
+    return False
+
+
+def _describe(values: tuple) -> str:
+    dataset_type, run, key, checksum = values
+    text = f"{dataset_type}@{key} in {run}"
+    return text + (f", xxh3 {checksum}" if checksum else "")
+
+
+def read_cursor(butler: Butler, source: str, selection: Selection) -> int | None:
+    """How far this repository has applied ``source``'s journal for ``selection``."""
+    c = butler.registry.db.tables.sync_cursor
+    with butler.registry.db.reading() as conn:
+        return conn.execute(sa.select(c.c.last_seq).where(
+            c.c.source == source, c.c.selection_key == selection.key)).scalar()
+
+
+def retry_ids(butler: Butler, source: str, selection: Selection) -> list[uuid.UUID]:
+    r = butler.registry.db.tables.sync_retry
+    with butler.registry.db.reading() as conn:
+        return list(conn.execute(sa.select(r.c.dataset_id).where(
+            r.c.source == source, r.c.selection_key == selection.key)).scalars().all())
+
+
+def timespan_of(entry: tuple[str, int, int]) -> Timespan:
+    return Timespan(entry[1], entry[2])

@@ -1,0 +1,52 @@
+"""A site on a filesystem this machine can see."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+from federation.transport.base import RemoteFile, Transport, TransportError, check_relative
+
+
+class LocalTransport(Transport):
+    """Files under ``root``; absolute paths (in-place ingests) are read as they are."""
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root).resolve()
+
+    def _path(self, path: str) -> Path:
+        if os.path.isabs(path):
+            return Path(path)
+        return self.root.joinpath(*check_relative(path).split("/"))
+
+    def stat(self, path: str) -> RemoteFile | None:
+        try:
+            return RemoteFile(path, self._path(path).stat().st_size)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise TransportError(f"cannot stat {path}: {exc.strerror}") from None
+
+    def get(self, path: str, local: Path) -> None:
+        try:
+            shutil.copyfile(self._path(path), local)
+        except FileNotFoundError:
+            raise TransportError(f"{path} is missing at the source") from None
+        except OSError as exc:
+            raise TransportError(f"cannot copy {path}: {exc.strerror}") from None
+
+    def put(self, local: Path, path: str) -> None:
+        target = self._path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:12]}")
+        try:
+            shutil.copyfile(local, temp)
+            os.replace(temp, target)
+        except OSError as exc:
+            temp.unlink(missing_ok=True)
+            raise TransportError(f"cannot write {path}: {exc.strerror}") from None
+
+    def delete(self, path: str) -> None:
+        self._path(path).unlink(missing_ok=True)
