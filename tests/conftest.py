@@ -102,3 +102,131 @@ def butler(repo: Path):
     with Butler(repo, run="HSC/raw/all") as b:
         insert_hsc_records(b.registry)
         yield b
+
+
+# -- federations of sites ------------------------------------------------------------
+
+
+class Federation:
+    """Site definitions for NCSA, IN2P3, Princeton and a laptop, with their repositories.
+
+    NCSA and IN2P3 use the parametrized database (SQLite or PostgreSQL);
+    Princeton and the laptop use SQLite, as in the shipped examples.
+    """
+
+    OWNS = {"NCSA": ["HSC/raw", "HSC/calib", "HSC/runs", "refcats", "skymaps"],
+            "IN2P3": ["HSC/runs-in2p3", "u/in2p3"], "Princeton": ["u/princeton"],
+            "laptop": ["u/alice"]}
+
+    def __init__(self, root: Path, urls: dict[str, str | None]) -> None:
+        import yaml
+
+        self.root = root
+        self.sites_dir = root / "sites"
+        self.sites_dir.mkdir(parents=True)
+        for name, owns in self.OWNS.items():
+            repo = root / "repos" / name
+            url = urls.get(name) or f"sqlite:///{repo / 'registry.sqlite3'}"
+            (self.sites_dir / f"{name}.yaml").write_text(yaml.safe_dump({
+                "name": name, "registry": url, "root": str(repo), "transport": "local",
+                "owns": owns, "keep_deleted": False}))
+            Butler.create(repo, db=urls.get(name), site=name)
+
+    def site(self, name: str):
+        from federation.sites import load_site
+
+        return load_site(name, self.sites_dir)
+
+    def sites(self):
+        from federation.sites import list_sites
+
+        return list_sites(self.sites_dir)
+
+    def butler(self, name: str, **kwargs) -> Butler:
+        return Butler(self.root / "repos" / name, **kwargs)
+
+    def sync(self, source: str, destination: str, **options):
+        """Run a sync through the library (options: selection fields and SyncOptions)."""
+        from federation.sync.engine import SyncOptions, sync
+        from federation.sync.selection import Selection
+
+        selection = Selection.make(options.pop("collections", None),
+                                   options.pop("dataset_types", None),
+                                   options.pop("where", None), options.pop("bind", None),
+                                   options.pop("files", True))
+        return sync(self.site(source), self.site(destination),
+                    SyncOptions(selection, **options), sites=self.sites())
+
+
+def populate_ncsa(fed: Federation) -> None:
+    """NCSA: raws (4 exposures x 4 detectors), a certified bias, a chain and a tag."""
+    import numpy as np
+
+    from federation.timespan import Timespan
+
+    with fed.butler("NCSA", run="HSC/raw/all") as b:
+        insert_hsc_records(b.registry)
+        b.registry.register_dataset_type("raw", ["exposure", "detector"], "NumpyArray")
+        b.registry.register_dataset_type("bias", ["detector"], "NumpyArray")
+        for i, exposure in enumerate(range(903334, 903338)):
+            for detector in range(4):
+                b.put(np.full(8, 10 * i + detector), "raw", instrument="HSC",
+                      exposure=exposure, detector=detector, id_mode="deterministic")
+        for detector in range(4):
+            b.put(np.full(4, float(detector)), "bias", run="HSC/calib/gen/DM-1",
+                  instrument="HSC", detector=detector)
+        reg = b.registry
+        reg.register_collection("HSC/calib/DM-1", "CALIBRATION")
+        reg.datasets.certify("HSC/calib/DM-1", b.query_datasets("bias", "HSC/calib/gen/DM-1"),
+                             Timespan.from_values("2013-01-01", "2014-01-01"))
+        reg.register_collection("HSC/calib", "CHAINED", doc="Recommended calibrations")
+        reg.collections.set_chain("HSC/calib", ["HSC/calib/DM-1"])
+        reg.register_collection("HSC/defaults", "CHAINED")
+        reg.collections.set_chain("HSC/defaults", ["HSC/raw/all", "HSC/calib"])
+        reg.register_collection("HSC/raw/good", "TAGGED")
+        reg.datasets.associate("HSC/raw/good", b.query_datasets("raw", "HSC/raw/all",
+                                                                where="detector = 1"))
+
+
+def repo_state(butler: Butler) -> dict:
+    """Everything a user could observe in a repository, site-independent, for comparisons."""
+    reg = butler.registry
+    state: dict = {"collections": {}, "datasets": {}, "tags": {}, "calibs": {}}
+    for coll in reg.collections.query():
+        state["collections"][coll.name] = (str(coll.type), coll.owner_site, coll.doc,
+                                           tuple(coll.children))
+        if str(coll.type) == "TAGGED":
+            state["tags"][coll.name] = sorted(
+                str(r.id) for r in butler.query_datasets(None, [coll.name]))
+        if str(coll.type) == "CALIBRATION":
+            state["calibs"][coll.name] = sorted(
+                (str(r.id), ts.begin, ts.end) for r, ts in reg.datasets.certifications(coll.name))
+    runs = [c.name for c in reg.collections.query() if str(c.type) == "RUN"]
+    for ref in (butler.query_datasets(None, runs, find_first=False) if runs else []):
+        found = reg.datasets.file(ref.id)
+        checksum = found[0].checksum if found else None
+        state["datasets"][str(ref.id)] = (ref.dataset_type.name, ref.run,
+                                          tuple(sorted(ref.required_data_id.items())), checksum)
+    state["types"] = sorted(str(t) for t in reg.dataset_types.query())
+    return state
+
+
+@pytest.fixture
+def federation(tmp_path: Path, db_url: str | None, request) -> Federation:
+    """Four sites; NCSA and IN2P3 on the parametrized database."""
+    urls = {"NCSA": db_url}
+    if db_url is not None:
+        urls["IN2P3"] = request.getfixturevalue("pg_url_2")
+    return Federation(tmp_path, urls)
+
+
+@pytest.fixture
+def pg_url_2(pg_engine):
+    """A second PostgreSQL schema, for a second site on the same server."""
+    schema = f"fed_test_{uuid.uuid4().hex[:12]}"
+    with pg_engine.connect() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    url = sa.engine.make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+    yield url.render_as_string(hide_password=False)
+    with pg_engine.connect() as conn:
+        conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))

@@ -378,8 +378,9 @@ class Applier:
         colls = self.registry.collections
         db = self.registry.db
         if not colls.exists(state.name):
+            doc = state.doc if state.doc_version <= state.created_version else ""
             with db.importing(state.owner, state.created_version):
-                colls.register(state.name, CollectionType(state.type), "", owner=state.owner)
+                colls.register(state.name, CollectionType(state.type), doc, owner=state.owner)
         _, doc_version, chain_version = colls.versions(state.name)
         if state.doc_version > doc_version:
             with db.importing(state.owner, state.doc_version):
