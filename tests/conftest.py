@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -69,17 +71,35 @@ def pg_engine():
     engine.dispose()
 
 
-@pytest.fixture
-def pg_url(pg_engine):
-    """A URL to an empty schema of its own on the PostgreSQL server."""
+@contextmanager
+def fresh_schema(pg_engine) -> Iterator[str]:
+    """A URL to a new, empty schema on the PostgreSQL server, dropped afterwards."""
     schema = f"fed_test_{uuid.uuid4().hex[:12]}"
     with pg_engine.connect() as conn:
         conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    url = sa.engine.make_url(PG_URL).update_query_dict(
-        {"options": f"-csearch_path={schema}"})
-    yield url.render_as_string(hide_password=False)
-    with pg_engine.connect() as conn:
-        conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+    url = sa.engine.make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with pg_engine.connect() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+
+
+@pytest.fixture
+def pg_url(pg_engine):
+    """A URL to an empty schema of its own on the PostgreSQL server."""
+    with fresh_schema(pg_engine) as url:
+        yield url
+
+
+@pytest.fixture
+def other_db_url(request, db_url):
+    """A second, independent database of the same kind as ``db_url`` (None: SQLite)."""
+    if db_url is None:
+        yield None
+        return
+    with fresh_schema(request.getfixturevalue("pg_engine")) as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -223,10 +243,5 @@ def federation(tmp_path: Path, db_url: str | None, request) -> Federation:
 @pytest.fixture
 def pg_url_2(pg_engine):
     """A second PostgreSQL schema, for a second site on the same server."""
-    schema = f"fed_test_{uuid.uuid4().hex[:12]}"
-    with pg_engine.connect() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    url = sa.engine.make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}"})
-    yield url.render_as_string(hide_password=False)
-    with pg_engine.connect() as conn:
-        conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+    with fresh_schema(pg_engine) as url:
+        yield url

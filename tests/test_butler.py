@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -92,22 +91,6 @@ def raw_dataset(src: Path, exposure: int, detector: int) -> FileDataset:
 def chain(butler: Butler, name: str, children: list[str]) -> None:
     butler.registry.register_collection(name, CollectionType.CHAINED)
     butler.registry.collections.set_chain(name, children)
-
-
-@pytest.fixture
-def other_db_url(request, db_url):
-    """A second, independent database of the same kind as ``db_url``."""
-    if db_url is None:
-        yield None
-        return
-    engine = request.getfixturevalue("pg_engine")
-    schema = f"fed_test_{uuid.uuid4().hex[:12]}"
-    with engine.connect() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    url = sa.engine.make_url(db_url).update_query_dict({"options": f"-csearch_path={schema}"})
-    yield url.render_as_string(hide_password=False)
-    with engine.connect() as conn:
-        conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
 
 
 # -- put / get -----------------------------------------------------------------

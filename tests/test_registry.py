@@ -67,22 +67,6 @@ def hsc(registry: Registry) -> Registry:
 
 
 @pytest.fixture
-def other_db_url(request, db_url: str | None):
-    """A second, independent database on the same backend as ``db_url``."""
-    if db_url is None:
-        yield None
-        return
-    engine = request.getfixturevalue("pg_engine")
-    schema = f"fed_test_{uuid.uuid4().hex[:12]}"
-    with engine.connect() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    url = sa.engine.make_url(db_url).update_query_dict({"options": f"-csearch_path={schema}"})
-    yield url.render_as_string(hide_password=False)
-    with engine.connect() as conn:
-        conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-
-
-@pytest.fixture
 def raw_butler(butler: Butler) -> Butler:
     """The conftest butler (HSC records, run HSC/raw/all) with raw and bias registered."""
     butler.registry.register_dataset_type("raw", RAW_DIMS, "JSON")
