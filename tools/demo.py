@@ -1,9 +1,14 @@
-"""Demo of one site's repository, on SQLite and local files.
+"""Demo of a federation of four sites, on SQLite and local files.
 
-Creates a repository for site NCSA, ingests generated HSC-like raw FITS
-files (exposures x detectors), produces and certifies a bias calibration,
-then queries and reads everything back. Each step shows the `fed` command
-it runs and what that command printed.
+Writes site definitions for NCSA, IN2P3, Princeton and a laptop (all SQLite
+registries, datastores under the work directory) and creates their
+repositories. NCSA ingests generated HSC-like raw FITS files (deterministic
+IDs), certifies a bias, runs a "processing" that writes a calexp per raw and
+chains ``HSC/defaults``. IN2P3 syncs from NCSA, Princeton from IN2P3, and all
+three converge. NCSA then prunes a bad exposure and the deletion propagates
+along the same path. Finally a laptop pre-caches one exposure with its
+calibrations and reads them with every other site out of reach. Each step
+shows the `fed` command it runs and what that command printed.
 
     python tools/demo.py [--workdir DIR]
 """
@@ -12,9 +17,12 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import shutil
 import subprocess
 import sys
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -23,25 +31,62 @@ import yaml
 FED = [str(Path(sys.executable).parent / "fed")]
 EXPOSURES = [(903334, "HSC-R"), (903336, "HSC-R"), (903338, "HSC-I")]
 DETECTORS = [0, 1, 2, 3]
+BAD = 903336  # the exposure NCSA finds bad and prunes
+LAPTOP_EXPOSURE = 903334
+PROCESSING_RUN = "HSC/runs/RC2/w_2026_47/DM-1"
+SITES = {  # name -> collection prefixes it owns (as in sites/ at the top of the project)
+    "NCSA": ["HSC/raw", "HSC/calib", "HSC/runs", "refcats", "skymaps"],
+    "IN2P3": ["u/in2p3", "HSC/runs-in2p3"],
+    "Princeton": ["u/princeton"],
+    "laptop": ["u/alice"],
+}
+SERVERS = ("NCSA", "IN2P3", "Princeton")
+
+
+class Demo:
+    """Runs `fed` in the work directory, where ./sites holds the site definitions."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+
+    def fed(self, *args: str) -> str:
+        shown = " ".join(a if a and " " not in a and "*" not in a else repr(a) for a in args)
+        print(f"$ fed {shown}")
+        result = subprocess.run(FED + list(args), capture_output=True, text=True,
+                                cwd=self.workdir)
+        for line in (result.stdout + result.stderr).splitlines():
+            print(f"  {line}")
+        if result.returncode != 0:
+            sys.exit(f"demo failed: 'fed {shown}' exited {result.returncode}")
+        return result.stdout
 
 
 def step(title: str) -> None:
     print(f"\n== {title}")
 
 
-def fed(*args: str) -> None:
-    shown = " ".join(a if " " not in a else repr(a) for a in args)
-    print(f"$ fed {shown}")
-    result = subprocess.run(FED + list(args), capture_output=True, text=True)
-    for line in (result.stdout + result.stderr).splitlines():
-        print(f"  {line}")
-    if result.returncode != 0:
-        sys.exit(f"demo failed: 'fed {shown}' exited {result.returncode}")
+def note(text: str) -> None:
+    print(f"  # {text}")
+
+
+def write_sites(directory: Path) -> None:
+    """All-SQLite definitions; paths are relative to the YAML files."""
+    directory.mkdir(parents=True)
+    for name, owns in SITES.items():
+        definition = {"name": name, "description": f"demo site {name} (SQLite)",
+                      "registry": f"sqlite:///../{name}/registry.sqlite3",
+                      "root": f"../{name}", "transport": "local", "owns": owns,
+                      "read_only": False, "keep_deleted": False}
+        (directory / f"{name}.yaml").write_text(yaml.safe_dump(definition, sort_keys=False))
 
 
 def write_records(path: Path) -> None:
+    def span(i: int) -> dict[str, str]:
+        return {"timespan_begin": f"2013-06-17T13:{i * 2:02d}:00",
+                "timespan_end": f"2013-06-17T13:{i * 2:02d}:30"}
+
     records = {
-        "instrument": [{"instrument": "HSC", "detector_max": 112,
+        "instrument": [{"instrument": "HSC", "detector_max": 112, "visit_max": 21474800,
                         "class_name": "lsst.obs.subaru.HyperSuprimeCam"}],
         "physical_filter": [{"instrument": "HSC", "physical_filter": "HSC-R", "band": "r"},
                             {"instrument": "HSC", "physical_filter": "HSC-I", "band": "i"}],
@@ -50,10 +95,11 @@ def write_records(path: Path) -> None:
                       "purpose": "SCIENCE"} for d in DETECTORS],
         "exposure": [{"instrument": "HSC", "exposure": e, "physical_filter": f,
                       "day_obs": 20130617, "obs_id": f"HSCA{e}", "exposure_time": 30.0,
-                      "observation_type": "science",
-                      "timespan_begin": f"2013-06-17T13:{i * 2:02d}:00",
-                      "timespan_end": f"2013-06-17T13:{i * 2:02d}:30"}
+                      "observation_type": "science", **span(i)}
                      for i, (e, f) in enumerate(EXPOSURES)],
+        "visit": [{"instrument": "HSC", "visit": e, "physical_filter": f, "day_obs": 20130617,
+                   "name": f"HSCA{e}", "exposure_time": 30.0, **span(i)}
+                  for i, (e, f) in enumerate(EXPOSURES)],
     }
     path.write_text(yaml.safe_dump(records, sort_keys=False))
 
@@ -79,67 +125,194 @@ def write_raws(directory: Path) -> Path:
     return table
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", type=Path, default=Path("demo-repos"),
-                        help="where the demo puts its repositories (recreated each run)")
-    workdir = parser.parse_args().workdir.absolute()
-    shutil.rmtree(workdir, ignore_errors=True)
-    workdir.mkdir(parents=True)
-    repo = str(workdir / "NCSA")
-
-    step("Create the NCSA repository (SQLite registry + local datastore)")
-    fed("create", repo, "--site", "NCSA")
-
-    step("Describe the instrument: dimension records")
-    write_records(workdir / "records.yaml")
-    fed("insert-dimension-records", repo, str(workdir / "records.yaml"))
-
-    step("Register dataset types")
-    fed("register-dataset-type", repo, "raw", "FitsImage", "exposure", "detector")
-    fed("register-dataset-type", repo, "bias", "FitsImage", "detector")
-
-    step(f"Ingest {len(EXPOSURES) * len(DETECTORS)} raw FITS files "
-         "(deterministic IDs: any site ingesting them gets the same UUIDs)")
-    table = write_raws(workdir / "incoming")
-    fed("ingest-files", repo, "raw", "HSC/raw/all", str(table), "--id-mode", "deterministic")
-
-    step("Produce a bias per detector and certify it for 2013")
+def process(repo: Path) -> int:
+    """A stand-in for pipeline processing: calexp = raw - bias, one per raw."""
     from astropy.io import fits
 
     from federation import Butler
 
-    with Butler(repo, run="HSC/calib/gen/DM-0001") as butler:
+    count = 0
+    with Butler(repo, run=PROCESSING_RUN, collections="HSC/defaults") as butler:
+        for ref in butler.query_datasets("raw", "HSC/raw/all"):
+            exposure, detector = ref.data_id["exposure"], ref.data_id["detector"]
+            raw = butler.get(ref)
+            bias = butler.get("bias", instrument="HSC", detector=detector, exposure=exposure)
+            image = fits.PrimaryHDU(raw[0].data - bias[0].data, header=raw[0].header)
+            image.header["HISTORY"] = f"bias-subtracted by {PROCESSING_RUN}"
+            butler.put(image, "calexp", instrument="HSC", visit=exposure, detector=detector,
+                       id_mode="deterministic-run")
+            count += 1
+    return count
+
+
+def site_state(repo: Path) -> dict[str, object]:
+    """What a user could observe at a site, independent of which site it is."""
+    from federation import Butler
+
+    with Butler(repo) as butler:
+        reg = butler.registry
+        collections = sorted(reg.collections.query(), key=lambda c: c.name)
+        runs = [c.name for c in collections if str(c.type) == "RUN"]
+        lines = [f"collection {c.name} {c.type} {c.owner_site} {list(c.children)}"
+                 for c in collections]
+        refs = butler.query_datasets(None, runs, find_first=False) if runs else []
+        for ref in refs:
+            found = reg.datasets.file(ref.id)
+            checksum = found[0].checksum if found else None
+            lines.append(f"dataset {ref.id} {ref.dataset_type.name} {ref.run} "
+                         f"{sorted(ref.required_data_id.items())} {checksum}")
+        for c in collections:
+            if str(c.type) == "CALIBRATION":
+                lines += [f"calib {c.name} {r.id} {ts.begin} {ts.end}"
+                          for r, ts in reg.datasets.certifications(c.name)]
+        files = sum(1 for p in Path(repo).rglob("*") if p.is_file() and p.suffix == ".fits")
+    digest = hashlib.sha256("\n".join(sorted(lines)).encode()).hexdigest()[:16]
+    return {"datasets": len(refs), "collections": len(collections), "files": files,
+            "digest": digest}
+
+
+def compare(workdir: Path, names: tuple[str, ...]) -> None:
+    states = {name: site_state(workdir / name) for name in names}
+    print(f"  {'site':<10} {'datasets':>8} {'files':>6} {'collections':>11}  state digest")
+    for name, s in states.items():
+        print(f"  {name:<10} {s['datasets']:>8} {s['files']:>6} {s['collections']:>11}  "
+              f"{s['digest']}")
+    same = len({s["digest"] for s in states.values()}) == 1
+    print(f"  => {'identical' if same else 'DIFFERENT'}: collections, chains, datasets "
+          "(UUID, type, run, data ID, checksum) and certifications")
+    if not same:
+        sys.exit("demo failed: the sites did not converge")
+
+
+@contextmanager
+def out_of_reach(workdir: Path, names: tuple[str, ...]):
+    """Move other sites' repositories aside, as if the laptop were offline."""
+    moved = []
+    try:
+        for name in names:
+            (workdir / name).rename(workdir / f".{name}.offline")
+            moved.append(name)
+        yield
+    finally:
+        for name in moved:
+            (workdir / f".{name}.offline").rename(workdir / name)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, default=Path("demo-repos"),
+                        help="where the demo puts its sites and repositories (recreated each run)")
+    workdir = parser.parse_args().workdir.absolute()
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    demo = Demo(workdir)
+    fed = demo.fed
+    started = time.perf_counter()
+    print(f"(commands run in {workdir}; ./sites holds the site definitions)")
+
+    step("Define four sites (all SQLite here) and create their repositories")
+    write_sites(workdir / "sites")
+    print("$ cat sites/NCSA.yaml")
+    for line in (workdir / "sites" / "NCSA.yaml").read_text().splitlines():
+        print(f"  {line}")
+    fed("site", "list")
+    for name in SITES:
+        fed("site", "init", name)
+    fed("site", "check")
+
+    step("NCSA: dimension records and dataset types")
+    write_records(workdir / "records.yaml")
+    fed("insert-dimension-records", "NCSA", "records.yaml")
+    fed("register-dataset-type", "NCSA", "raw", "FitsImage", "exposure", "detector")
+    fed("register-dataset-type", "NCSA", "bias", "FitsImage", "detector")
+    fed("register-dataset-type", "NCSA", "calexp", "FitsImage", "visit", "detector")
+
+    step(f"NCSA: ingest {len(EXPOSURES) * len(DETECTORS)} raw FITS files "
+         "(deterministic IDs: any site ingesting them gets the same UUIDs)")
+    table = write_raws(workdir / "incoming")
+    fed("ingest-files", "NCSA", "raw", "HSC/raw/all", str(table.relative_to(workdir)),
+        "--id-mode", "deterministic")
+
+    step("NCSA: a bias per detector, certified for 2013; chains HSC/calib and HSC/defaults")
+    from astropy.io import fits
+
+    from federation import Butler
+
+    with Butler(workdir / "NCSA", run="HSC/calib/gen/DM-0001") as butler:
         for detector in DETECTORS:
             butler.put(fits.PrimaryHDU(np.full((64, 64), 10.0 + detector, np.float32)),
-                       "bias", instrument="HSC", detector=detector)
-    print("  put 4 bias datasets into run HSC/calib/gen/DM-0001")
-    fed("certify-calibrations", repo, "HSC/calib/gen/DM-0001", "HSC/calib/DM-0001", "bias",
+                       "bias", instrument="HSC", detector=detector, id_mode="deterministic-run")
+    print("  (Python) put 4 bias datasets into run HSC/calib/gen/DM-0001")
+    fed("certify-calibrations", "NCSA", "HSC/calib/gen/DM-0001", "HSC/calib/DM-0001", "bias",
         "--begin-date", "2013-01-01", "--end-date", "2014-01-01")
-    fed("collection-chain", repo, "HSC/calib", "HSC/calib/DM-0001",
+    fed("collection-chain", "NCSA", "HSC/calib", "HSC/calib/DM-0001",
         "--doc", "Recommended calibrations for HSC")
-    fed("collection-chain", repo, "HSC/defaults", "HSC/raw/all", "HSC/calib")
+    fed("collection-chain", "NCSA", "HSC/defaults", "HSC/raw/all", "HSC/calib")
 
-    step("Query")
-    fed("query-collections", repo)
-    fed("query-datasets", repo, "raw", "-c", "HSC/defaults",
-        "--where", "instrument = 'HSC' AND exposure IN (903334..903336) AND band = 'r' "
-                   "AND detector < 2")
-    fed("query-dimension-records", repo, "exposure", "--where", "physical_filter = 'HSC-I'")
+    step(f"NCSA: processing run {PROCESSING_RUN} (a calexp = raw - bias per raw)")
+    count = process(workdir / "NCSA")
+    print(f"  (Python) put {count} calexp datasets into {PROCESSING_RUN}")
+    fed("query-collections", "NCSA")
 
-    step("Verify every file against its xxh3 checksum")
-    fed("verify", repo)
+    step("IN2P3 replicates NCSA: plan first, then sync (files copied and xxh3-verified)")
+    fed("sync", "NCSA", "IN2P3", "--dry-run")
+    fed("sync", "NCSA", "IN2P3")
 
-    step("Read back through the Butler API")
-    with Butler(repo, collections="HSC/defaults") as butler:
-        raw = butler.get("raw", instrument="HSC", exposure=903338, detector=2)
-        print(f"  raw 903338/2: {raw[0].data.shape} image, FILTER={raw[0].header['FILTER']}, "
-              f"mean {raw[0].data.mean():.1f}")
-        bias = butler.get("bias", instrument="HSC", detector=2, exposure=903338)
-        print(f"  bias valid at exposure 903338's time, detector 2: value "
-              f"{bias[0].data[0, 0]:.1f}")
-        print(f"  file: {butler.get_uri('raw', instrument='HSC', exposure=903338, detector=2)}")
-    print(f"\nDone. The repository is in {repo}; try: fed query-datasets {repo} -c '*'")
+    step("Princeton replicates IN2P3 (NCSA's data, second hand)")
+    fed("sync", "IN2P3", "Princeton")
+    note("the same datasets from NCSA directly: same UUIDs, same checksums, nothing to do")
+    fed("sync", "NCSA", "Princeton")
+    note("and a re-run changes nothing: the cursor is already at NCSA's last journal entry")
+    fed("sync", "NCSA", "IN2P3")
+    compare(workdir, SERVERS)
+
+    step(f"NCSA finds exposure {BAD} bad and prunes its raws and calexps")
+    fed("prune-datasets", "NCSA", "raw", "-c", "HSC/raw/all", "--where", f"exposure = {BAD}",
+        "--yes")
+    fed("prune-datasets", "NCSA", "calexp", "-c", PROCESSING_RUN, "--where", f"visit = {BAD}",
+        "--yes")
+
+    step("The deletion propagates as tombstones: NCSA -> IN2P3 -> Princeton")
+    fed("sync", "NCSA", "IN2P3")
+    fed("sync", "IN2P3", "Princeton")
+    fed("sync", "NCSA", "Princeton")
+    fed("query-datasets", "Princeton", "raw", "calexp", "-c", "HSC/raw/all", "-c",
+        PROCESSING_RUN, "--where", f"exposure = {BAD} OR visit = {BAD}")
+    fed("verify", "Princeton")
+    compare(workdir, SERVERS)
+
+    step(f"laptop pre-caches exposure {LAPTOP_EXPOSURE} from Princeton, with the calibrations")
+    note("one cursor per selection: each of these syncs can be re-run later to refresh")
+    fed("sync", "Princeton", "laptop", "-c", "HSC/defaults", "--where",
+        f"exposure = {LAPTOP_EXPOSURE}")
+    fed("sync", "Princeton", "laptop", "-c", "HSC/calib")
+    fed("sync", "Princeton", "laptop", "-c", PROCESSING_RUN, "--where",
+        f"visit = {LAPTOP_EXPOSURE}")
+    fed("query-datasets", "laptop", "*", "-c", "*")
+
+    step("Offline: only the laptop's repository is reachable")
+    with out_of_reach(workdir, SERVERS):
+        print(f"  (the NCSA, IN2P3 and Princeton directories are moved aside; "
+              f"{workdir.name}/ holds {sorted(p.name for p in workdir.iterdir())})")
+        fed("verify", "laptop")
+        with Butler(workdir / "laptop", collections="HSC/defaults") as butler:
+            raw = butler.get("raw", instrument="HSC", exposure=LAPTOP_EXPOSURE, detector=1)
+            print(f"  raw {LAPTOP_EXPOSURE}/1: {raw[0].data.shape} image, "
+                  f"FILTER={raw[0].header['FILTER']}, mean {raw[0].data.mean():.1f}")
+            bias = butler.get("bias", instrument="HSC", detector=1, exposure=LAPTOP_EXPOSURE)
+            print(f"  bias valid at exposure {LAPTOP_EXPOSURE}'s time (found through "
+                  f"HSC/defaults -> HSC/calib): value {bias[0].data[0, 0]:.1f}")
+            calexp = butler.get("calexp", instrument="HSC", visit=LAPTOP_EXPOSURE, detector=1,
+                                collections=PROCESSING_RUN)
+            print(f"  calexp {LAPTOP_EXPOSURE}/1: mean {calexp[0].data.mean():.1f} "
+                  f"(raw - bias = {raw[0].data.mean() - bias[0].data.mean():.1f})")
+            uri = butler.get_uri("raw", instrument="HSC", exposure=LAPTOP_EXPOSURE, detector=1)
+            print(f"  file: {uri}")
+            other = butler.query_datasets("raw", "HSC/raw/all", where="exposure = 903338")
+            print(f"  raws of exposure 903338 on the laptop: {len(other)} (not pre-cached)")
+
+    print(f"\nDone in {time.perf_counter() - started:.1f} s. The sites are in {workdir}; try:\n"
+          f"  cd {workdir} && fed site check && fed sync NCSA laptop --dry-run")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from federation.datastore.checksum import file_checksum
 from federation.errors import ChecksumError, FederationError
 from federation.faults import checkpoint
 from federation.model import CollectionType, DatasetRef, StoredFile, data_id_key
+from federation.registry.datasets import chunked
 from federation.sites import SiteDefinition, owner_by_prefix
 from federation.sync.selection import Selection
 from federation.sync.states import (
@@ -93,7 +94,11 @@ class Report:
             if ident not in self._seen:
                 self._seen.add(ident)
                 self.counts[f"{state.kind} {action}"] += 1
-        self.conflicts.extend(plan.conflicts)
+        for conflict in plan.conflicts:
+            ident = ("conflict", conflict.kind, conflict.subject, conflict.reason)
+            if ident not in self._seen:
+                self._seen.add(ident)
+                self.conflicts.append(conflict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"counts": dict(sorted(self.counts.items())),
@@ -125,14 +130,25 @@ class Applier:
     # -- planning --------------------------------------------------------------
 
     def plan(self, batch: Batch) -> Plan:
-        """Classify each state: insert, update, skip, refused or conflict."""
+        """Classify each state: insert, update, skip, refused, conflict or blocked.
+
+        A state is *blocked* when it needs an object of the batch that is not
+        taken (a conflicting collection, dataset type or dataset).
+        """
         plan = Plan()
         self._batch_types = {s.name: s for s in batch.states if isinstance(s, DatasetTypeState)}
         owners = {s.name: s.owner for s in batch.states if isinstance(s, CollectionState)}
         datasets = [s for s in batch.states if isinstance(s, DatasetState)]
         existing = self._existing_datasets([s.uuid for s in datasets])
+        existing["by_slot"] = self._slot_holders(datasets, self._removing(batch))
+        blocked: set[tuple[str, str]] = set()  # objects not taken: what needs them waits too
         for state in batch.states:
-            action = self._classify(state, owners, existing, plan)
+            if blocked.intersection(_needs(state)):
+                action = "blocked"
+            else:
+                action = self._classify(state, owners, existing, plan)
+            if action in ("conflict", "refused", "blocked"):
+                blocked.add(_key_of(state))
             plan.actions.append((state, action))
         return plan
 
@@ -165,7 +181,10 @@ class Applier:
                     t.dataset_tombstone.c.dataset_id == uuid.UUID(state.id))).scalar()
                 return known is None or known < state.version
             if isinstance(state, CollectionRemoval):
-                return colls.exists(state.name)
+                tomb = t.collection_tombstone
+                known = conn.execute(sa.select(tomb.c.version).where(
+                    tomb.c.name == state.name)).scalar()
+                return colls.exists(state.name) or known is None or known < state.version
             if not colls.exists(state.collection):
                 return True
             cid, _ = colls.lookup(state.collection)
@@ -279,6 +298,14 @@ class Applier:
             return "fetch"
         return "skip"
 
+    def _same_type(self, name: str) -> bool:
+        """Whether this registry defines the dataset type as the batch does."""
+        found = self.registry.dataset_types._lookup(name)
+        theirs = self._batch_types.get(name)
+        return found is not None and (theirs is None or (
+            list(found[1].dimensions.names) == list(theirs.dimensions)
+            and found[1].storage_class == theirs.storage_class))
+
     def _wants_file(self, state: DatasetState) -> bool:
         return (self.selection.files and self.transport is not None and state.file is not None
                 and state.held_at is None)
@@ -302,8 +329,6 @@ class Applier:
         result: dict[str, Any] = {"by_id": {}, "by_slot": {}, "tombstones": set()}
         if not ids:
             return result
-        from federation.registry.datasets import chunked
-
         with self.registry.db.reading() as conn:
             for chunk in chunked(ids):
                 rows = conn.execute(
@@ -321,6 +346,33 @@ class Applier:
                         t.dataset_tombstone.c.dataset_id.in_(list(chunk)))).scalars().all())
         return result
 
+    def _removing(self, batch: Batch) -> set[str]:
+        """Datasets the batch deletes here (before its new datasets take their slots)."""
+        if self.keep_deleted:
+            return set()
+        return {s.id for s in batch.states if isinstance(s, DatasetRemoval)}
+
+    def _slot_holders(self, states: list[DatasetState], removing: set[str]
+                      ) -> dict[tuple[str, str, str], str]:
+        """The datasets that are, and stay, in the (run, type, data ID) slots of ``states``."""
+        wanted: dict[tuple[str, str], set[str]] = {}
+        for state in states:
+            if self.registry.collections.exists(state.run) and self._same_type(state.dataset_type):
+                wanted.setdefault((state.run, state.dataset_type), set()).add(self._key(state))
+        d = self.tables.dataset
+        holders: dict[tuple[str, str, str], str] = {}
+        with self.registry.db.reading() as conn:
+            for (run, type_name), keys in wanted.items():
+                run_id, _ = self.registry.collections.lookup(run)
+                type_id = self.registry.dataset_types.id_of(type_name)
+                for chunk in chunked(sorted(keys)):
+                    for dataset_id, key in conn.execute(sa.select(d.c.id, d.c.data_id_key).where(
+                            d.c.run_id == run_id, d.c.dataset_type_id == type_id,
+                            d.c.data_id_key.in_(list(chunk)))):
+                        if str(dataset_id) not in removing:
+                            holders[(run, type_name, key)] = str(dataset_id)
+        return holders
+
     # -- applying --------------------------------------------------------------
 
     def apply(self, batch: Batch, *, cursor: tuple[str, int] | None, report: Report) -> None:
@@ -334,7 +386,7 @@ class Applier:
         removed_files: list[StoredFile] = []
         with self.registry.transaction():
             for state, action in plan.actions:
-                if action in ("skip", "refused", "conflict"):
+                if action in ("skip", "refused", "conflict", "blocked"):
                     continue
                 if _refers_to(state, failed_ids):
                     continue
@@ -493,7 +545,10 @@ class Applier:
 
     def _apply_collection_removal(self, state: CollectionRemoval) -> None:
         colls = self.registry.collections
-        if not colls.exists(state.name) or colls.owner(state.name) != state.owner:
+        if not colls.exists(state.name):
+            self._remember_collection_removal(state)
+            return
+        if colls.owner(state.name) != state.owner:
             return
         created, _, _ = colls.versions(state.name)
         if created >= state.version or colls.parents(state.name):
@@ -503,6 +558,16 @@ class Applier:
             return  # an archive keeps the datasets, so it keeps their run
         with self.registry.db.importing(state.owner, state.version):
             colls.remove(state.name, check_owner=False)
+
+    def _remember_collection_removal(self, state: CollectionRemoval) -> None:
+        """A tombstone for a collection never held here, so that no stale path revives it."""
+        tomb = self.tables.collection_tombstone
+        conn = self.registry.db.current()
+        with self.registry.db.importing(state.owner, state.version):
+            self.registry.db.journal("remove_collection", [{"name": state.name}])
+        conn.execute(sa.delete(tomb).where(tomb.c.name == state.name))
+        conn.execute(sa.insert(tomb).values(name=state.name, owner_site=state.owner,
+                                            version=state.version))
 
     # -- files -----------------------------------------------------------------
 
@@ -542,6 +607,11 @@ class Applier:
         else:
             relative = check_relative(info.path)
         final = self.butler.datastore.safe_path(relative)
+        if final.exists() and self._path_in_use(relative):
+            # Another dataset's file (e.g. one this batch deletes): never touch it.
+            relative = check_relative(f"{Path(relative).with_suffix('')}-{state.id}"
+                                      f"{Path(relative).suffix}")
+            final = self.butler.datastore.safe_path(relative)
         if final.exists() and file_checksum(final) == (info.size, info.checksum):
             return relative  # already here: an earlier, interrupted run brought it
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -559,6 +629,12 @@ class Applier:
         finally:
             temp.unlink(missing_ok=True)
         return relative
+
+    def _path_in_use(self, relative: str) -> bool:
+        f = self.tables.file
+        with self.registry.db.reading() as conn:
+            return conn.execute(sa.select(f.c.dataset_id).where(
+                f.c.path == relative, f.c.held_at.is_(None))).first() is not None
 
     # -- bookkeeping -----------------------------------------------------------
 
@@ -589,6 +665,29 @@ class Applier:
         conn.execute(sa.insert(c).values(
             source=source, selection_key=key, last_seq=seq, updated_at=time.time(),
             selection=json.dumps(self.selection.to_dict(), sort_keys=True)))
+
+
+def _key_of(state: State) -> tuple[str, str]:
+    """What other states name this one by."""
+    if isinstance(state, DatasetTypeState | CollectionState):
+        return (state.kind, state.name)
+    if isinstance(state, DatasetState):
+        return (state.kind, state.id)
+    return (state.kind, str(identity(state)))
+
+
+def _needs(state: State) -> list[tuple[str, str]]:
+    """The objects a state refers to, which must be taken before it can be."""
+    if isinstance(state, CollectionState):
+        return [("collection", child) for child in state.children or []]
+    if isinstance(state, DatasetState):
+        return [("collection", state.run), ("dataset_type", state.dataset_type)]
+    if isinstance(state, TagState):
+        return [("collection", state.collection), ("dataset", state.dataset_id)]
+    if isinstance(state, CalibSlotState):
+        return [("collection", state.collection), ("dataset_type", state.dataset_type),
+                *(("dataset", entry[0]) for entry in state.entries)]
+    return []
 
 
 def _refers_to(state: State, ids: set[str]) -> bool:

@@ -117,11 +117,14 @@ class SourceReader:
     def snapshot(self, collections: Iterable[str] | None = None) -> Iterator[Batch]:
         """Batches describing the current state of the selected (or given) collections."""
         names = sorted(self.collections if collections is None else collections)
+        removed = self._removed_collections() if collections is None else []
         colls = self.registry.collections
         t = self.tables
-        yield Batch(self._states(_Wanted(collections=names,
+        yield Batch(self._states(_Wanted(collections=names + removed,
                                          types=set(self.type_names)), from_journal=False), 0)
         with self.registry.db.reading() as conn:
+            for name in removed:  # so that a stale path cannot bring them back
+                yield from self._run_tombstones(conn, name)
             for name in names:
                 if not colls.exists(name):
                     continue
@@ -130,14 +133,10 @@ class SourceReader:
                     ids = conn.execute(sa.select(t.dataset.c.id).where(
                         t.dataset.c.run_id == cid,
                         t.dataset.c.dataset_type_id.in_(self.type_ids))).scalars().all()
-                    removed = conn.execute(sa.select(t.dataset_tombstone.c.dataset_id).where(
-                        t.dataset_tombstone.c.run == name)).scalars().all()
                     for chunk in chunked(ids, BATCH_ENTRIES):
                         yield Batch(self._states(_Wanted(datasets=list(chunk)),
                                                  from_journal=False), 0)
-                    for chunk in chunked(removed, BATCH_ENTRIES):
-                        yield Batch(self._states(_Wanted(removed=list(chunk)),
-                                                 from_journal=False), 0)
+                    yield from self._run_tombstones(conn, name)
                 elif ctype is CollectionType.TAGGED:
                     ids = conn.execute(sa.select(t.tag.c.dataset_id).where(
                         t.tag.c.collection_id == cid)).scalars().all()
@@ -154,6 +153,21 @@ class SourceReader:
                         (name, self.registry.dataset_types.by_id(tid).name, key)
                         for tid, key in slots])
                     yield Batch(self._states(wanted, from_journal=False), 0)
+
+    def _removed_collections(self) -> list[str]:
+        """Selected collections their owner has removed (their tombstones)."""
+        tomb = self.tables.collection_tombstone
+        with self.registry.db.reading() as conn:
+            names = conn.execute(sa.select(tomb.c.name).order_by(tomb.c.name)).scalars().all()
+        return [n for n in names if self.selection.matches_collection(n)]
+
+    def _run_tombstones(self, conn: sa.Connection, run: str) -> Iterator[Batch]:
+        """Removals of the datasets that were in a RUN."""
+        tomb = self.tables.dataset_tombstone
+        removed = conn.execute(sa.select(tomb.c.dataset_id).where(
+            tomb.c.run == run)).scalars().all()
+        for chunk in chunked(removed, BATCH_ENTRIES):
+            yield Batch(self._states(_Wanted(removed=list(chunk)), from_journal=False), 0)
 
     def retry_batch(self, ids: list[uuid.UUID]) -> Batch:
         """Datasets whose files failed earlier, with their tags and certifications."""
@@ -282,8 +296,8 @@ class SourceReader:
                         sa.select(t.tag_removed.c.dataset_id, t.tag_removed.c.version).where(
                             t.tag_removed.c.collection_id == cid,
                             t.tag_removed.c.dataset_id.in_(chunk))).all())
-            present = {i: v for i, v in present.items()
-                       if i in self._where_filter(list(present))}
+            selected = set(self._selected_datasets(list(present), by_run=False))
+            present = {i: v for i, v in present.items() if i in selected}
             self._add_datasets(list(present), out)
             for dataset_id, version in absent.items():
                 out.tags.append(TagState(name, str(dataset_id), False, version))
@@ -379,10 +393,10 @@ class _Out:
         chains = [c for c in self.collections.values() if c.children is not None]
         states += [c for c in self.collections.values() if c.children is None]
         states += _children_first(chains)
+        states += self.removals  # before datasets that may take the slots they free
         states += self.datasets.values()
         states += self.slots
         states += sorted(self.tags, key=lambda t: t.present)  # removals before additions
-        states += self.removals
         states += self.removed_collections.values()
         return states
 
