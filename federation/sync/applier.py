@@ -315,10 +315,9 @@ class Applier:
         return data_id_key([state.data_id[n] for n in group.required])
 
     def _type_dims(self, name: str) -> list[str]:
-        found = self.registry.dataset_types._lookup(name)
-        if found is not None:
-            return list(found[1].dimensions.names)
-        return list(self._batch_types[name].dimensions)
+        if name in self._batch_types:
+            return list(self._batch_types[name].dimensions)
+        return list(self.registry.dataset_types.get(name).dimensions.names)
 
     def _owner(self, collection: str) -> str | None:
         colls = self.registry.collections
@@ -356,9 +355,14 @@ class Applier:
                       ) -> dict[tuple[str, str, str], str]:
         """The datasets that are, and stay, in the (run, type, data ID) slots of ``states``."""
         wanted: dict[tuple[str, str], set[str]] = {}
+        known: dict[tuple[str, str], bool] = {}
         for state in states:
-            if self.registry.collections.exists(state.run) and self._same_type(state.dataset_type):
-                wanted.setdefault((state.run, state.dataset_type), set()).add(self._key(state))
+            pair = (state.run, state.dataset_type)
+            if pair not in known:
+                known[pair] = (self.registry.collections.exists(state.run)
+                               and self._same_type(state.dataset_type))
+            if known[pair]:
+                wanted.setdefault(pair, set()).add(self._key(state))
         d = self.tables.dataset
         holders: dict[tuple[str, str, str], str] = {}
         with self.registry.db.reading() as conn:
@@ -385,13 +389,21 @@ class Applier:
         failed_ids = set(failed)
         removed_files: list[StoredFile] = []
         with self.registry.transaction():
+            new_datasets: list[DatasetState] = []
             for state, action in plan.actions:
                 if action in ("skip", "refused", "conflict", "blocked"):
                     continue
                 if _refers_to(state, failed_ids):
                     continue
+                if isinstance(state, DatasetState) and action == "insert":
+                    new_datasets.append(state)  # inserted in bulk, in order
+                    continue
+                if new_datasets:
+                    self._insert_datasets(new_datasets, arrived)
+                    new_datasets = []
                 removed_files += self._apply_state(state, action, arrived)
                 checkpoint("state applied")
+            self._insert_datasets(new_datasets, arrived)
             self._record_retries(failed, report)
             if arrived:
                 self.clear_retries([uuid.UUID(i) for i in arrived])
@@ -442,25 +454,40 @@ class Applier:
                 colls.set_chain(state.name, state.children, check_owner=False)
 
     def _apply_dataset(self, state: DatasetState, action: str, arrived: dict[str, str]) -> None:
-        registry = self.registry
-        dtype = registry.get_dataset_type(state.dataset_type)
-        if action == "fetch":
-            if state.id in arrived:
-                f = self.tables.file
-                registry.db.current().execute(sa.update(f).where(f.c.dataset_id == state.uuid)
-                                              .values(path=arrived[state.id], held_at=None))
+        """A dataset already here whose file has now arrived ("fetch")."""
+        if state.id in arrived:
+            f = self.tables.file
+            self.registry.db.current().execute(
+                sa.update(f).where(f.c.dataset_id == state.uuid)
+                .values(path=arrived[state.id], held_at=None))
+
+    def _insert_datasets(self, states: list[DatasetState], arrived: dict[str, str]) -> None:
+        """New datasets, one bulk insert per (run, holding site)."""
+        if not states:
             return
-        full, key = registry.expand_data_id(dtype, state.data_id)
-        ref = DatasetRef(state.uuid, dtype, full, state.run)
-        stored, held = None, None
-        if state.file is not None:
-            if state.id in arrived:
-                path = arrived[state.id]
-            else:
-                path, held = state.file.path, state.held_at or self.source
-            stored = StoredFile(path, state.file.formatter, state.file.size, state.file.checksum)
-        registry.datasets.insert(state.run, [(ref, stored)], keys=[key], check_owner=False,
-                                 held_at=held)
+        registry = self.registry
+        for name in {n for s in states for n in self._type_dims(s.dataset_type)}:
+            registry.dimensions.preload(name)
+        groups: dict[tuple[str, str | None], tuple[list, list]] = {}
+        for state in states:
+            dtype = registry.get_dataset_type(state.dataset_type)
+            full, key = registry.expand_data_id(dtype, state.data_id)
+            stored, held = None, None
+            if state.file is not None:
+                if state.id in arrived:
+                    path = arrived[state.id]
+                else:
+                    path, held = state.file.path, state.held_at or self.source
+                stored = StoredFile(path, state.file.formatter, state.file.size,
+                                    state.file.checksum)
+            entries, keys = groups.setdefault((state.run, held), ([], []))
+            entries.append((DatasetRef(state.uuid, dtype, full, state.run), stored))
+            keys.append(key)
+        for (run, held), (entries, keys) in groups.items():
+            with registry.db.importing(self._owner(run) or self.source, 0):
+                registry.datasets.insert(run, entries, keys=keys, check_owner=False,
+                                         held_at=held)
+            checkpoint("datasets inserted")
 
     def _apply_tag(self, state: TagState) -> None:
         t = self.tables
