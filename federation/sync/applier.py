@@ -126,6 +126,7 @@ class Applier:
         self.progress = progress
         self.tables = self.registry.db.tables
         self._batch_types: dict[str, DatasetTypeState] = {}
+        self._made_dirs: set[Path] = set()
 
     # -- planning --------------------------------------------------------------
 
@@ -634,18 +635,21 @@ class Applier:
         else:
             relative = check_relative(info.path)
         final = self.butler.datastore.safe_path(relative)
-        if final.exists() and self._path_in_use(relative):
-            # Another dataset's file (e.g. one this batch deletes): never touch it.
-            relative = check_relative(f"{Path(relative).with_suffix('')}-{state.id}"
-                                      f"{Path(relative).suffix}")
-            final = self.butler.datastore.safe_path(relative)
-        if final.exists() and file_checksum(final) == (info.size, info.checksum):
-            return relative  # already here: an earlier, interrupted run brought it
-        final.parent.mkdir(parents=True, exist_ok=True)
+        if final.exists():
+            if self._path_in_use(relative):
+                # Another dataset's file (e.g. one this batch deletes): never touch it.
+                relative = check_relative(f"{Path(relative).with_suffix('')}-{state.id}"
+                                          f"{Path(relative).suffix}")
+                final = self.butler.datastore.safe_path(relative)
+            if final.exists() and file_checksum(final) == (info.size, info.checksum):
+                return relative  # already here: an earlier, interrupted run brought it
+        parent = final.parent
+        if parent not in self._made_dirs:
+            parent.mkdir(parents=True, exist_ok=True)
+            self._made_dirs.add(parent)
         temp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:12]}")
         try:
-            self.transport.get(info.path, temp)
-            size, checksum = file_checksum(temp)
+            size, checksum = self.transport.fetch(info.path, temp)
             if (size, checksum) != (info.size, info.checksum):
                 raise ChecksumError(
                     f"{info.path} from {self.source} does not match its record (size {size} vs "
@@ -653,8 +657,9 @@ class Applier:
             checkpoint("file verified")
             os.replace(temp, final)
             checkpoint("file renamed")
-        finally:
+        except BaseException:
             temp.unlink(missing_ok=True)
+            raise
         return relative
 
     def _path_in_use(self, relative: str) -> bool:

@@ -46,6 +46,13 @@ class Transport(abc.ABC):
     def get(self, path: str, local: Path) -> None:
         """Copy the site's file ``path`` to the local file ``local`` (overwritten)."""
 
+    def fetch(self, path: str, local: Path) -> tuple[int, str]:
+        """Like :meth:`get`, returning the size and xxh3-128 of what was written."""
+        from federation.datastore.checksum import file_checksum
+
+        self.get(path, local)
+        return file_checksum(local)
+
     @abc.abstractmethod
     def put(self, local: Path, path: str) -> None:
         """Store the local file at ``path`` on the site, atomically."""

@@ -7,6 +7,9 @@ import shutil
 import uuid
 from pathlib import Path
 
+import xxhash
+
+from federation.datastore.checksum import CHUNK
 from federation.transport.base import RemoteFile, Transport, TransportError, check_relative
 
 
@@ -36,6 +39,23 @@ class LocalTransport(Transport):
             raise TransportError(f"{path} is missing at the source") from None
         except OSError as exc:
             raise TransportError(f"cannot copy {path}: {exc.strerror}") from None
+
+    def fetch(self, path: str, local: Path) -> tuple[int, str]:
+        """Copy and hash in one pass over the bytes."""
+        digest = xxhash.xxh3_128()
+        size = 0
+        try:
+            with open(self._path(path), "rb", buffering=0) as src, \
+                    open(local, "wb", buffering=0) as dst:
+                while chunk := src.read(CHUNK):
+                    digest.update(chunk)
+                    dst.write(chunk)
+                    size += len(chunk)
+        except FileNotFoundError:
+            raise TransportError(f"{path} is missing at the source") from None
+        except OSError as exc:
+            raise TransportError(f"cannot copy {path}: {exc.strerror}") from None
+        return size, digest.hexdigest()
 
     def put(self, local: Path, path: str) -> None:
         target = self._path(path)
