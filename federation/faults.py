@@ -10,9 +10,11 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 
 _ENV = "FED_FAULT_KILL_AT"
 _count = 0
+_lock = threading.Lock()  # checkpoints are passed from file-transfer threads too
 
 
 def checkpoint(name: str) -> None:
@@ -21,8 +23,10 @@ def checkpoint(name: str) -> None:
     target = os.environ.get(_ENV)
     if not target:
         return
-    _count += 1
-    if _count == int(target):
+    with _lock:  # an unlocked `+= 1` can lose a count, or kill twice at one number
+        _count += 1
+        if _count != int(target):
+            return
         sys.stderr.write(f"fault injection: killed at checkpoint {_count} ({name})\n")
         sys.stderr.flush()
         os.kill(os.getpid(), signal.SIGKILL)

@@ -18,6 +18,7 @@ from federation.datastore.checksum import file_checksum, verify_file
 from federation.datastore.storage_classes import StorageClass
 from federation.datastore.templates import FileTemplates
 from federation.errors import DatastoreError, InputError
+from federation.faults import checkpoint
 from federation.model import DatasetRef, StoredFile
 
 TRANSFER_MODES = ("copy", "move", "hardlink", "symlink", "direct")
@@ -164,6 +165,7 @@ class PosixDatastore:
             return
         path = self.path_of(stored)
         path.unlink(missing_ok=True)
+        checkpoint("datastore file unlinked")
         parent = path.parent
         while parent != self.root and parent.is_relative_to(self.root):
             try:

@@ -147,4 +147,8 @@ def _run(src: Butler, dst: Butler, applier: Applier, options: SyncOptions) -> Re
     for batch, upto in batches():
         applier.apply(batch, cursor=(src.site, upto) if upto is not None else None,
                       report=report)
+    # A dataset can come in several batches of a snapshot (its RUN's, a TAGGED or
+    # CALIBRATION collection's): a file that failed is one failure, reported once.
+    report.failed = list({dataset_id: (dataset_id, path, reason)
+                          for dataset_id, path, reason in report.failed}.values())
     return report
