@@ -26,7 +26,15 @@ from federation.errors import (
     FederationError,
     MissingDatasetError,
 )
-from federation.model import CollectionType, DatasetRef, DatasetType, IdMode, make_dataset_id
+from federation.faults import checkpoint
+from federation.model import (
+    CollectionType,
+    DatasetRef,
+    DatasetType,
+    IdMode,
+    StoredFile,
+    make_dataset_id,
+)
 from federation.registry.collections import check_collection_name
 from federation.registry.registry import Registry
 from federation.timespan import Timespan
@@ -360,10 +368,19 @@ class Butler:
     def remove(self, refs: Iterable[DatasetRef]) -> int:
         """Delete datasets: registry records first, then their files."""
         refs = list(refs)
-        files = self.registry.datasets.remove(refs)
-        for _, stored in files:
-            self.datastore.remove(stored)
+        self.registry.datasets.remove(refs)
+        self.empty_trash()
         return len(refs)
+
+    def empty_trash(self) -> int:
+        """Delete files whose records were removed (also after a crash); returns how many."""
+        paths = self.registry.datasets.trash()
+        for path in paths:
+            self.datastore.remove(StoredFile(path, "", 0, ""))
+            checkpoint("trashed file deleted")
+        if paths:
+            self.registry.datasets.empty_trash(paths)
+        return len(paths)
 
     def remove_runs(self, names: Iterable[str], *, unlink_chains: bool = False) -> int:
         """Delete RUN collections with all their datasets; returns datasets removed."""
@@ -372,7 +389,7 @@ class Butler:
         for name in names:
             collections.lookup(name, CollectionType.RUN)
             collections.check_writable(name)
-        files, count = [], 0
+        count = 0
         with self.registry.transaction():
             for name in names:
                 for parent in collections.parents(name):
@@ -384,10 +401,9 @@ class Butler:
                                                    if c != name])
                 refs = self.registry.datasets.run_refs(name)
                 count += len(refs)
-                files.extend(self.registry.datasets.remove(refs))
+                self.registry.datasets.remove(refs)
                 collections.remove(name)
-        for _, stored in files:
-            self.datastore.remove(stored)
+        self.empty_trash()
         return count
 
     # -- checking ------------------------------------------------------------

@@ -594,9 +594,29 @@ class Datasets:
                  "version": version, "kept": kept, "removed_at": now} for r in rows])
         if kept:
             return
+        doomed = conn.execute(sa.select(t.file.c.path).where(
+            t.file.c.dataset_id.in_(list(ids)), t.file.c.held_at.is_(None))).scalars().all()
+        doomed = [p for p in doomed if not p.startswith("/")]  # in-place ingests stay
+        if doomed:
+            conn.execute(sa.delete(t.trash).where(t.trash.c.path.in_(doomed)))
+            conn.execute(sa.insert(t.trash), [{"path": p} for p in doomed])
         for table, column in ((t.file, t.file.c.dataset_id), (t.tag, t.tag.c.dataset_id),
                               (t.calib, t.calib.c.dataset_id), (t.dataset, t.dataset.c.id)):
             conn.execute(sa.delete(table).where(column.in_(list(ids))))
+
+    def trash(self) -> list[str]:
+        """Paths of removed datasets' files not yet deleted from the datastore."""
+        t = self.db.tables
+        with self.db.reading() as conn:
+            return list(conn.execute(sa.select(t.trash.c.path).where(
+                t.trash.c.path.not_in(sa.select(t.file.c.path)))).scalars().all())
+
+    def empty_trash(self, paths: Sequence[str]) -> None:
+        """Forget trashed paths once their files are deleted."""
+        t = self.db.tables
+        with self.db.transaction() as conn:
+            for chunk in chunked(list(paths)):
+                conn.execute(sa.delete(t.trash).where(t.trash.c.path.in_(chunk)))
 
     def run_refs(self, run: str) -> list[DatasetRef]:
         run_id, _ = self.collections.lookup(run, CollectionType.RUN)

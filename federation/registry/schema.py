@@ -45,6 +45,7 @@ class Tables:
     collection_tombstone: sa.Table
     sync_cursor: sa.Table
     sync_retry: sa.Table
+    trash: sa.Table
 
 
 def dimension_table_name(name: str) -> str:
@@ -164,6 +165,12 @@ def build_tables(universe: DimensionUniverse) -> Tables:
         sa.Column("owner_site", sa.String(64), nullable=False),
         sa.Column("version", sa.BigInteger, nullable=False),
     )
+    # Files whose records are gone but which may still be on disk: deleted after the
+    # transaction that removed their records commits, and again after a crash.
+    trash = sa.Table(
+        "trash", md,
+        sa.Column("path", sa.Text, primary_key=True),
+    )
     # How far this repository has read each source's journal, per selection.
     sync_cursor = sa.Table(
         "sync_cursor", md,
@@ -209,7 +216,8 @@ def build_tables(universe: DimensionUniverse) -> Tables:
     )
     return Tables(md, meta, journal_head, journal, dataset_type, collection,
                   collection_chain, dataset, tag, calib, file, dimensions, tag_removed,
-                  calib_slot, dataset_tombstone, collection_tombstone, sync_cursor, sync_retry)
+                  calib_slot, dataset_tombstone, collection_tombstone, sync_cursor, sync_retry,
+                  trash)
 
 
 def _dimension_table(md: sa.MetaData, universe: DimensionUniverse, name: str) -> sa.Table:

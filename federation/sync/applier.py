@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 import uuid
 from collections import Counter
@@ -43,6 +44,8 @@ from federation.sync.states import (
 )
 from federation.timespan import Timespan
 from federation.transport.base import Transport, check_relative
+
+STAGING = ".federation-staging"
 
 
 @dataclass
@@ -87,17 +90,21 @@ class Report:
     cursor: int | None = None
     _seen: set = field(default_factory=set, repr=False)
 
-    def add(self, plan: Plan) -> None:
-        """Count each object once, however many batches mention it."""
+    def add(self, plan: Plan, failed: set[str] = frozenset()) -> None:
+        """Count each object once, however many batches mention it.
+
+        States left out because a file they need failed count as "failed".
+        """
         for state, action in plan.actions:
+            if _refers_to(state, failed):
+                self.counts[f"{state.kind} failed"] += 1
+                continue
             ident = identity(state)
             if ident not in self._seen:
                 self._seen.add(ident)
                 self.counts[f"{state.kind} {action}"] += 1
         for conflict in plan.conflicts:
-            ident = ("conflict", conflict.kind, conflict.subject, conflict.reason)
-            if ident not in self._seen:
-                self._seen.add(ident)
+            if conflict not in self.conflicts:
                 self.conflicts.append(conflict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -276,6 +283,12 @@ class Applier:
             plan.conflicts.append(Conflict("dataset", state.id, f"run {state.run} is owned by "
                                            f"this site; datasets from {self.source} refused"))
             return "refused"
+        if state.file is not None and not os.path.isabs(state.file.path):
+            try:
+                check_relative(state.file.path)
+            except FederationError as exc:
+                plan.conflicts.append(Conflict("dataset", state.id, str(exc)))
+                return "conflict"
         key = self._key(state)
         mine = existing["by_id"].get(state.uuid)
         if mine is None:
@@ -383,12 +396,11 @@ class Applier:
     def apply(self, batch: Batch, *, cursor: tuple[str, int] | None, report: Report) -> None:
         """Bring in one batch: files first, then records + cursor in one transaction."""
         plan = self.plan(batch)
-        report.add(plan)
         wanted = [s for s, a in plan.actions if isinstance(s, DatasetState)
                   and a in ("insert", "fetch") and self._wants_file(s)]
         arrived, failed = self._transfer(wanted, report)
         failed_ids = set(failed)
-        removed_files: list[StoredFile] = []
+        report.add(plan, failed=failed_ids)
         with self.registry.transaction():
             new_datasets: list[DatasetState] = []
             for state, action in plan.actions:
@@ -402,7 +414,7 @@ class Applier:
                 if new_datasets:
                     self._insert_datasets(new_datasets, arrived)
                     new_datasets = []
-                removed_files += self._apply_state(state, action, arrived)
+                self._apply_state(state, action, arrived)
                 checkpoint("state applied")
             self._insert_datasets(new_datasets, arrived)
             self._record_retries(failed, report)
@@ -412,13 +424,10 @@ class Applier:
                 self._save_cursor(*cursor)
             checkpoint("before commit")
         checkpoint("after commit")
-        for stored in removed_files:
-            self.butler.datastore.remove(stored)
-            checkpoint("file removed")
+        self.butler.empty_trash()
         report.failed.extend((i, p, r) for i, (p, r) in failed.items())
 
-    def _apply_state(self, state: State, action: str, arrived: dict[str, str]
-                     ) -> list[StoredFile]:
+    def _apply_state(self, state: State, action: str, arrived: dict[str, str]) -> None:
         db = self.registry.db
         if isinstance(state, RecordState):
             self.registry.dimensions.insert(state.dimension, [state.record])
@@ -434,10 +443,9 @@ class Applier:
         elif isinstance(state, CalibSlotState):
             self._apply_slot(state)
         elif isinstance(state, DatasetRemoval):
-            return self._apply_removal(state)
+            self._apply_removal(state)
         elif isinstance(state, CollectionRemoval):
             self._apply_collection_removal(state)
-        return []
 
     def _apply_collection(self, state: CollectionState) -> None:
         colls = self.registry.collections
@@ -542,24 +550,19 @@ class Applier:
                 "data_id_keys": [state.data_id_key]}])
         self.registry.datasets.set_slot_versions(cid, [(tid, state.data_id_key)], version)
 
-    def _apply_removal(self, state: DatasetRemoval) -> list[StoredFile]:
+    def _apply_removal(self, state: DatasetRemoval) -> None:
         t = self.tables
         conn = self.registry.db.current()
         dataset_id = uuid.UUID(state.id)
         known = conn.execute(sa.select(t.dataset_tombstone.c.version).where(
             t.dataset_tombstone.c.dataset_id == dataset_id)).scalar()
         if known is not None and known >= state.version:
-            return []
-        files = []
+            return
         present = conn.execute(sa.select(t.dataset.c.id).where(
             t.dataset.c.id == dataset_id)).first() is not None
         with self.registry.db.importing(self._owner(state.run) or self.source, state.version):
             self.registry.db.journal("remove_dataset", [{"ids": [state.id]}])
-            if present:
-                if not self.keep_deleted:
-                    found = self.registry.datasets.file(dataset_id)
-                    if found is not None and found[1] is None:
-                        files.append(found[0])
+            if present:  # files go to the trash, emptied after the commit
                 self.registry.datasets.delete_rows([dataset_id], state.version,
                                                    kept=self.keep_deleted)
             else:
@@ -569,7 +572,6 @@ class Applier:
                     dataset_id=dataset_id, run=state.run, dataset_type=state.dataset_type,
                     data_id_key=state.data_id_key, version=state.version, kept=False,
                     removed_at=time.time()))
-        return files
 
     def _apply_collection_removal(self, state: CollectionRemoval) -> None:
         colls = self.registry.collections
@@ -647,7 +649,10 @@ class Applier:
         if parent not in self._made_dirs:
             parent.mkdir(parents=True, exist_ok=True)
             self._made_dirs.add(parent)
-        temp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:12]}")
+        if self.staging not in self._made_dirs:
+            self.staging.mkdir(exist_ok=True)
+            self._made_dirs.add(self.staging)
+        temp = self.staging / f"{state.id}.part"
         try:
             size, checksum = self.transport.fetch(info.path, temp)
             if (size, checksum) != (info.size, info.checksum):
@@ -667,6 +672,16 @@ class Applier:
         with self.registry.db.reading() as conn:
             return conn.execute(sa.select(f.c.dataset_id).where(
                 f.c.path == relative, f.c.held_at.is_(None))).first() is not None
+
+    @property
+    def staging(self) -> Path:
+        """Where downloads land before they are verified and renamed into place."""
+        return self.butler.datastore.root / STAGING
+
+    def clear_staging(self) -> None:
+        """Drop partial downloads left by an interrupted sync (call under the sync lock)."""
+        shutil.rmtree(self.staging, ignore_errors=True)
+        self.staging.mkdir(exist_ok=True)
 
     # -- bookkeeping -----------------------------------------------------------
 

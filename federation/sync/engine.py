@@ -135,6 +135,9 @@ def _run(src: Butler, dst: Butler, applier: Applier, options: SyncOptions) -> Re
                 yield batch, batch.upto
         report.cursor = upto
 
+    if not options.dry_run:
+        applier.clear_staging()
+        dst.empty_trash()  # files a crashed run had removed the records of
     if options.dry_run or options.on_conflict == "fail":
         planned = Report()
         for batch, _ in batches():
