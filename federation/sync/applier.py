@@ -134,6 +134,9 @@ class Applier:
         self.tables = self.registry.db.tables
         self._batch_types: dict[str, DatasetTypeState] = {}
         self._made_dirs: set[Path] = set()
+        # Collections the selection covers at the source (chains expanded), kept with the
+        # cursor so that a chain gaining a child later makes the next sync snapshot it.
+        self.covered: set[str] = set()
 
     # -- planning --------------------------------------------------------------
 
@@ -709,9 +712,10 @@ class Applier:
         conn = self.registry.db.current()
         key = self.selection.key
         conn.execute(sa.delete(c).where(c.c.source == source, c.c.selection_key == key))
+        record = self.selection.to_dict() | {"expanded": sorted(self.covered)}
         conn.execute(sa.insert(c).values(
             source=source, selection_key=key, last_seq=seq, updated_at=time.time(),
-            selection=json.dumps(self.selection.to_dict(), sort_keys=True)))
+            selection=json.dumps(record, sort_keys=True)))
 
 
 def _key_of(state: State) -> tuple[str, str]:
@@ -761,6 +765,18 @@ def read_cursor(butler: Butler, source: str, selection: Selection) -> int | None
     with butler.registry.db.reading() as conn:
         return conn.execute(sa.select(c.c.last_seq).where(
             c.c.source == source, c.c.selection_key == selection.key)).scalar()
+
+
+def covered_collections(butler: Butler, source: str, selection: Selection) -> set[str] | None:
+    """The collections the cursor's last sync covered, if it recorded them."""
+    c = butler.registry.db.tables.sync_cursor
+    with butler.registry.db.reading() as conn:
+        text = conn.execute(sa.select(c.c.selection).where(
+            c.c.source == source, c.c.selection_key == selection.key)).scalar()
+    if text is None:
+        return None
+    expanded = json.loads(text).get("expanded")
+    return None if expanded is None else set(expanded)
 
 
 def retry_ids(butler: Butler, source: str, selection: Selection) -> list[uuid.UUID]:

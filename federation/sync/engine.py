@@ -13,7 +13,13 @@ from pathlib import Path
 from federation.butler import Butler
 from federation.errors import ConfigError, ConflictError, FederationError
 from federation.sites import SiteDefinition
-from federation.sync.applier import Applier, Report, read_cursor, retry_ids
+from federation.sync.applier import (
+    Applier,
+    Report,
+    covered_collections,
+    read_cursor,
+    retry_ids,
+)
 from federation.sync.reader import SourceReader
 from federation.sync.selection import Selection
 from federation.sync.states import Batch
@@ -120,8 +126,9 @@ def _run(src: Butler, dst: Butler, applier: Applier, options: SyncOptions) -> Re
     report = Report()
 
     def batches() -> Iterator[tuple[Batch, int | None]]:
-        reader = SourceReader(src.registry, selection)
         upto = src.registry.db.last_seq()
+        reader = SourceReader(src.registry, selection)
+        applier.covered = set(reader.collections)
         cursor = read_cursor(dst, src.site, selection)
         retries = retry_ids(dst, src.site, selection)
         if retries:
@@ -131,6 +138,11 @@ def _run(src: Butler, dst: Butler, applier: Applier, options: SyncOptions) -> Re
                 yield batch, None
             yield Batch([], upto), upto
         else:
+            before = covered_collections(dst, src.site, selection)
+            added = reader.collections - before if before is not None else set()
+            if added:  # e.g. a selected chain gained a child: bring what it already holds
+                for batch in reader.snapshot(added):
+                    yield batch, None
             for batch in reader.journal(cursor, upto):
                 yield batch, batch.upto
         report.cursor = upto
