@@ -45,6 +45,7 @@ class SourceReader:
         types = [t for t in registry.dataset_types.query() if selection.matches_type(t.name)]
         self.type_names = {t.name for t in types}
         self.type_ids = {registry.dataset_types.id_of(t.name) for t in types}
+        self._preloaded: set[str] = set()
 
     # -- selection -------------------------------------------------------------
 
@@ -245,6 +246,9 @@ class SourceReader:
     def _records_for(self, names: Sequence[str], data_id: dict[str, Any], out: _Out) -> None:
         dims = self.registry.dimensions
         for name in names:
+            if name not in self._preloaded:  # small tables: one query instead of one per key
+                dims.preload(name)
+                self._preloaded.add(name)
             dim = self.registry.universe[name]
             key = tuple(data_id[k] for k in (*dim.requires, name))
             if (name, key) in out.records:
