@@ -61,6 +61,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from benchlib import Profiled, dimension_records, log
+
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 DETECTORS = 100
 FIRST_EXPOSURE = 903334
@@ -80,10 +82,6 @@ TARGETS = {  # (backend or "*", phase) -> minimum rate
 }
 STARTUP_LIMIT_S = 0.5
 UNITS = {"ingest": "datasets/s", "query": "rows/s", "puts": "puts/s"}
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def data_ids(count: int) -> list[tuple[int, int]]:
@@ -301,28 +299,6 @@ def parent(args: argparse.Namespace) -> int:
 # -- child: one backend ----------------------------------------------------------
 
 
-def dimension_records(n_ids: int) -> dict[str, list[dict[str, Any]]]:
-    exposures = math.ceil(n_ids / DETECTORS)
-    filters = ["HSC-G", "HSC-R", "HSC-I", "HSC-Z", "HSC-Y"]
-    return {
-        "instrument": [{"instrument": "HSC", "detector_max": 112, "visit_max": 21474800,
-                        "class_name": "lsst.obs.subaru.HyperSuprimeCam"}],
-        "physical_filter": [{"instrument": "HSC", "physical_filter": f, "band": f[-1].lower()}
-                            for f in filters],
-        "day_obs": [{"instrument": "HSC", "day_obs": NIGHT, "timespan_begin": NIGHT_NS,
-                     "timespan_end": NIGHT_NS + 86400 * 10**9}],
-        "detector": [{"instrument": "HSC", "detector": d, "full_name": f"1_{d:02d}",
-                      "purpose": "SCIENCE"} for d in range(DETECTORS)],
-        "exposure": [{"instrument": "HSC", "exposure": FIRST_EXPOSURE + i,
-                      "physical_filter": filters[i % len(filters)], "day_obs": NIGHT,
-                      "obs_id": f"HSCA{FIRST_EXPOSURE + i}", "exposure_time": 30.0,
-                      "observation_type": "science",
-                      "timespan_begin": NIGHT_NS + i * 40 * 10**9,
-                      "timespan_end": NIGHT_NS + (i * 40 + 30) * 10**9}
-                     for i in range(exposures)],
-    }
-
-
 class StatementCounter:
     """Counts statements sent to a registry database.
 
@@ -392,33 +368,6 @@ class Timer:
     def describe(self, count: int, unit: str) -> str:
         return (f"{self.seconds:.2f} s wall, {self.cpu:.2f} s CPU, "
                 f"{count / self.seconds:,.0f} {unit}, gc collections per generation {self.gc}")
-
-
-class Profiled:
-    """Runs a block under cProfile when ``enabled``; prints the top functions to stderr."""
-
-    def __init__(self, enabled: bool, label: str) -> None:
-        self.enabled, self.label, self.profile = enabled, label, None
-
-    def __enter__(self) -> Profiled:
-        if self.enabled:
-            import cProfile
-
-            self.profile = cProfile.Profile()
-            self.profile.enable()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.profile is None:
-            return
-        import io
-        import pstats
-
-        self.profile.disable()
-        for order in ("tottime", "cumulative"):
-            out = io.StringIO()
-            pstats.Stats(self.profile, stream=out).sort_stats(order).print_stats(30)
-            log(f"== cProfile of {self.label}, by {order}\n{out.getvalue()}")
 
 
 def make_pg_schema(pg_url: str) -> tuple[str, str]:

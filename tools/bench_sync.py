@@ -48,7 +48,6 @@ import argparse
 import gc
 import importlib.util
 import json
-import math
 import os
 import resource
 import shutil
@@ -59,6 +58,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from benchlib import Profiled, dimension_records, log
 
 DETECTORS = 100
 FIRST_EXPOSURE = 903334
@@ -72,10 +73,6 @@ FULL_VS_RSYNC = 1.5
 NOOP_LIMIT_S = 0.5
 DELTA_VS_FULL = 0.05
 RSS_LIMIT_MIB = 300.0
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def delta_count(n: int) -> int:
@@ -98,33 +95,6 @@ class Timer:
     def __exit__(self, *exc) -> None:
         self.seconds = time.perf_counter() - self.start
         self.cpu = time.process_time() - self.cpu
-
-
-class Profiled:
-    """Runs a block under cProfile when ``enabled``; prints the top functions to stderr."""
-
-    def __init__(self, enabled: bool, label: str) -> None:
-        self.enabled, self.label, self.profile = enabled, label, None
-
-    def __enter__(self) -> Profiled:
-        if self.enabled:
-            import cProfile
-
-            self.profile = cProfile.Profile()
-            self.profile.enable()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.profile is None:
-            return
-        import io
-        import pstats
-
-        self.profile.disable()
-        for order in ("tottime", "cumulative"):
-            out = io.StringIO()
-            pstats.Stats(self.profile, stream=out).sort_stats(order).print_stats(30)
-            log(f"== cProfile of {self.label}, by {order}\n{out.getvalue()}")
 
 
 def peak_rss_mib() -> float:
@@ -158,28 +128,6 @@ def write_files(directory: Path, ids: list[tuple[int, int]]) -> list[Path]:
         path.write_bytes(os.urandom(FILE_SIZE))
         paths.append(path)
     return paths
-
-
-def dimension_records(n_ids: int) -> dict[str, list[dict[str, Any]]]:
-    exposures = math.ceil(n_ids / DETECTORS)
-    filters = ["HSC-G", "HSC-R", "HSC-I", "HSC-Z", "HSC-Y"]
-    return {
-        "instrument": [{"instrument": "HSC", "detector_max": 112, "visit_max": 21474800,
-                        "class_name": "lsst.obs.subaru.HyperSuprimeCam"}],
-        "physical_filter": [{"instrument": "HSC", "physical_filter": f, "band": f[-1].lower()}
-                            for f in filters],
-        "day_obs": [{"instrument": "HSC", "day_obs": NIGHT, "timespan_begin": NIGHT_NS,
-                     "timespan_end": NIGHT_NS + 86400 * 10**9}],
-        "detector": [{"instrument": "HSC", "detector": d, "full_name": f"1_{d:02d}",
-                      "purpose": "SCIENCE"} for d in range(DETECTORS)],
-        "exposure": [{"instrument": "HSC", "exposure": FIRST_EXPOSURE + i,
-                      "physical_filter": filters[i % len(filters)], "day_obs": NIGHT,
-                      "obs_id": f"HSCA{FIRST_EXPOSURE + i}", "exposure_time": 30.0,
-                      "observation_type": "science",
-                      "timespan_begin": NIGHT_NS + i * 40 * 10**9,
-                      "timespan_end": NIGHT_NS + (i * 40 + 30) * 10**9}
-                     for i in range(exposures)],
-    }
 
 
 def ingest(repo: Path, incoming: Path, start: int, count: int) -> float:
