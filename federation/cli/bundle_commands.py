@@ -8,7 +8,12 @@ from pathlib import Path
 import click
 
 from federation.cli import render
-from federation.cli.federation_commands import SITES, make_selection, selection_options
+from federation.cli.federation_commands import (
+    SITES,
+    apply_options,
+    make_selection,
+    selection_options,
+)
 
 
 @click.command("export")
@@ -57,16 +62,7 @@ def export(source, since, collections, dataset_types, where, bind, files, output
 @click.option("--files-from", type=click.Path(file_okay=False, path_type=Path), default=None,
               metavar="DIR", help="Where the bundle's files are: a 'fed export --with-files' "
                                   "directory or the source repository's root.")
-@click.option("--dry-run", is_flag=True, help="Validate and print the plan; change nothing.")
-@click.option("--on-conflict", type=click.Choice(["fail", "skip"]), default="fail",
-              show_default=True,
-              help="fail: apply nothing if anything conflicts; skip: apply the rest.")
-@click.option("--jobs", "-j", type=click.IntRange(1, 64), default=4, show_default=True,
-              help="Files copied in parallel.")
-@click.option("--wait", type=click.FloatRange(0), default=60.0, show_default=True,
-              help="Seconds to wait for another sync into DESTINATION to finish.")
-@SITES
-@render.JSON_OPTION
+@apply_options
 def import_(bundle, destination, files_from, dry_run, on_conflict, jobs, wait, sites_dir,
             as_json) -> None:
     """Apply a bundle written by 'fed export' to site DESTINATION.

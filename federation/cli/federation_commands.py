@@ -34,6 +34,25 @@ def selection_options(func):
     return func
 
 
+def apply_options(func):
+    """--dry-run, --on-conflict, --jobs, --wait, --sites, --json: shared by sync and import."""
+    options = [
+        click.option("--dry-run", is_flag=True, help="Print the plan; change nothing."),
+        click.option("--on-conflict", type=click.Choice(["fail", "skip"]), default="fail",
+                     show_default=True,
+                     help="fail: apply nothing if anything conflicts; skip: apply the rest."),
+        click.option("--jobs", "-j", type=click.IntRange(1, 64), default=4, show_default=True,
+                     help="Files transferred in parallel."),
+        click.option("--wait", type=click.FloatRange(0), default=60.0, show_default=True,
+                     help="Seconds to wait for another sync into DESTINATION to finish."),
+        SITES,
+        render.JSON_OPTION,
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 def make_selection(collections, dataset_types, where, bind, files):
     from federation.inputs import parse_assignments
     from federation.sync.selection import Selection
@@ -130,16 +149,7 @@ def _db_for(definition) -> str | None:
 @click.argument("source")
 @click.argument("destination")
 @selection_options
-@click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
-@click.option("--on-conflict", type=click.Choice(["fail", "skip"]), default="fail",
-              show_default=True,
-              help="fail: apply nothing if anything conflicts; skip: apply the rest.")
-@click.option("--jobs", "-j", type=click.IntRange(1, 64), default=4, show_default=True,
-              help="Files transferred in parallel.")
-@click.option("--wait", type=click.FloatRange(0), default=60.0, show_default=True,
-              help="Seconds to wait for another sync into DESTINATION to finish.")
-@SITES
-@render.JSON_OPTION
+@apply_options
 def sync(source, destination, collections, dataset_types, where, bind, files, dry_run,
          on_conflict, jobs, wait, sites_dir, as_json) -> None:
     """Bring site DESTINATION up to date with site SOURCE.
