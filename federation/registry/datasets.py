@@ -56,14 +56,15 @@ class Datasets:
 
     def insert(self, run: str, entries: Sequence[tuple[DatasetRef, StoredFile | None]], *,
                keys: Sequence[str] | None = None, check_owner: bool = True,
-               held_at: str | None = None) -> None:
+               held_at: str | None = None, versions: Sequence[int] | None = None) -> None:
         """Insert datasets (and their file records) into one RUN, in bulk.
 
         ``keys`` are the data ID keys from :meth:`DimensionRecords.expand` (computed
         here when absent). A dataset whose UUID exists, whose (type, data ID)
         slot in the run is taken, or whose file path is already used is a
         :class:`ConflictError`; nothing is inserted then. ``held_at`` marks the
-        file records as held by another site.
+        file records as held by another site. ``versions`` are the datasets'
+        creation versions at their owner (default: their journal entries here).
         """
         if not entries:
             return
@@ -96,7 +97,11 @@ class Datasets:
             raise ConflictError("two datasets with the same type and data ID in one insert")
         with self.db.transaction():
             run_id, _ = self.collections.lookup(run, CollectionType.RUN, fresh=True)
-            rows = [(r[0], r[1], run_id, *r[2:]) for r in rows]
+            first = self.db.journal("dataset", journal)
+            if versions is None:
+                versions = range(first, first + len(rows))
+            rows = [(r[0], r[1], run_id, r[2], r[3], v, *r[4:])
+                    for r, v in zip(rows, versions, strict=True)]
             try:
                 self.db.bulk_insert(self.db.tables.dataset, self._DATASET_COLUMNS, rows,
                                     prepared=True)
@@ -104,11 +109,12 @@ class Datasets:
                                     prepared=True)
             except self.db.integrity_errors:
                 raise self._explain_conflict(run, rows, file_rows) from None
-            self.db.journal("dataset", journal)
+            # Tombstones of earlier deletions stay: replicas compare their versions with
+            # this creation's, whichever arrives first.
 
     @property
     def _DATASET_COLUMNS(self) -> tuple[str, ...]:  # noqa: N802
-        return ("id", "dataset_type_id", "run_id", "data_id_key", "ingest_date",
+        return ("id", "dataset_type_id", "run_id", "data_id_key", "ingest_date", "version",
                 *self._dim_names)
 
     def _explain_conflict(self, run: str, rows: list[tuple], file_rows: list[tuple]
@@ -603,6 +609,16 @@ class Datasets:
         for table, column in ((t.file, t.file.c.dataset_id), (t.tag, t.tag.c.dataset_id),
                               (t.calib, t.calib.c.dataset_id), (t.dataset, t.dataset.c.id)):
             conn.execute(sa.delete(table).where(column.in_(list(ids))))
+
+    def versions(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
+        """Creation versions of datasets (see the ``version`` column)."""
+        d = self.db.tables.dataset
+        found: dict[uuid.UUID, int] = {}
+        with self.db.reading() as conn:
+            for chunk in chunked(list(ids)):
+                found.update(conn.execute(sa.select(d.c.id, d.c.version).where(
+                    d.c.id.in_(list(chunk)))).all())
+        return found
 
     def trash(self) -> list[str]:
         """Paths of removed datasets' files not yet deleted from the datastore."""

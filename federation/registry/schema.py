@@ -115,6 +115,9 @@ def build_tables(universe: DimensionUniverse) -> Tables:
         sa.Column("run_id", sa.ForeignKey("collection.id"), nullable=False),
         sa.Column("data_id_key", sa.String(512), nullable=False),
         sa.Column("ingest_date", sa.Float, nullable=False),
+        # The owner's journal sequence number of the dataset's creation: a replica takes a
+        # dataset re-created after a deletion only if this is newer than the tombstone.
+        sa.Column("version", sa.BigInteger, nullable=False, default=0),
         *dim_columns,
         sa.UniqueConstraint("run_id", "dataset_type_id", "data_id_key", name="dataset_slot"),
         sa.Index("dataset_type_key", "dataset_type_id", "data_id_key"),

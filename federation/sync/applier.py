@@ -46,6 +46,12 @@ from federation.timespan import Timespan
 from federation.transport.base import Transport, check_relative
 
 STAGING = ".federation-staging"
+FILE_ACTIONS = ("insert", "fetch")  # plan actions that bring a file
+
+
+def carries_file(state: DatasetState, selection: Selection) -> bool:
+    """Whether a dataset's file travels with it for this selection (vs. held elsewhere)."""
+    return selection.files and state.file is not None and state.held_at is None
 
 
 @dataclass
@@ -152,6 +158,8 @@ class Applier:
         datasets = [s for s in batch.states if isinstance(s, DatasetState)]
         existing = self._existing_datasets([s.uuid for s in datasets])
         existing["by_slot"] = self._slot_holders(datasets, self._removing(batch))
+        existing["removals"] = {} if self.keep_deleted else {
+            s.id: s.version for s in batch.states if isinstance(s, DatasetRemoval)}
         blocked: set[tuple[str, str]] = set()  # objects not taken: what needs them waits too
         for state in batch.states:
             if blocked.intersection(_needs(state)):
@@ -294,9 +302,14 @@ class Applier:
                 return "conflict"
         key = self._key(state)
         mine = existing["by_id"].get(state.uuid)
+        removed = existing["tombstones"].get(state.uuid)
+        batch_removal = existing["removals"].get(state.id)
+        if batch_removal is not None:  # the batch deletes this UUID before it arrives again
+            mine = None
+            removed = max(removed or 0, batch_removal)
         if mine is None:
-            if state.uuid in existing["tombstones"]:
-                return "skip"
+            if removed is not None and removed >= state.version:
+                return "skip"  # deleted here after (or without knowing) this creation
             other = existing["by_slot"].get((state.run, state.dataset_type, key))
             if other is not None:
                 plan.conflicts.append(Conflict(
@@ -307,7 +320,8 @@ class Applier:
         theirs = (state.dataset_type, state.run, key,
                   state.file.checksum if state.file else None)
         ours = (mine["dataset_type"], mine["run"], mine["key"], mine["checksum"])
-        if theirs[:3] != ours[:3] or (theirs[3] and ours[3] and theirs[3] != ours[3]):
+        differs = theirs[:3] != ours[:3] or (theirs[3] and ours[3] and theirs[3] != ours[3])
+        if differs:
             plan.conflicts.append(Conflict("dataset", state.id, "same UUID, different content",
                                            _describe(theirs), _describe(ours)))
             return "conflict"
@@ -324,8 +338,12 @@ class Applier:
             and found[1].storage_class == theirs.storage_class))
 
     def _wants_file(self, state: DatasetState) -> bool:
-        return (self.selection.files and self.transport is not None and state.file is not None
-                and state.held_at is None)
+        return self.transport is not None and carries_file(state, self.selection)
+
+    def files_needed(self, plan: Plan) -> list[DatasetState]:
+        """Datasets of a plan whose files this applier will fetch."""
+        return [s for s, a in plan.actions if isinstance(s, DatasetState)
+                and a in FILE_ACTIONS and self._wants_file(s)]
 
     def _key(self, state: DatasetState) -> str:
         group = self.registry.universe.group(tuple(self._type_dims(state.dataset_type)))
@@ -342,24 +360,26 @@ class Applier:
 
     def _existing_datasets(self, ids: list[uuid.UUID]) -> dict[str, Any]:
         t = self.tables
-        result: dict[str, Any] = {"by_id": {}, "by_slot": {}, "tombstones": set()}
+        result: dict[str, Any] = {"by_id": {}, "by_slot": {}, "tombstones": {}}
         if not ids:
             return result
         with self.registry.db.reading() as conn:
             for chunk in chunked(ids):
                 rows = conn.execute(
                     sa.select(t.dataset.c.id, t.dataset_type.c.name, t.collection.c.name,
-                              t.dataset.c.data_id_key, t.file.c.checksum, t.file.c.held_at)
+                              t.dataset.c.data_id_key, t.file.c.checksum, t.file.c.held_at,
+                              t.dataset.c.version)
                     .join(t.dataset_type, t.dataset_type.c.id == t.dataset.c.dataset_type_id)
                     .join(t.collection, t.collection.c.id == t.dataset.c.run_id)
                     .outerjoin(t.file, t.file.c.dataset_id == t.dataset.c.id)
                     .where(t.dataset.c.id.in_(list(chunk)))).all()
                 for r in rows:
                     result["by_id"][r[0]] = {"dataset_type": r[1], "run": r[2], "key": r[3],
-                                             "checksum": r[4], "held_at": r[5]}
+                                             "checksum": r[4], "held_at": r[5],
+                                             "version": r[6]}
                 result["tombstones"].update(conn.execute(
-                    sa.select(t.dataset_tombstone.c.dataset_id).where(
-                        t.dataset_tombstone.c.dataset_id.in_(list(chunk)))).scalars().all())
+                    sa.select(t.dataset_tombstone.c.dataset_id, t.dataset_tombstone.c.version)
+                    .where(t.dataset_tombstone.c.dataset_id.in_(list(chunk)))).all())
         return result
 
     def _removing(self, batch: Batch) -> set[str]:
@@ -399,8 +419,7 @@ class Applier:
     def apply(self, batch: Batch, *, cursor: tuple[str, int] | None, report: Report) -> None:
         """Bring in one batch: files first, then records + cursor in one transaction."""
         plan = self.plan(batch)
-        wanted = [s for s, a in plan.actions if isinstance(s, DatasetState)
-                  and a in ("insert", "fetch") and self._wants_file(s)]
+        wanted = self.files_needed(plan)
         arrived, failed = self._transfer(wanted, report)
         failed_ids = set(failed)
         report.add(plan, failed=failed_ids)
@@ -480,7 +499,7 @@ class Applier:
         registry = self.registry
         for name in {n for s in states for n in self._type_dims(s.dataset_type)}:
             registry.dimensions.preload(name)
-        groups: dict[tuple[str, str | None], tuple[list, list]] = {}
+        groups: dict[tuple[str, str | None], tuple[list, list, list]] = {}
         for state in states:
             dtype = registry.get_dataset_type(state.dataset_type)
             full, key = registry.expand_data_id(dtype, state.data_id)
@@ -492,13 +511,14 @@ class Applier:
                     path, held = state.file.path, state.held_at or self.source
                 stored = StoredFile(path, state.file.formatter, state.file.size,
                                     state.file.checksum)
-            entries, keys = groups.setdefault((state.run, held), ([], []))
+            entries, keys, versions = groups.setdefault((state.run, held), ([], [], []))
             entries.append((DatasetRef(state.uuid, dtype, full, state.run), stored))
             keys.append(key)
-        for (run, held), (entries, keys) in groups.items():
+            versions.append(state.version)
+        for (run, held), (entries, keys, versions) in groups.items():
             with registry.db.importing(self._owner(run) or self.source, 0):
                 registry.datasets.insert(run, entries, keys=keys, check_owner=False,
-                                         held_at=held)
+                                         held_at=held, versions=versions)
             checkpoint("datasets inserted")
 
     def _apply_tag(self, state: TagState) -> None:
@@ -561,8 +581,10 @@ class Applier:
             t.dataset_tombstone.c.dataset_id == dataset_id)).scalar()
         if known is not None and known >= state.version:
             return
-        present = conn.execute(sa.select(t.dataset.c.id).where(
-            t.dataset.c.id == dataset_id)).first() is not None
+        created = conn.execute(sa.select(t.dataset.c.version).where(
+            t.dataset.c.id == dataset_id)).scalar()
+        # A creation newer than this removal is a re-creation: only the tombstone is kept.
+        present = created is not None and created <= state.version
         with self.registry.db.importing(self._owner(state.run) or self.source, state.version):
             self.registry.db.journal("remove_dataset", [{"ids": [state.id]}])
             if present:  # files go to the trash, emptied after the commit

@@ -35,7 +35,13 @@ from typing import IO, Any, BinaryIO
 from federation.datastore.checksum import file_checksum
 from federation.errors import ChecksumError, ConfigError, FederationError, InputError
 from federation.sites import SiteDefinition
-from federation.sync.applier import Applier, Report, read_cursor
+from federation.sync.applier import (
+    FILE_ACTIONS,
+    Applier,
+    Report,
+    carries_file,
+    read_cursor,
+)
 from federation.sync.engine import SyncConflictError, open_site, sync_lock, transport_for
 from federation.sync.reader import SourceReader
 from federation.sync.selection import Selection
@@ -280,7 +286,7 @@ class Bundle:
                 not isinstance(info.checksum, str):
             raise self._error(lineno, f"malformed file of dataset {state.id}")
         assert self.header is not None
-        if _transferable(state, self.header.selection):
+        if carries_file(state, self.header.selection):
             self._check_path(lineno, info.path)  # the importer reads it from --files-from
             wanted[state.id] = ManifestEntry(state.id, info.path, info.size, info.checksum)
         elif not os.path.isabs(info.path):
@@ -346,11 +352,6 @@ def parse_header(data: Any, path: Path) -> BundleHeader:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _transferable(state: DatasetState, selection: Selection) -> bool:
-    """Whether an importer fetches this dataset's file (as Applier does)."""
-    return selection.files and state.file is not None and state.held_at is None
 
 
 # -- writing -------------------------------------------------------------------
@@ -464,7 +465,7 @@ def export_bundle(source: SiteDefinition, output: str | os.PathLike, *, since: i
                     state, original = _portable(state, selection)
                     writer.write(to_json(state))
                     result.counts[state.kind] += 1
-                    if isinstance(state, DatasetState) and _transferable(state, selection) \
+                    if isinstance(state, DatasetState) and carries_file(state, selection) \
                             and state.id not in manifest:
                         info = state.file
                         manifest[state.id] = (ManifestEntry(state.id, info.path, info.size,
@@ -498,7 +499,7 @@ def _source_batches(reader: SourceReader, since: int, upto: int
 def _portable(state: State, selection: Selection) -> tuple[State, str]:
     """A state whose transferable file has a relative path (in-place ingests get the
     path an Applier would give them); returns the state and the source's own path."""
-    if not isinstance(state, DatasetState) or not _transferable(state, selection):
+    if not isinstance(state, DatasetState) or not carries_file(state, selection):
         return state, ""
     info = state.file
     if not os.path.isabs(info.path):
@@ -607,8 +608,8 @@ def _apply(bundle: Bundle, header: BundleHeader, dst, applier: Applier, cursor: 
         plan = applier.plan(batch)
         planned.add(plan)
         for state, action in plan.actions:
-            if isinstance(state, DatasetState) and action in ("insert", "fetch") \
-                    and _transferable(state, applier.selection):
+            if isinstance(state, DatasetState) and action in FILE_ACTIONS \
+                    and carries_file(state, applier.selection):
                 needed[state.id] = state.file
     _check_files(needed, applier, dst)
     if dry_run:

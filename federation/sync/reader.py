@@ -231,6 +231,7 @@ class SourceReader:
         if not ids:
             return
         refs = self.registry.datasets.get_many(ids)
+        versions = self.registry.datasets.versions(ids)
         files = {i: (f, held) for i, f, held in self.registry.datasets.iter_files(ids)}
         for dataset_id, ref in refs.items():
             stored, held = files.get(dataset_id, (None, None))
@@ -238,7 +239,7 @@ class SourceReader:
                                                         stored.size, stored.checksum)
             out.datasets[str(dataset_id)] = DatasetState(
                 str(dataset_id), ref.dataset_type.name, ref.run, ref.required_data_id, info,
-                held if held is not None else None)
+                held if held is not None else None, versions.get(dataset_id, 0))
             out.add_type(ref.dataset_type)
             self._collection(ref.run, out)
             self._records_for(ref.dataset_type.dimensions.names, ref.data_id, out)

@@ -64,6 +64,7 @@ class DatasetState:
     data_id: dict[str, Any]
     file: FileInfo | None = None
     held_at: str | None = None  # the file is at this site, not at the source
+    version: int = 0  # its creation at the owner; newer than a tombstone means re-created
 
     @property
     def uuid(self) -> uuid.UUID:
