@@ -385,6 +385,11 @@ def test_keep_deleted_site_keeps_and_marks_data(fed):
         assert b.verify().ok and b.verify().checked == 23
     report = fed.sync("NCSA", "IN2P3")
     assert only_skips(report)
+    # A site syncing from the archive still learns of the deletions.
+    fed.sync("IN2P3", "Princeton")
+    with fed.butler("Princeton") as b:
+        assert all(b.registry.datasets.get(ref.id) is None for ref in victims)
+        assert tombstones(b) == {str(r.id): False for r in victims}
 
 
 def test_stale_path_does_not_resurrect_deleted_datasets(fed):

@@ -348,7 +348,8 @@ class SourceReader:
         with self.registry.db.reading() as conn:
             for chunk in chunked(list(dict.fromkeys(ids))):
                 for row in conn.execute(sa.select(tomb).where(tomb.c.dataset_id.in_(chunk))):
-                    if row.kept or not self.selection.matches_type(row.dataset_type):
+                    # An archive keeps the data but still passes the deletion on.
+                    if not self.selection.matches_type(row.dataset_type):
                         continue
                     out.removals.append(DatasetRemoval(str(row.dataset_id), row.run,
                                                        row.dataset_type, row.data_id_key,
