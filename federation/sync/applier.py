@@ -146,20 +146,26 @@ class Applier:
 
     # -- planning --------------------------------------------------------------
 
-    def plan(self, batch: Batch) -> Plan:
+    def plan(self, batch: Batch, removed_before: dict[str, int] | None = None) -> Plan:
         """Classify each state: insert, update, skip, refused, conflict or blocked.
 
         A state is *blocked* when it needs an object of the batch that is not
-        taken (a conflicting collection, dataset type or dataset).
+        taken (a conflicting collection, dataset type or dataset). When planning
+        many batches before applying any, pass the same ``removed_before`` dict to
+        each call: removals of earlier batches then free their slots and UUIDs.
         """
         plan = Plan()
         self._batch_types = {s.name: s for s in batch.states if isinstance(s, DatasetTypeState)}
         owners = {s.name: s.owner for s in batch.states if isinstance(s, CollectionState)}
         datasets = [s for s in batch.states if isinstance(s, DatasetState)]
         existing = self._existing_datasets([s.uuid for s in datasets])
-        existing["by_slot"] = self._slot_holders(datasets, self._removing(batch))
-        existing["removals"] = {} if self.keep_deleted else {
+        removals = {} if self.keep_deleted else {
             s.id: s.version for s in batch.states if isinstance(s, DatasetRemoval)}
+        if removed_before is not None:
+            removed_before.update(removals)
+            removals = removed_before
+        existing["removals"] = removals
+        existing["by_slot"] = self._slot_holders(datasets, set(removals))
         blocked: set[tuple[str, str]] = set()  # objects not taken: what needs them waits too
         for state in batch.states:
             if blocked.intersection(_needs(state)):
@@ -381,12 +387,6 @@ class Applier:
                     sa.select(t.dataset_tombstone.c.dataset_id, t.dataset_tombstone.c.version)
                     .where(t.dataset_tombstone.c.dataset_id.in_(list(chunk)))).all())
         return result
-
-    def _removing(self, batch: Batch) -> set[str]:
-        """Datasets the batch deletes here (before its new datasets take their slots)."""
-        if self.keep_deleted:
-            return set()
-        return {s.id for s in batch.states if isinstance(s, DatasetRemoval)}
 
     def _slot_holders(self, states: list[DatasetState], removing: set[str]
                       ) -> dict[tuple[str, str, str], str]:

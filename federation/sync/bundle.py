@@ -604,8 +604,9 @@ def _apply(bundle: Bundle, header: BundleHeader, dst, applier: Applier, cursor: 
            dry_run: bool, on_conflict: str) -> Report:
     planned = Report()
     needed: dict[str, FileInfo] = {}
+    removed: dict[str, int] = {}
     for batch, _ in bundle.batches():
-        plan = applier.plan(batch)
+        plan = applier.plan(batch, removed)
         planned.add(plan)
         for state, action in plan.actions:
             if isinstance(state, DatasetState) and action in FILE_ACTIONS \

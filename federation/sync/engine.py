@@ -152,8 +152,9 @@ def _run(src: Butler, dst: Butler, applier: Applier, options: SyncOptions) -> Re
         dst.empty_trash()  # files a crashed run had removed the records of
     if options.dry_run or options.on_conflict == "fail":
         planned = Report()
+        removed: dict[str, int] = {}
         for batch, _ in batches():
-            planned.add(applier.plan(batch))
+            planned.add(applier.plan(batch, removed))
         if options.dry_run:
             planned.cursor = report.cursor
             return planned
