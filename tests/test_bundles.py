@@ -20,7 +20,7 @@ from click.testing import CliRunner, Result
 from conftest import Federation, populate_ncsa, repo_state
 
 from federation.cli.main import cli
-from federation.sync.applier import read_cursor
+from federation.sync.cursors import read_cursor
 from federation.sync.selection import Selection
 
 SKIP_FILES = ("registry.sqlite3", "registry.sqlite3-wal", "registry.sqlite3-shm",

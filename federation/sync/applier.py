@@ -12,10 +12,8 @@ import os
 import shutil
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +26,7 @@ from federation.faults import checkpoint
 from federation.model import CollectionType, DatasetRef, StoredFile, data_id_key
 from federation.registry.datasets import chunked
 from federation.sites import SiteDefinition, owner_by_prefix
+from federation.sync.report import Conflict, Plan, Report, refers_to
 from federation.sync.selection import Selection
 from federation.sync.states import (
     Batch,
@@ -42,7 +41,6 @@ from federation.sync.states import (
     TagState,
     identity,
 )
-from federation.timespan import Timespan
 from federation.transport.base import Transport, check_relative
 
 STAGING = ".federation-staging"
@@ -52,72 +50,6 @@ FILE_ACTIONS = ("insert", "fetch")  # plan actions that bring a file
 def carries_file(state: DatasetState, selection: Selection) -> bool:
     """Whether a dataset's file travels with it for this selection (vs. held elsewhere)."""
     return selection.files and state.file is not None and state.held_at is None
-
-
-@dataclass
-class Conflict:
-    """A state the destination cannot take, with both sides' values."""
-
-    kind: str
-    subject: str
-    reason: str
-    source: Any = None
-    destination: Any = None
-
-    def __str__(self) -> str:
-        text = f"{self.kind} {self.subject}: {self.reason}"
-        if self.source is not None or self.destination is not None:
-            text += f" (source: {self.source}; destination: {self.destination})"
-        return text
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "subject": self.subject, "reason": self.reason,
-                "source": self.source, "destination": self.destination}
-
-
-@dataclass
-class Plan:
-    """What applying a batch would do: an action per state, and the conflicts."""
-
-    actions: list[tuple[State, str]] = field(default_factory=list)
-    conflicts: list[Conflict] = field(default_factory=list)
-
-
-
-@dataclass
-class Report:
-    """What a sync or import did (or, dry, would do)."""
-
-    counts: Counter = field(default_factory=Counter)
-    conflicts: list[Conflict] = field(default_factory=list)
-    failed: list[tuple[str, str, str]] = field(default_factory=list)  # (id, path, reason)
-    files: int = 0
-    bytes: int = 0
-    cursor: int | None = None
-    _seen: set = field(default_factory=set, repr=False)
-
-    def add(self, plan: Plan, failed: set[str] = frozenset()) -> None:
-        """Count each object once, however many batches mention it.
-
-        States left out because a file they need failed count as "failed".
-        """
-        for state, action in plan.actions:
-            if _refers_to(state, failed):
-                self.counts[f"{state.kind} failed"] += 1
-                continue
-            ident = identity(state)
-            if ident not in self._seen:
-                self._seen.add(ident)
-                self.counts[f"{state.kind} {action}"] += 1
-        for conflict in plan.conflicts:
-            if conflict not in self.conflicts:
-                self.conflicts.append(conflict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"counts": dict(sorted(self.counts.items())),
-                "conflicts": [c.to_dict() for c in self.conflicts],
-                "failed_files": [{"id": i, "path": p, "reason": r} for i, p, r in self.failed],
-                "files": self.files, "bytes": self.bytes, "cursor": self.cursor}
 
 
 class Applier:
@@ -428,7 +360,7 @@ class Applier:
             for state, action in plan.actions:
                 if action in ("skip", "refused", "conflict", "blocked"):
                     continue
-                if _refers_to(state, failed_ids):
+                if refers_to(state, failed_ids):
                     continue
                 if isinstance(state, DatasetState) and action == "insert":
                     new_datasets.append(state)  # inserted in bulk, in order
@@ -763,50 +695,9 @@ def _needs(state: State) -> list[tuple[str, str]]:
     return []
 
 
-def _refers_to(state: State, ids: set[str]) -> bool:
-    if not ids:
-        return False
-    if isinstance(state, DatasetState):
-        return state.id in ids
-    if isinstance(state, TagState):
-        return state.dataset_id in ids
-    if isinstance(state, CalibSlotState):
-        return any(entry[0] in ids for entry in state.entries)
-    return False
-
-
 def _describe(values: tuple) -> str:
     dataset_type, run, key, checksum = values
     text = f"{dataset_type}@{key} in {run}"
     return text + (f", xxh3 {checksum}" if checksum else "")
 
 
-def read_cursor(butler: Butler, source: str, selection: Selection) -> int | None:
-    """How far this repository has applied ``source``'s journal for ``selection``."""
-    c = butler.registry.db.tables.sync_cursor
-    with butler.registry.db.reading() as conn:
-        return conn.execute(sa.select(c.c.last_seq).where(
-            c.c.source == source, c.c.selection_key == selection.key)).scalar()
-
-
-def covered_collections(butler: Butler, source: str, selection: Selection) -> set[str] | None:
-    """The collections the cursor's last sync covered, if it recorded them."""
-    c = butler.registry.db.tables.sync_cursor
-    with butler.registry.db.reading() as conn:
-        text = conn.execute(sa.select(c.c.selection).where(
-            c.c.source == source, c.c.selection_key == selection.key)).scalar()
-    if text is None:
-        return None
-    expanded = json.loads(text).get("expanded")
-    return None if expanded is None else set(expanded)
-
-
-def retry_ids(butler: Butler, source: str, selection: Selection) -> list[uuid.UUID]:
-    r = butler.registry.db.tables.sync_retry
-    with butler.registry.db.reading() as conn:
-        return list(conn.execute(sa.select(r.c.dataset_id).where(
-            r.c.source == source, r.c.selection_key == selection.key)).scalars().all())
-
-
-def timespan_of(entry: tuple[str, int, int]) -> Timespan:
-    return Timespan(entry[1], entry[2])

@@ -35,15 +35,11 @@ from typing import IO, Any, BinaryIO
 from federation.datastore.checksum import file_checksum
 from federation.errors import ChecksumError, ConfigError, FederationError, InputError
 from federation.sites import SiteDefinition
-from federation.sync.applier import (
-    FILE_ACTIONS,
-    Applier,
-    Report,
-    carries_file,
-    read_cursor,
-)
+from federation.sync.applier import FILE_ACTIONS, Applier, carries_file
+from federation.sync.cursors import read_cursor
 from federation.sync.engine import SyncConflictError, open_site, sync_lock, transport_for
 from federation.sync.reader import SourceReader
+from federation.sync.report import Report
 from federation.sync.selection import Selection
 from federation.sync.states import Batch, DatasetState, FileInfo, State, from_json, to_json
 from federation.transport.base import TransportError, check_relative

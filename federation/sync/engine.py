@@ -13,14 +13,10 @@ from pathlib import Path
 from federation.butler import Butler
 from federation.errors import ConfigError, ConflictError, FederationError
 from federation.sites import SiteDefinition
-from federation.sync.applier import (
-    Applier,
-    Report,
-    covered_collections,
-    read_cursor,
-    retry_ids,
-)
+from federation.sync.applier import Applier
+from federation.sync.cursors import covered_collections, read_cursor, retry_ids
 from federation.sync.reader import SourceReader
+from federation.sync.report import Report
 from federation.sync.selection import Selection
 from federation.sync.states import Batch
 from federation.transport import LocalTransport, Transport
