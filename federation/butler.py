@@ -51,6 +51,29 @@ class FileDataset:
     data_id: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class Existence:
+    """Answer of :meth:`Butler.exists`: true only when the file is in this datastore.
+
+    ``registered`` says whether the registry knows the dataset at all, and
+    ``held_at`` names the site holding its file when it is not here.
+    """
+
+    here: bool
+    registered: bool = False
+    held_at: str | None = None
+
+    def __bool__(self) -> bool:
+        return self.here
+
+    def __str__(self) -> str:
+        if self.here:
+            return "here"
+        if self.held_at:
+            return f"held at site {self.held_at}"
+        return "registered, but its file is missing" if self.registered else "unknown"
+
+
 @dataclass
 class VerifyReport:
     """Outcome of re-hashing files against their recorded checksums."""
@@ -330,14 +353,18 @@ class Butler:
         return self.datastore.read(stored, get_storage_class(ref.dataset_type.storage_class))
 
     def exists(self, ref_or_type: DatasetRef | str, data_id: DataId | None = None, *,
-               collections: str | Sequence[str] | None = None, **kwargs: Any) -> bool:
-        """True when the dataset is registered and its file is in this datastore."""
+               collections: str | Sequence[str] | None = None, **kwargs: Any) -> Existence:
+        """Whether the dataset's file is here; false, naming the site, if held elsewhere."""
         try:
             ref = self._resolve(ref_or_type, data_id, collections, None, kwargs)
         except MissingDatasetError:
-            return False
+            return Existence(False)
         found = self.registry.datasets.file(ref.id)
-        return found is not None and found[1] is None and self.datastore.exists(found[0])
+        if found is None:
+            return Existence(False, registered=True)
+        if found[1] is not None:
+            return Existence(False, registered=True, held_at=found[1])
+        return Existence(self.datastore.exists(found[0]), registered=True)
 
     def get_uri(self, ref_or_type: DatasetRef | str, data_id: DataId | None = None, *,
                 collections: str | Sequence[str] | None = None, **kwargs: Any) -> str:

@@ -553,7 +553,9 @@ def test_no_files_imports_datasets_held_at_source(fed):
         ref = raw_ref(b, 903335, 2)
         stored, held_at = b.registry.datasets.file(ref.id)
         assert held_at == "NCSA"
-        assert not b.exists(ref)
+        existence = b.exists(ref)
+        assert not existence and existence.registered and existence.held_at == "NCSA"
+        assert str(existence) == "held at site NCSA"
         assert not b.datastore.path_of(stored).exists()
         with pytest.raises(MissingDatasetError, match="NCSA"):
             b.get(ref)
