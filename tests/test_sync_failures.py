@@ -421,10 +421,9 @@ def test_kill_during_incremental_sync(federation, dests, db_url, monkeypatch):
     assert {"trashed file deleted", "after commit"} <= set(names)
 
 
+@pytest.mark.parametrize("db_url", [None], ids=["sqlite"])  # about files: one backend
 def test_killed_transfer_leaves_no_temporary_files(federation, dests, db_url, monkeypatch):
     """A kill between download and rename leaves a partial download; the rerun removes it."""
-    if db_url is not None:
-        pytest.skip("about files only")
     populate_ncsa(federation)
     template = dests.empty("temp")
     names = count_checkpoints(monkeypatch, dests.clone(template, "temp-count"))
@@ -439,10 +438,9 @@ def test_killed_transfer_leaves_no_temporary_files(federation, dests, db_url, mo
     assert not [f for f in datastore_files(dest.root) if ".tmp-" in f or ".part" in f]
 
 
+@pytest.mark.parametrize("db_url", [None], ids=["sqlite"])  # about files: one backend
 def test_killed_deletion_leaves_no_orphan_files(federation, dests, db_url, monkeypatch):
     """A kill after a batch deleting datasets committed, before their files went."""
-    if db_url is not None:
-        pytest.skip("about files only")
     populate_ncsa(federation)
     template = dests.empty("orphan")
     sync_into(template.sites)
