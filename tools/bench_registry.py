@@ -61,7 +61,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from benchlib import Profiled, dimension_records, log
+from benchlib import Profiled, dimension_records, log, print_rows
 
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 DETECTORS = 100
@@ -227,16 +227,9 @@ def print_table(rows: list[dict[str, Any]], n: int, puts: int, load: list[float]
             rate = row.get("detail", "")
         body.append((row["backend"], row["phase"], seconds, cpu, rate, row["target"],
                      row["status"]))
-    widths = [max(len(str(r[i])) for r in [header, *body]) for i in range(len(header))]
-    line = "  ".join("-" * w for w in widths)
-    print(f"\nregistry benchmark: N={n:,} datasets, {puts:,} puts; load average "
-          f"{load[0]:.2f} at start, {load[1]:.2f} at end (other processes skew wall times)")
-    print(line)
-    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
-    print(line)
-    for r in body:
-        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)))
-    print(line)
+    print_rows(f"registry benchmark: N={n:,} datasets, {puts:,} puts; load average "
+               f"{load[0]:.2f} at start, {load[1]:.2f} at end (other processes skew wall times)",
+               header, body)
 
 
 def parent(args: argparse.Namespace) -> int:

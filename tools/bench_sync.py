@@ -59,7 +59,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchlib import Profiled, dimension_records, log
+from benchlib import Profiled, dimension_records, log, print_rows
 
 DETECTORS = 100
 FIRST_EXPOSURE = 903334
@@ -364,17 +364,9 @@ def print_table(rows: list[dict[str, Any]], n: int, load: list[float]) -> None:
                      "" if r["cpu_seconds"] is None else f"{r['cpu_seconds']:.3f}",
                      "" if r["rate"] is None else f"{r['rate']:,.0f}", r["value"],
                      r["target"], r["status"]))
-    widths = [max(len(str(b[i])) for b in [header, *body]) for i in range(len(header))]
-    line = "  ".join("-" * w for w in widths)
-    print(f"\nsync benchmark: N={n:,} datasets of {FILE_SIZE} bytes, SQLite -> SQLite, local "
-          f"files; {os.cpu_count()} CPUs; load average {load[0]:.2f} at start, "
-          f"{load[1]:.2f} at end")
-    print(line)
-    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
-    print(line)
-    for b in body:
-        print("  ".join(str(c).ljust(w) for c, w in zip(b, widths, strict=True)))
-    print(line)
+    print_rows(f"sync benchmark: N={n:,} datasets of {FILE_SIZE} bytes, SQLite -> SQLite, "
+               f"local files; {os.cpu_count()} CPUs; load average {load[0]:.2f} at start, "
+               f"{load[1]:.2f} at end", header, body)
 
 
 def parent(args: argparse.Namespace) -> int:

@@ -63,3 +63,16 @@ class Profiled:
             out = io.StringIO()
             pstats.Stats(self.profile, stream=out).sort_stats(order).print_stats(30)
             log(f"== cProfile of {self.label}, by {order}\n{out.getvalue()}")
+
+
+def print_rows(title: str, header: tuple, body: list[tuple]) -> None:
+    """Print a title line and an aligned table between rules."""
+    widths = [max(len(str(r[i])) for r in [header, *body]) for i in range(len(header))]
+    line = "  ".join("-" * w for w in widths)
+    print(f"\n{title}")
+    print(line)
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
+    print(line)
+    for row in body:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)))
+    print(line)

@@ -12,6 +12,7 @@ from federation.cli.federation_commands import (
     SITES,
     apply_options,
     make_selection,
+    run_and_report,
     selection_options,
 )
 
@@ -74,22 +75,13 @@ def import_(bundle, destination, files_from, dry_run, on_conflict, jobs, wait, s
     """
     from federation.sites import list_sites, load_site
     from federation.sync.bundle import import_bundle
-    from federation.sync.engine import SyncConflictError
 
     site = load_site(destination, sites_dir)
-    with render.progress(None, f"{bundle.name} -> {destination}", unit="file") as advance:
-        callback = (lambda files, size: advance(files)) if advance else None
-        try:
-            report = import_bundle(bundle, site, files_from=files_from, dry_run=dry_run,
-                                   on_conflict=on_conflict, jobs=jobs,
-                                   sites=list_sites(sites_dir), lock_timeout=wait,
-                                   progress=callback)
-        except SyncConflictError as exc:
-            render.report(exc.report, as_json, dry_run=True, title="conflicts")
-            raise
-    render.report(report, as_json, dry_run=dry_run, title=f"{bundle.name} -> {destination}")
-    if report.failed:
-        sys.exit(1)
+    run_and_report(f"{bundle.name} -> {destination}", as_json, dry_run,
+                   lambda progress: import_bundle(
+                       bundle, site, files_from=files_from, dry_run=dry_run,
+                       on_conflict=on_conflict, jobs=jobs, sites=list_sites(sites_dir),
+                       lock_timeout=wait, progress=progress))
 
 
 @click.group()

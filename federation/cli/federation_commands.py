@@ -159,19 +159,31 @@ def sync(source, destination, collections, dataset_types, where, bind, files, dr
     imports records in batches, advancing the cursor with each.
     """
     from federation.sites import list_sites, load_site
-    from federation.sync.engine import SyncConflictError, SyncOptions
+    from federation.sync.engine import SyncOptions
     from federation.sync.engine import sync as run_sync
 
     selection = make_selection(collections, dataset_types, where, bind, files)
     src, dst = load_site(source, sites_dir), load_site(destination, sites_dir)
     options = SyncOptions(selection, dry_run, on_conflict, jobs, wait)
-    with render.progress(None, f"{source} -> {destination}", unit="file") as advance:
+    run_and_report(f"{source} -> {destination}", as_json, dry_run,
+                   lambda progress: run_sync(src, dst, options, sites=list_sites(sites_dir),
+                                             progress=progress))
+
+
+def run_and_report(title: str, as_json: bool, dry_run: bool, run) -> None:
+    """Run a sync or import with a progress bar; print its report (or its conflicts).
+
+    Exits 1 when files failed to arrive; a conflict error propagates after its report.
+    """
+    from federation.sync.engine import SyncConflictError
+
+    with render.progress(None, title, unit="file") as advance:
         callback = (lambda files, size: advance(files)) if advance else None
         try:
-            report = run_sync(src, dst, options, sites=list_sites(sites_dir), progress=callback)
+            report = run(callback)
         except SyncConflictError as exc:
             render.report(exc.report, as_json, dry_run=True, title="conflicts")
             raise
-    render.report(report, as_json, dry_run=dry_run, title=f"{source} -> {destination}")
+    render.report(report, as_json, dry_run=dry_run, title=title)
     if report.failed:
         sys.exit(1)

@@ -252,8 +252,6 @@ class Datasets:
             return
         d = self.db.tables.dataset
         names = self.db.universe.sorted({n for dt in dataset_types for n in dt.dimensions.names})
-        joins: dict[str, sa.Table] = {}
-        condition = self._compile_where(where, bind, joins, names, dataset_types)
         type_ids = {self.types.id_of(dt.name): dt for dt in dataset_types}
         stmt = sa.select(d.c.id, d.c.dataset_type_id, d.c.run_id, *[d.c[n] for n in names])
         single_run = len(path) == 1 and path[0][2] is CollectionType.RUN
@@ -265,12 +263,7 @@ class Datasets:
                 members, members.c.dataset_id == d.c.id).order_by(
                 d.c.dataset_type_id, d.c.data_id_key, members.c.rank)
         stmt = stmt.where(d.c.dataset_type_id.in_(list(type_ids)))
-        for name, table in joins.items():
-            dim = self.db.universe.dimensions[name]
-            stmt = stmt.outerjoin(table, sa.and_(*[table.c[k] == d.c[k]
-                                                   for k in (*dim.requires, name)]))
-        if condition is not None:
-            stmt = stmt.where(condition)
+        stmt = self._filter(stmt, where, bind, names, dataset_types)
         layouts = {tid: (dt, [(n, 3 + names.index(n)) for n in dt.dimensions.names])
                    for tid, dt in type_ids.items()}
         run_names: dict[int, str] = {}
@@ -300,18 +293,10 @@ class Datasets:
         d = self.db.tables.dataset
         names = self.db.universe.sorted({n for dt in dataset_types for n in dt.dimensions.names})
         found: set[uuid.UUID] = set()
+        base = self._filter(sa.select(d.c.id), where, bind, names, dataset_types)
         with self.db.reading() as conn:
             for chunk in chunked(list(ids)):
-                joins: dict[str, sa.Table] = {}
-                condition = self._compile_where(where, bind, joins, names, dataset_types)
-                stmt = sa.select(d.c.id).where(d.c.id.in_(list(chunk)))
-                for name, table in joins.items():
-                    dim = self.db.universe.dimensions[name]
-                    stmt = stmt.outerjoin(table, sa.and_(*[table.c[k] == d.c[k]
-                                                           for k in (*dim.requires, name)]))
-                if condition is not None:
-                    stmt = stmt.where(condition)
-                found.update(conn.execute(stmt).scalars().all())
+                found.update(conn.execute(base.where(d.c.id.in_(list(chunk)))).scalars().all())
         return found
 
     def _membership(self, path, timespan: Timespan | None) -> sa.Subquery:
@@ -340,6 +325,18 @@ class Datasets:
             parts.append(stmt)
         union = parts[0] if len(parts) == 1 else sa.union_all(*parts)
         return union.subquery("members")
+
+    def _filter(self, stmt: sa.Select, where: str | None, bind, allowed: Sequence[str],
+                dataset_types: Sequence[DatasetType]) -> sa.Select:
+        """``stmt`` (over the dataset table) restricted by a `where` expression."""
+        joins: dict[str, sa.Table] = {}
+        condition = self._compile_where(where, bind, joins, allowed, dataset_types)
+        d = self.db.tables.dataset
+        for name, table in joins.items():
+            dim = self.db.universe.dimensions[name]
+            stmt = stmt.outerjoin(table, sa.and_(*[table.c[k] == d.c[k]
+                                                   for k in (*dim.requires, name)]))
+        return stmt if condition is None else stmt.where(condition)
 
     def _compile_where(self, where, bind, joins: dict[str, sa.Table], allowed: Sequence[str],
                        dataset_types: Sequence[DatasetType]):
