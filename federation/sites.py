@@ -5,10 +5,20 @@ A site is described by ``sites/NAME.yaml``::
     name: NCSA
     registry: postgresql+psycopg://postgres@127.0.0.1:5432/fed_ncsa
     root: ../demo-repos/NCSA      # datastore root (the repository directory)
-    transport: local              # local here; sftp, http later
+    transport: local
     owns: [HSC/raw, HSC/calib, HSC/runs, refcats, skymaps]
     read_only: false
     keep_deleted: false           # true: an archive keeps data deleted upstream
+    outbox: /srv/ncsa/outbox      # where 'fed publish' writes (default ROOT/.federation-outbox)
+
+Another machine describes the same site by how it reaches it; its registry
+is then read only through the bundles the site publishes::
+
+    name: NCSA
+    transport: sftp               # or http, with  http: {url: https://.../repo/}
+    sftp: {host: ncsa.example.org, user: fed, key_file: ~/.ssh/id_ed25519,
+           root: /srv/ncsa/repo, outbox: /srv/ncsa/outbox}
+    owns: [HSC/raw, HSC/calib, HSC/runs, refcats, skymaps]
 
 Relative ``root`` paths and ``sqlite:///`` paths are relative to the YAML file.
 """
@@ -26,11 +36,17 @@ import yaml
 
 from federation.errors import ConfigError
 
-TRANSPORTS = ("local",)
+TRANSPORTS = ("local", "sftp", "http")
+REMOTE_TRANSPORTS = ("sftp", "http")
+OUTBOX = ".federation-outbox"
+INBOX = ".federation-inbox"
 SITES_ENV = "FED_SITES"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 _KNOWN_KEYS = {"name", "registry", "root", "transport", "owns", "read_only", "keep_deleted",
-               "description", "transport_options"}
+               "description", "outbox", "inbox", "sftp", "http"}
+_SFTP_KEYS = {"host", "port", "user", "key_file", "known_hosts", "root", "outbox", "inbox",
+              "timeout", "retries", "retry_deadline"}
+_HTTP_KEYS = {"url", "outbox", "verify", "timeout", "retries", "retry_deadline"}
 
 
 @dataclass(frozen=True)
@@ -45,17 +61,31 @@ class SiteDefinition:
     read_only: bool = False
     keep_deleted: bool = False
     description: str = ""
-    transport_options: dict[str, Any] = field(default_factory=dict)
+    #: the ``sftp:`` or ``http:`` block of a remote site; empty for a local one
+    remote: dict[str, Any] = field(default_factory=dict)
+    outbox: Path | None = None  # a local site's published bundles
+    inbox: Path | None = None  # where pushed bundles wait for 'fed receive'
     source: Path | None = None
+
+    @property
+    def is_remote(self) -> bool:
+        """Reached over the network: no registry here, only published bundles."""
+        return self.transport in REMOTE_TRANSPORTS
 
     def owns_collection(self, collection: str) -> bool:
         return any(_under(collection, prefix) for prefix in self.owns)
 
     def to_dict(self) -> dict[str, Any]:
+        if self.is_remote:
+            return {"name": self.name, "transport": self.transport,
+                    self.transport: dict(self.remote), "owns": list(self.owns),
+                    "read_only": self.read_only, "keep_deleted": self.keep_deleted,
+                    "description": self.description}
         return {"name": self.name, "registry": self.registry, "root": str(self.root),
                 "transport": self.transport, "owns": list(self.owns),
                 "read_only": self.read_only, "keep_deleted": self.keep_deleted,
-                "description": self.description}
+                "description": self.description, "outbox": str(self.outbox),
+                "inbox": str(self.inbox)}
 
 
 def _under(collection: str, prefix: str) -> bool:
@@ -76,16 +106,18 @@ def parse_site(data: Any, source: Path) -> SiteDefinition:
     unknown = set(data) - _KNOWN_KEYS
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
-    for key in ("name", "registry", "root"):
+    transport = data.get("transport", "local")
+    if transport not in TRANSPORTS:
+        raise ConfigError(f"{where}: unknown transport {transport!r}; use one of "
+                          f"{', '.join(TRANSPORTS)}")
+    required = ("name",) if transport in REMOTE_TRANSPORTS else ("name", "registry", "root")
+    for key in required:
         if not data.get(key) or not isinstance(data[key], str):
             raise ConfigError(f"{where}: '{key}' is required and must be a string")
     name = data["name"]
     if not _NAME.match(name):
         raise ConfigError(f"{where}: invalid site name {name!r}")
-    transport = data.get("transport", "local")
-    if transport not in TRANSPORTS:
-        raise ConfigError(f"{where}: unknown transport {transport!r}; use one of "
-                          f"{', '.join(TRANSPORTS)}")
+    remote = _remote_block(data, transport, where)
     owns = data.get("owns") or []
     if not isinstance(owns, list) or not all(isinstance(p, str) and p.strip("/") for p in owns):
         raise ConfigError(f"{where}: 'owns' must be a list of collection prefixes")
@@ -93,15 +125,53 @@ def parse_site(data: Any, source: Path) -> SiteDefinition:
         if not isinstance(data.get(flag, False), bool):
             raise ConfigError(f"{where}: '{flag}' must be true or false")
     base = source.parent
+    common = dict(name=name, transport=transport, owns=tuple(p.strip("/") for p in owns),
+                  read_only=data.get("read_only", False),
+                  keep_deleted=data.get("keep_deleted", False),
+                  description=data.get("description", ""), source=source)
+    if remote:
+        return SiteDefinition(registry="", root=Path(), remote=remote, **common)
     registry = data["registry"]
     if registry.startswith("sqlite:///") and not registry.startswith("sqlite:////"):
         registry = f"sqlite:///{(base / registry.removeprefix('sqlite:///')).resolve()}"
-    root = Path(data["root"]).expanduser()
-    return SiteDefinition(
-        name=name, registry=registry, root=(base / root).resolve(), transport=transport,
-        owns=tuple(p.strip("/") for p in owns), read_only=data.get("read_only", False),
-        keep_deleted=data.get("keep_deleted", False), description=data.get("description", ""),
-        transport_options=dict(data.get("transport_options") or {}), source=source)
+    root = (base / Path(data["root"]).expanduser()).resolve()
+    folders = {}
+    for key, default in (("outbox", OUTBOX), ("inbox", INBOX)):
+        value = data.get(key)
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(f"{where}: '{key}' must be a directory path")
+        folders[key] = (base / Path(value).expanduser()).resolve() if value else root / default
+    return SiteDefinition(registry=registry, root=root, **folders, **common)
+
+
+def _remote_block(data: dict[str, Any], transport: str, where: str) -> dict[str, Any]:
+    """The ``sftp:``/``http:`` block a remote transport needs, checked; {} for local."""
+    for other in REMOTE_TRANSPORTS:
+        if other != transport and other in data:
+            raise ConfigError(f"{where}: a '{other}:' block needs 'transport: {other}'")
+    if transport not in REMOTE_TRANSPORTS:
+        return {}
+    block = data.get(transport)
+    if not isinstance(block, dict):
+        raise ConfigError(f"{where}: 'transport: {transport}' needs a '{transport}:' mapping")
+    allowed, needed = (_SFTP_KEYS, ("host", "root")) if transport == "sftp" \
+        else (_HTTP_KEYS, ("url",))
+    unknown = set(block) - allowed
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) in '{transport}:': "
+                          f"{', '.join(sorted(unknown))}")
+    for key in needed:
+        if not isinstance(block.get(key), str) or not block[key]:
+            raise ConfigError(f"{where}: '{transport}: {key}' is required")
+    for key in ("port", "retries"):
+        if key in block and (not isinstance(block[key], int) or block[key] < 1):
+            raise ConfigError(f"{where}: '{transport}: {key}' must be a positive integer")
+    for key in ("timeout", "retry_deadline"):
+        if key in block and (not isinstance(block[key], int | float) or block[key] <= 0):
+            raise ConfigError(f"{where}: '{transport}: {key}' must be a positive number")
+    if transport == "sftp" and not block["root"].startswith("/"):
+        raise ConfigError(f"{where}: 'sftp: root' must be an absolute path on the server")
+    return dict(block)
 
 
 def load_site(name: str, directory: str | Path | None = None) -> SiteDefinition:

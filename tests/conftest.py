@@ -19,6 +19,8 @@ import sqlalchemy as sa
 
 from federation.butler import Butler
 
+pytest_plugins = ["servers"]  # real sshd and nginx, for the SFTP and HTTP transports
+
 PG_URL = os.environ.get(
     "FED_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
@@ -105,9 +107,14 @@ def other_db_url(request, db_url):
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def db_url(request) -> str | None:
     """None for the embedded SQLite default, or a PostgreSQL URL."""
-    if request.param == "sqlite":
-        return None
-    return request.getfixturevalue("pg_url")
+    return backend_url(request)
+
+
+def backend_url(request) -> str | None:
+    """The database URL for a db_url param (None: SQLite)."""
+    if request.param == "postgresql":
+        return request.getfixturevalue("pg_url")
+    return None
 
 
 @pytest.fixture
@@ -127,23 +134,47 @@ def butler(repo: Path):
 # -- federations of sites ------------------------------------------------------------
 
 
+#: db_url params of modules whose tests also run through SFTP and HTTP (on SQLite:
+#: the database and the transport are independent). Such a module overrides db_url:
+#:     @pytest.fixture(params=NETWORK_MATRIX)
+#:     def db_url(request): return backend_url(request)
+NETWORK_MATRIX = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres), "sftp", "http"]
+
+
+@pytest.fixture
+def site_transport(request) -> str:
+    """How sources are reached: sftp or http in the network matrix, else local."""
+    params = getattr(request.node, "callspec", None)
+    kind = params.params.get("db_url") if params is not None else None
+    return kind if kind in ("sftp", "http") else "local"
+
+
 class Federation:
     """Site definitions for NCSA, IN2P3, Princeton and a laptop, with their repositories.
 
     NCSA and IN2P3 use the parametrized database (SQLite or PostgreSQL);
     Princeton and the laptop use SQLite, as in the shipped examples.
+
+    With ``transport`` sftp or http, every sync reads its source the way another
+    machine would: the source publishes its journal to its outbox, and the sync
+    pulls through a second definition of the source that reaches it over the
+    network (``remote_sites/``), served by a real sshd or nginx on loopback.
     """
 
     OWNS = {"NCSA": ["HSC/raw", "HSC/calib", "HSC/runs", "refcats", "skymaps"],
             "IN2P3": ["HSC/runs-in2p3", "u/in2p3"], "Princeton": ["u/princeton"],
             "laptop": ["u/alice"]}
 
-    def __init__(self, root: Path, urls: dict[str, str | None]) -> None:
+    def __init__(self, root: Path, urls: dict[str, str | None], transport: str = "local",
+                 server=None) -> None:
         import yaml
 
         self.root = root
+        self.transport = transport
         self.sites_dir = root / "sites"
         self.sites_dir.mkdir(parents=True)
+        self.remote_dir = root / "remote_sites"
+        self.remote_dir.mkdir()
         for name, owns in self.OWNS.items():
             repo = root / "repos" / name
             url = urls.get(name) or f"sqlite:///{repo / 'registry.sqlite3'}"
@@ -151,6 +182,10 @@ class Federation:
                 "name": name, "registry": url, "root": str(repo), "transport": "local",
                 "owns": owns, "keep_deleted": False}))
             Butler.create(repo, db=urls.get(name), site=name)
+            if transport != "local":
+                (self.remote_dir / f"{name}.yaml").write_text(yaml.safe_dump({
+                    "name": name, "transport": transport, "owns": owns,
+                    transport: remote_block(transport, server, repo)}))
 
     def site(self, name: str):
         from federation.sites import load_site
@@ -165,17 +200,40 @@ class Federation:
     def butler(self, name: str, **kwargs) -> Butler:
         return Butler(self.root / "repos" / name, **kwargs)
 
+    def remote_site(self, name: str):
+        """The definition another machine uses to reach site ``name`` over the network."""
+        from federation.sites import load_site
+
+        return load_site(name, self.remote_dir)
+
     def sync(self, source: str, destination: str, **options):
-        """Run a sync through the library (options: selection fields and SyncOptions)."""
+        """Run a sync through the library (options: selection fields and SyncOptions).
+
+        Through a network transport, the source first publishes what is new.
+        """
         from federation.sync.engine import SyncOptions, sync
+        from federation.sync.outbox import publish
         from federation.sync.selection import Selection
 
         selection = Selection.make(options.pop("collections", None),
                                    options.pop("dataset_types", None),
                                    options.pop("where", None), options.pop("bind", None),
                                    options.pop("files", True))
-        return sync(self.site(source), self.site(destination),
-                    SyncOptions(selection, **options), sites=self.sites())
+        src = self.site(source)
+        if self.transport != "local":
+            publish(src)
+            src = self.remote_site(source)
+        return sync(src, self.site(destination), SyncOptions(selection, **options),
+                    sites=self.sites())
+
+
+def remote_block(transport: str, server, repo: Path) -> dict:
+    """The ``sftp:``/``http:`` block reaching ``repo`` through a test server."""
+    if transport == "sftp":
+        return {"host": server.host, "port": server.port, "user": server.user,
+                "key_file": str(server.user_key), "known_hosts": str(server.known_hosts),
+                "root": str(repo), "retries": 3, "retry_deadline": 10}
+    return {"url": server.url_for(repo), "retries": 3, "retry_deadline": 10}
 
 
 def populate_ncsa(fed: Federation) -> None:
@@ -232,12 +290,15 @@ def repo_state(butler: Butler) -> dict:
 
 
 @pytest.fixture
-def federation(tmp_path: Path, db_url: str | None, request) -> Federation:
+def federation(tmp_path: Path, db_url: str | None, site_transport: str, request) -> Federation:
     """Four sites; NCSA and IN2P3 on the parametrized database."""
     urls = {"NCSA": db_url}
     if db_url is not None:
         urls["IN2P3"] = request.getfixturevalue("pg_url_2")
-    return Federation(tmp_path, urls)
+    server = {"local": None, "sftp": "sshd_server", "http": "web_server"}[site_transport]
+    if server is not None:
+        server = request.getfixturevalue(server)
+    return Federation(tmp_path, urls, site_transport, server)
 
 
 @pytest.fixture

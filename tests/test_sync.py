@@ -1,7 +1,8 @@
 """Reconciliation rules of the synchronizer, observed as a user would (library level).
 
 Every test runs on SQLite and on PostgreSQL (NCSA and IN2P3 on the parametrized
-database; Princeton and the laptop on SQLite).
+database; Princeton and the laptop on SQLite), and through SFTP and HTTP: each
+source then publishes its journal and is pulled from over a real sshd or nginx.
 """
 
 from __future__ import annotations
@@ -10,7 +11,14 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 import yaml
-from conftest import HSC_RECORDS, insert_hsc_records, populate_ncsa, repo_state
+from conftest import (
+    HSC_RECORDS,
+    NETWORK_MATRIX,
+    backend_url,
+    insert_hsc_records,
+    populate_ncsa,
+    repo_state,
+)
 
 from federation.datastore.storage_classes import get_storage_class
 from federation.errors import CollectionError, MissingDatasetError
@@ -97,6 +105,11 @@ def assert_conflict_refused(fed, src: str, dst: str, *kinds: str, **options):
     conflicts = info.value.report.conflicts
     assert conflicts and any(c.kind in kinds for c in conflicts), conflicts
     return conflicts
+
+
+@pytest.fixture(params=NETWORK_MATRIX)
+def db_url(request):
+    return backend_url(request)
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 "$root/tools/bootstrap.sh"
+"$root/tools/install-servers.sh"
 "$root/tools/start-postgres.sh"
 cd "$root"
 .venv/bin/ruff check federation tests tools

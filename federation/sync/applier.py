@@ -12,7 +12,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from federation.faults import checkpoint
 from federation.model import CollectionType, DatasetRef, StoredFile, data_id_key
 from federation.registry.datasets import chunked
 from federation.sites import SiteDefinition, owner_by_prefix
+from federation.sync.progress import Progress
 from federation.sync.report import Conflict, Plan, Report, refers_to
 from federation.sync.selection import Selection
 from federation.sync.states import (
@@ -41,7 +42,7 @@ from federation.sync.states import (
     TagState,
     identity,
 )
-from federation.transport.base import Transport, check_relative
+from federation.transport.base import Transport, TransportError, check_relative
 
 STAGING = ".federation-staging"
 FILE_ACTIONS = ("insert", "fetch")  # plan actions that bring a file
@@ -58,7 +59,7 @@ class Applier:
     def __init__(self, butler: Butler, source: str, selection: Selection, *,
                  sites: Sequence[SiteDefinition] = (), keep_deleted: bool = False,
                  transport: Transport | None = None, jobs: int = 4,
-                 progress: Callable[[int, int], None] | None = None) -> None:
+                 progress: Progress | None = None) -> None:
         self.butler = butler
         self.registry = butler.registry
         self.site = butler.site
@@ -68,7 +69,7 @@ class Applier:
         self.keep_deleted = keep_deleted
         self.transport = transport
         self.jobs = max(1, jobs)
-        self.progress = progress
+        self.progress = progress or Progress()
         self.tables = self.registry.db.tables
         self._batch_types: dict[str, DatasetTypeState] = {}
         self._made_dirs: set[Path] = set()
@@ -582,8 +583,7 @@ class Applier:
                     report.bytes += state.file.size
                 else:
                     failed[state.id] = (state.file.path, error)
-                if self.progress is not None:
-                    self.progress(1, state.file.size)
+                self.progress.advance(1, 0)
         return arrived, failed
 
     def _fetch(self, state: DatasetState) -> str:
@@ -611,7 +611,12 @@ class Applier:
             self._made_dirs.add(self.staging)
         temp = self.staging / f"{state.id}.part"
         try:
-            size, checksum = self.transport.fetch(info.path, temp)
+            size, checksum = self.transport.fetch(info.path, temp, resume=True,
+                                                  on_bytes=self._on_bytes)
+            if (size, checksum) != (info.size, info.checksum) and temp.exists():
+                # What an earlier run left may not be this file's start: fetch it whole.
+                temp.unlink()
+                size, checksum = self.transport.fetch(info.path, temp, on_bytes=self._on_bytes)
             if (size, checksum) != (info.size, info.checksum):
                 raise ChecksumError(
                     f"{info.path} from {self.source} does not match its record (size {size} vs "
@@ -619,10 +624,15 @@ class Applier:
             checkpoint("file verified")
             os.replace(temp, final)
             checkpoint("file renamed")
+        except TransportError:
+            raise  # a partial download stays in staging: the next run resumes it
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
         return relative
+
+    def _on_bytes(self, nbytes: int) -> None:
+        self.progress.advance(0, nbytes)
 
     def _path_in_use(self, relative: str) -> bool:
         f = self.tables.file
@@ -635,9 +645,25 @@ class Applier:
         """Where downloads land before they are verified and renamed into place."""
         return self.butler.datastore.root / STAGING
 
-    def clear_staging(self) -> None:
-        """Drop partial downloads left by an interrupted sync (call under the sync lock)."""
-        shutil.rmtree(self.staging, ignore_errors=True)
+    def clear_staging(self, keep_days: float = 7.0) -> None:
+        """Drop what interrupted syncs left in staging (call under the sync lock).
+
+        Partial downloads younger than ``keep_days`` stay, for the next transfer of
+        the same dataset to resume; they are verified like any other download.
+        """
+        if not self.staging.is_dir():
+            return
+        cutoff = time.time() - keep_days * 86400
+        for entry in self.staging.iterdir():
+            try:
+                if entry.suffix in (".part", ".etag") and entry.stat().st_mtime >= cutoff:
+                    continue
+                if entry.is_dir():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+            except OSError:
+                continue
         self.staging.mkdir(exist_ok=True)
 
     # -- bookkeeping -----------------------------------------------------------

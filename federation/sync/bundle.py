@@ -32,17 +32,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
+from federation.butler import Butler
 from federation.datastore.checksum import file_checksum
 from federation.errors import ChecksumError, ConfigError, FederationError, InputError
 from federation.sites import SiteDefinition
 from federation.sync.applier import FILE_ACTIONS, Applier, carries_file
 from federation.sync.cursors import read_cursor
-from federation.sync.engine import SyncConflictError, open_site, sync_lock, transport_for
+from federation.sync.engine import SyncConflictError, open_site, sync_lock
+from federation.sync.progress import Progress
 from federation.sync.reader import SourceReader
 from federation.sync.report import Report
 from federation.sync.selection import Selection
 from federation.sync.states import Batch, DatasetState, FileInfo, State, from_json, to_json
 from federation.transport.base import TransportError, check_relative
+from federation.transport.factory import transport_for
 from federation.transport.local import LocalTransport
 
 FORMAT = "federation-bundle"
@@ -362,6 +365,8 @@ class ExportResult:
     files: int = 0
     bytes: int = 0
     copied: int = 0
+    #: each listed file, with where the source holds it
+    manifest: list[tuple[ManifestEntry, str]] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": str(self.path), "header": self.header.to_dict(),
@@ -468,7 +473,8 @@ def export_bundle(source: SiteDefinition, output: str | os.PathLike, *, since: i
                                                             info.checksum), original)
                 writer.write({"kind": "batch_end", "upto": mark})
                 result.batches += 1
-            for entry, original in manifest.values():
+            result.manifest = list(manifest.values())
+            for entry, original in result.manifest:
                 writer.write(entry.to_dict())
                 result.files += 1
                 result.bytes += entry.size
@@ -559,7 +565,7 @@ def import_bundle(path: str | os.PathLike, destination: SiteDefinition, *,
                   files_from: str | os.PathLike | None = None, dry_run: bool = False,
                   on_conflict: str = "fail", jobs: int = 4,
                   sites: Sequence[SiteDefinition] = (), lock_timeout: float = 60.0,
-                  progress: Callable[[int, int], None] | None = None) -> Report:
+                  progress: Progress | None = None) -> Report:
     """Validate a whole bundle, then apply it to ``destination`` as a sync would.
 
     Nothing is written unless the bundle is intact, continues the destination's
@@ -567,15 +573,32 @@ def import_bundle(path: str | os.PathLike, destination: SiteDefinition, *,
     """
     if on_conflict not in ("fail", "skip"):
         raise ConfigError(f"--on-conflict must be fail or skip, not {on_conflict!r}")
+    if destination.read_only and not dry_run:
+        raise ConfigError(f"site {destination.name} is read-only")
+    with open_site(destination) as dst:
+        with sync_lock(dst.config.root, destination.name, lock_timeout):
+            return import_into(path, dst, files_from=files_from, dry_run=dry_run,
+                               on_conflict=on_conflict, jobs=jobs, sites=sites,
+                               keep_deleted=destination.keep_deleted, progress=progress)
+
+
+def import_into(path: str | os.PathLike, dst: Butler, *,
+                files_from: str | os.PathLike | None = None, dry_run: bool = False,
+                on_conflict: str = "fail", jobs: int = 4,
+                sites: Sequence[SiteDefinition] = (), keep_deleted: bool = False,
+                expect_source: str | None = None,
+                progress: Progress | None = None) -> Report:
+    """:func:`import_bundle` into an open repository whose sync lock the caller holds."""
     with Bundle(path) as bundle:
         summary = bundle.validate()
         header = summary.header
         assert header is not None
         selection = header.selection
-        if header.source == destination.name:
-            raise ConfigError(f"this bundle comes from {destination.name} itself")
-        if destination.read_only and not dry_run:
-            raise ConfigError(f"site {destination.name} is read-only")
+        if expect_source is not None and header.source != expect_source:
+            raise InputError(f"bundle {bundle.path} comes from {header.source}, not from "
+                             f"{expect_source}")
+        if header.source == dst.site:
+            raise ConfigError(f"this bundle comes from {dst.site} itself")
         transport = None
         if selection.files and summary.files:
             if files_from is None:
@@ -585,15 +608,12 @@ def import_bundle(path: str | os.PathLike, destination: SiteDefinition, *,
             if not Path(files_from).is_dir():
                 raise InputError(f"--files-from {files_from} is not a directory")
             transport = LocalTransport(files_from)
-        with open_site(destination) as dst:
-            check_cursor(header, read_cursor(dst, header.source, selection), destination.name)
-            applier = Applier(dst, header.source, selection, sites=sites,
-                              keep_deleted=destination.keep_deleted, transport=transport,
-                              jobs=jobs, progress=progress)
-            with sync_lock(dst.config.root, destination.name, lock_timeout):
-                cursor = read_cursor(dst, header.source, selection)
-                check_cursor(header, cursor, destination.name)
-                return _apply(bundle, header, dst, applier, cursor, dry_run, on_conflict)
+        cursor = read_cursor(dst, header.source, selection)
+        check_cursor(header, cursor, dst.site)
+        applier = Applier(dst, header.source, selection, sites=sites,
+                          keep_deleted=keep_deleted, transport=transport,
+                          jobs=jobs, progress=progress)
+        return _apply(bundle, header, dst, applier, cursor, dry_run, on_conflict)
 
 
 def _apply(bundle: Bundle, header: BundleHeader, dst, applier: Applier, cursor: int | None,
@@ -663,5 +683,5 @@ def inspect(path: str | os.PathLike) -> BundleSummary:
 
 
 __all__ = ["FORMAT", "VERSION", "Bundle", "BundleHeader", "BundleSummary", "ExportResult",
-           "ManifestEntry", "check_cursor", "export_bundle", "import_bundle", "inspect",
-           "parse_since"]
+           "ManifestEntry", "check_cursor", "export_bundle", "import_bundle", "import_into",
+           "inspect", "parse_since"]

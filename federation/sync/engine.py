@@ -5,7 +5,7 @@ from __future__ import annotations
 import fcntl
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,11 +15,12 @@ from federation.errors import ConfigError, ConflictError, FederationError
 from federation.sites import SiteDefinition
 from federation.sync.applier import Applier
 from federation.sync.cursors import covered_collections, read_cursor, retry_ids
+from federation.sync.progress import Progress
 from federation.sync.reader import SourceReader
 from federation.sync.report import Report
 from federation.sync.selection import Selection
 from federation.sync.states import Batch
-from federation.transport import LocalTransport, Transport
+from federation.transport.factory import transport_for
 
 LOCK_NAME = ".federation-sync.lock"
 
@@ -46,6 +47,9 @@ class SyncOptions:
 
 def open_site(site: SiteDefinition) -> Butler:
     """The repository a site definition describes; its registry must match the definition."""
+    if site.is_remote:
+        raise ConfigError(f"site {site.name} is reached over {site.transport}; its registry is "
+                          "read only through the bundles it publishes")
     if not (site.root / "federation.yaml").is_file():
         raise ConfigError(f"site {site.name}: no repository at {site.root} "
                           f"(create it with 'fed site init {site.name}')")
@@ -55,12 +59,6 @@ def open_site(site: SiteDefinition) -> Butler:
         raise ConfigError(f"site {site.name}: the repository at {site.root} belongs to site "
                           f"{butler.site!r}")
     return butler
-
-
-def transport_for(site: SiteDefinition) -> Transport:
-    if site.transport == "local":
-        return LocalTransport(site.root)
-    raise ConfigError(f"site {site.name}: transport {site.transport!r} is not available")
 
 
 @contextmanager
@@ -94,13 +92,16 @@ def sync_lock(root: Path, site: str, timeout: float) -> Iterator[None]:
 
 
 def sync(source: SiteDefinition, destination: SiteDefinition, options: SyncOptions, *,
-         sites: Sequence[SiteDefinition] = (),
-         progress: Callable[[int, int], None] | None = None) -> Report:
+         sites: Sequence[SiteDefinition] = (), progress: Progress | None = None) -> Report:
     """Bring ``destination`` up to date with ``source`` for a selection.
 
     With ``on_conflict="fail"`` every batch is planned first and nothing is
     applied if any conflicts; with ``"skip"`` conflicting states are left
     out and reported. ``dry_run`` plans and reports only.
+
+    A remote source (SFTP, HTTP) is read through its published bundles, kept in a
+    local mirror; its files come over the network. A remote destination is pushed
+    to: see :mod:`federation.sync.push`.
     """
     if source.name == destination.name:
         raise ConfigError("source and destination are the same site")
@@ -108,25 +109,59 @@ def sync(source: SiteDefinition, destination: SiteDefinition, options: SyncOptio
         raise ConfigError(f"site {destination.name} is read-only")
     if options.on_conflict not in ("fail", "skip"):
         raise ConfigError(f"--on-conflict must be fail or skip, not {options.on_conflict!r}")
-    with open_site(source) as src, open_site(destination) as dst:
-        transport = transport_for(source) if options.selection.files else None
+    if destination.is_remote:
+        from federation.sync.push import push
+
+        return push(source, destination, options, progress=progress)
+    with open_site(destination) as dst, \
+            sync_lock(dst.config.root, destination.name, options.lock_timeout):
+        if not source.is_remote:
+            with open_site(source) as src:
+                return _with_transport(source, src, dst, options, sites, progress,
+                                       keep_deleted=destination.keep_deleted)
+        from federation.sync.mirror import Mirror
+
+        mirror = Mirror(source, dst.config.root)
+        published = mirror.refresh()
+        with mirror.open() as src:
+            report = _with_transport(source, src, dst, options, sites, progress,
+                                     keep_deleted=destination.keep_deleted,
+                                     cursor_key=mirror.cursor_key)
+        report.cursor = published
+        return report
+
+
+def _with_transport(source: SiteDefinition, src: Butler, dst: Butler, options: SyncOptions,
+                    sites: Sequence[SiteDefinition], progress: Progress | None, *,
+                    keep_deleted: bool, cursor_key: str | None = None) -> Report:
+    transport = transport_for(source) if options.selection.files else None
+    try:
         applier = Applier(dst, source.name, options.selection, sites=sites,
-                          keep_deleted=destination.keep_deleted, transport=transport,
+                          keep_deleted=keep_deleted, transport=transport,
                           jobs=options.jobs, progress=progress)
-        with sync_lock(dst.config.root, destination.name, options.lock_timeout):
-            return _run(src, dst, applier, options)
+        reader = SourceReader(src.registry, options.selection,
+                              here=source.name if source.is_remote else None)
+        report = _run(reader, cursor_key or src.site, dst, applier, options)
+        counters = getattr(transport, "counters", None)
+        if counters is not None:
+            report.resumed_files, report.resumed_bytes = (counters.resumed_files,
+                                                          counters.resumed_bytes)
+        return report
+    finally:
+        if transport is not None:
+            transport.close()
 
 
-def _run(src: Butler, dst: Butler, applier: Applier, options: SyncOptions) -> Report:
+def _run(reader: SourceReader, source_key: str, dst: Butler, applier: Applier,
+         options: SyncOptions) -> Report:
     selection = options.selection
     report = Report()
 
     def batches() -> Iterator[tuple[Batch, int | None]]:
-        upto = src.registry.db.last_seq()
-        reader = SourceReader(src.registry, selection)
+        upto = reader.registry.db.last_seq()
         applier.covered = set(reader.collections)
-        cursor = read_cursor(dst, src.site, selection)
-        retries = retry_ids(dst, src.site, selection)
+        cursor = read_cursor(dst, source_key, selection)
+        retries = retry_ids(dst, applier.source, selection)
         if retries:
             yield reader.retry_batch(retries), None
         if cursor is None:
@@ -134,7 +169,7 @@ def _run(src: Butler, dst: Butler, applier: Applier, options: SyncOptions) -> Re
                 yield batch, None
             yield Batch([], upto), upto
         else:
-            before = covered_collections(dst, src.site, selection)
+            before = covered_collections(dst, source_key, selection)
             added = reader.collections - before if before is not None else set()
             if added:  # e.g. a selected chain gained a child: bring what it already holds
                 for batch in reader.snapshot(added):
@@ -149,15 +184,20 @@ def _run(src: Butler, dst: Butler, applier: Applier, options: SyncOptions) -> Re
     if options.dry_run or options.on_conflict == "fail":
         planned = Report()
         removed: dict[str, int] = {}
+        files = nbytes = 0
         for batch, _ in batches():
-            planned.add(applier.plan(batch, removed))
+            plan = applier.plan(batch, removed)
+            planned.add(plan)
+            needed = applier.files_needed(plan)
+            files, nbytes = files + len(needed), nbytes + sum(s.file.size for s in needed)
         if options.dry_run:
             planned.cursor = report.cursor
             return planned
         if planned.conflicts:
             raise SyncConflictError(planned)
+        applier.progress.planned(files, nbytes)
     for batch, upto in batches():
-        applier.apply(batch, cursor=(src.site, upto) if upto is not None else None,
+        applier.apply(batch, cursor=(source_key, upto) if upto is not None else None,
                       report=report)
     # A dataset can come in several batches of a snapshot (its RUN's, a TAGGED or
     # CALIBRATION collection's): a file that failed is one failure, reported once.

@@ -37,9 +37,13 @@ BATCH_ENTRIES = 5000
 class SourceReader:
     """Turns a source registry's journal (or current state) into batches of states."""
 
-    def __init__(self, registry: Registry, selection: Selection) -> None:
+    def __init__(self, registry: Registry, selection: Selection, *,
+                 here: str | None = None) -> None:
+        """``here``: a site whose files count as the source's own (a mirror reads the
+        registry of a remote site, whose files it records as held at that site)."""
         self.registry = registry
         self.selection = selection
+        self.here = here
         self.tables = registry.db.tables
         self.collections = self.selected_collections()
         types = [t for t in registry.dataset_types.query() if selection.matches_type(t.name)]
@@ -239,7 +243,7 @@ class SourceReader:
                                                         stored.size, stored.checksum)
             out.datasets[str(dataset_id)] = DatasetState(
                 str(dataset_id), ref.dataset_type.name, ref.run, ref.required_data_id, info,
-                held if held is not None else None, versions.get(dataset_id, 0))
+                held if held != self.here else None, versions.get(dataset_id, 0))
             out.add_type(ref.dataset_type)
             self._collection(ref.run, out)
             self._records_for(ref.dataset_type.dimensions.names, ref.data_id, out)

@@ -48,6 +48,8 @@ class Report:
     failed: list[tuple[str, str, str]] = field(default_factory=list)  # (id, path, reason)
     files: int = 0
     bytes: int = 0
+    resumed_files: int = 0  # partial downloads continued rather than started over
+    resumed_bytes: int = 0
     cursor: int | None = None
     _seen: set = field(default_factory=set, repr=False)
 
@@ -72,7 +74,9 @@ class Report:
         return {"counts": dict(sorted(self.counts.items())),
                 "conflicts": [c.to_dict() for c in self.conflicts],
                 "failed_files": [{"id": i, "path": p, "reason": r} for i, p, r in self.failed],
-                "files": self.files, "bytes": self.bytes, "cursor": self.cursor}
+                "files": self.files, "bytes": self.bytes,
+                "resumed": {"files": self.resumed_files, "bytes": self.resumed_bytes},
+                "cursor": self.cursor}
 
 
 def refers_to(state: State, ids: set[str]) -> bool:

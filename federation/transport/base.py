@@ -1,4 +1,4 @@
-"""The interface every transport implements (local files now; SFTP and HTTP later).
+"""The interface every transport implements: local files, SFTP and HTTP.
 
 Paths are POSIX paths relative to the site's datastore root, or absolute for
 files a site holds outside it. Implementations never trust what they are
@@ -8,11 +8,20 @@ given: :func:`check_relative` refuses paths that would leave the root.
 from __future__ import annotations
 
 import abc
+import os
 import posixpath
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import xxhash
+
+from federation.datastore.checksum import CHUNK
 from federation.errors import DatastoreError
+
+#: Called from transfer threads with each chunk's byte count, for progress bars.
+OnBytes = Callable[[int], None]
 
 
 class TransportError(DatastoreError):
@@ -46,12 +55,31 @@ class Transport(abc.ABC):
     def get(self, path: str, local: Path) -> None:
         """Copy the site's file ``path`` to the local file ``local`` (overwritten)."""
 
-    def fetch(self, path: str, local: Path) -> tuple[int, str]:
-        """Like :meth:`get`, returning the size and xxh3-128 of what was written."""
+    def fetch(self, path: str, local: Path, *, resume: bool = False,
+              on_bytes: OnBytes | None = None) -> tuple[int, str]:
+        """Like :meth:`get`, returning the size and xxh3-128 of what was written.
+
+        With ``resume``, a network transport continues a partial ``local`` file
+        left by an interrupted transfer instead of starting over.
+        """
         from federation.datastore.checksum import file_checksum
 
         self.get(path, local)
-        return file_checksum(local)
+        size, checksum = file_checksum(local)
+        if on_bytes is not None:
+            on_bytes(size)
+        return size, checksum
+
+    def read_bytes(self, path: str, limit: int = 64 << 20) -> bytes:
+        """A small file's content (an outbox index), at most ``limit`` bytes."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as folder:
+            local = Path(folder) / "file"
+            self.get(path, local)
+            if local.stat().st_size > limit:
+                raise TransportError(f"{path} is larger than {limit} bytes")
+            return local.read_bytes()
 
     @abc.abstractmethod
     def put(self, local: Path, path: str) -> None:
@@ -61,8 +89,82 @@ class Transport(abc.ABC):
     def delete(self, path: str) -> None:
         """Remove a file (no error if it is already gone)."""
 
+    def describe(self) -> str:
+        """Where this transport reads from, for messages."""
+        return type(self).__name__
+
     def exists(self, path: str) -> bool:
         return self.stat(path) is not None
 
     def close(self) -> None:  # noqa: B027 - optional hook: most transports hold nothing
         """Release connections."""
+
+
+class PartialDownload:
+    """A local file being downloaded, hashed as it is written.
+
+    With ``resume`` it keeps what an interrupted transfer left and hashes it
+    first, so the final checksum covers the whole file.
+    """
+
+    def __init__(self, local: Path, *, resume: bool, on_bytes: OnBytes | None = None) -> None:
+        self.local = local
+        self.on_bytes = on_bytes
+        self.digest = xxhash.xxh3_128()
+        self.offset = 0
+        if resume and local.is_file():
+            with open(local, "rb") as existing:
+                while chunk := existing.read(CHUNK):
+                    self.digest.update(chunk)
+                    self.offset += len(chunk)
+        self.resumed = self.offset
+        self._file = open(local, "r+b" if self.offset else "wb")  # noqa: SIM115 - see close()
+        self._file.seek(self.offset)
+
+    def write(self, chunk: bytes) -> None:
+        self._file.write(chunk)
+        self.digest.update(chunk)
+        self.offset += len(chunk)
+        if self.on_bytes is not None:
+            self.on_bytes(len(chunk))
+
+    def restart(self) -> None:
+        """Throw away what is there (the remote file changed, or no resume is possible)."""
+        self._file.seek(0)
+        self._file.truncate()
+        self.digest = xxhash.xxh3_128()
+        self.offset = self.resumed = 0
+
+    def close(self) -> tuple[int, str]:
+        self._file.flush()
+        self._file.truncate()
+        self._file.close()
+        return self.offset, self.digest.hexdigest()
+
+    def abandon(self) -> None:
+        """Keep the bytes on disk for a later resume; just close."""
+        self._file.flush()
+        self._file.close()
+
+
+class Counters:
+    """Bytes a transport resumed rather than fetched again (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.resumed_files = 0
+        self.resumed_bytes = 0
+
+    def resumed(self, size: int) -> None:
+        if size:
+            with self._lock:
+                self.resumed_files += 1
+                self.resumed_bytes += size
+
+
+def remote_join(root: str, path: str) -> str:
+    """``root/path`` for a relative datastore path; escaping paths are refused."""
+    if os.path.isabs(path):
+        raise TransportError(f"path {path!r} is outside the remote datastore root; files "
+                             "ingested in place at a remote site cannot be fetched")
+    return posixpath.join(root, check_relative(path))

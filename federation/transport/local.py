@@ -10,7 +10,7 @@ from pathlib import Path
 import xxhash
 
 from federation.datastore.checksum import CHUNK
-from federation.transport.base import RemoteFile, Transport, TransportError, check_relative
+from federation.transport.base import OnBytes, RemoteFile, Transport, TransportError, check_relative
 
 
 class LocalTransport(Transport):
@@ -18,6 +18,16 @@ class LocalTransport(Transport):
 
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root).resolve()
+
+    def describe(self) -> str:
+        return str(self.root)
+
+    def listdir(self, path: str = "") -> list[str]:
+        """Names of the regular files in a directory under the root ('' for the root)."""
+        folder = self._path(path) if path else self.root
+        if not folder.is_dir():
+            return []
+        return sorted(p.name for p in folder.iterdir() if p.is_file())
 
     def _path(self, path: str) -> Path:
         if os.path.isabs(path):
@@ -40,8 +50,9 @@ class LocalTransport(Transport):
         except OSError as exc:
             raise TransportError(f"cannot copy {path}: {exc.strerror}") from None
 
-    def fetch(self, path: str, local: Path) -> tuple[int, str]:
-        """Copy and hash in one pass over the bytes."""
+    def fetch(self, path: str, local: Path, *, resume: bool = False,
+              on_bytes: OnBytes | None = None) -> tuple[int, str]:
+        """Copy and hash in one pass over the bytes (a local copy always starts over)."""
         digest = xxhash.xxh3_128()
         size = 0
         try:
@@ -51,6 +62,8 @@ class LocalTransport(Transport):
                     digest.update(chunk)
                     dst.write(chunk)
                     size += len(chunk)
+                    if on_bytes is not None:
+                        on_bytes(len(chunk))
         except FileNotFoundError:
             raise TransportError(f"{path} is missing at the source") from None
         except OSError as exc:

@@ -1,0 +1,336 @@
+"""A site reached over SSH: files read and written with SFTP (paramiko).
+
+Host keys are checked against a known_hosts file; an unknown or changed key
+is refused, and trusting a key is an explicit step (:func:`trust_host_key`).
+Each worker thread borrows a connection from a small pool, so ``--jobs N``
+transfers over N connections. Transient failures (a dropped connection, a
+restarting server) are retried with bounded backoff, resuming partial files.
+"""
+
+from __future__ import annotations
+
+import errno
+import posixpath
+import queue
+import socket
+import stat as stat_mode
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import paramiko
+
+from federation.datastore.checksum import CHUNK
+from federation.errors import ConfigError
+from federation.transport.base import (
+    Counters,
+    OnBytes,
+    PartialDownload,
+    RemoteFile,
+    Transport,
+    TransportError,
+    remote_join,
+)
+from federation.transport.retry import RetryPolicy, TransientError
+
+WINDOW = 64 << 20  # a large SSH window keeps loopback and long-haul links busy
+
+
+class HostKeyError(TransportError):
+    """The server's host key is unknown or differs from the one on record."""
+
+
+class AuthenticationError(TransportError):
+    """The server refused our credentials."""
+
+
+@dataclass(frozen=True)
+class SFTPSettings:
+    """How to reach one site over SSH (the ``sftp:`` block of a site definition)."""
+
+    host: str
+    root: str
+    port: int = 22
+    user: str | None = None
+    key_file: Path | None = None
+    known_hosts: Path = Path("~/.ssh/known_hosts")
+    timeout: float = 30.0
+    retry: RetryPolicy = RetryPolicy()
+
+    @property
+    def address(self) -> str:
+        """The host as known_hosts names it."""
+        return self.host if self.port == 22 else f"[{self.host}]:{self.port}"
+
+    @property
+    def known_hosts_file(self) -> Path:
+        return self.known_hosts.expanduser()
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    return key.fingerprint  # "SHA256:..." as ssh-keygen -l prints it
+
+
+class _Refuse(paramiko.MissingHostKeyPolicy):
+    """Refuse unknown keys, remembering the one offered so the error can show it."""
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str,
+                         key: paramiko.PKey) -> None:
+        raise HostKeyError(
+            f"the host key of {hostname} is not known ({key.get_name()} {fingerprint(key)}): "
+            f"check that fingerprint with the site's operators, then trust it with "
+            f"'fed site trust SITE'")
+
+
+def _load_host_keys(client: paramiko.SSHClient, path: Path) -> None:
+    if path.is_file():
+        try:
+            client.load_host_keys(str(path))
+        except (OSError, paramiko.SSHException) as exc:
+            raise ConfigError(f"cannot read known_hosts file {path}: {exc}") from None
+
+
+def connect(settings: SFTPSettings) -> paramiko.SSHClient:
+    """An authenticated SSH connection; HostKeyError/AuthenticationError/TransientError."""
+    client = paramiko.SSHClient()
+    _load_host_keys(client, settings.known_hosts_file)
+    client.set_missing_host_key_policy(_Refuse())
+    key_file = settings.key_file.expanduser() if settings.key_file else None
+    if key_file is not None and not key_file.is_file():
+        raise ConfigError(f"SSH key file {key_file} does not exist")
+    where = f"{settings.user + '@' if settings.user else ''}{settings.host}:{settings.port}"
+    try:
+        client.connect(settings.host, settings.port, username=settings.user,
+                       key_filename=str(key_file) if key_file else None,
+                       look_for_keys=key_file is None, allow_agent=key_file is None,
+                       timeout=settings.timeout, banner_timeout=settings.timeout,
+                       auth_timeout=settings.timeout, channel_timeout=settings.timeout)
+    except HostKeyError:
+        client.close()
+        raise
+    except paramiko.BadHostKeyException as exc:
+        client.close()
+        raise HostKeyError(
+            f"the host key of {settings.address} has CHANGED: the server offered "
+            f"{fingerprint(exc.key)} but {settings.known_hosts_file} records "
+            f"{fingerprint(exc.expected_key)}. Someone may be intercepting the connection; if "
+            f"the site really changed its key, remove the old entry and run "
+            f"'fed site trust SITE'") from None
+    except paramiko.AuthenticationException as exc:
+        client.close()
+        raise AuthenticationError(f"authentication failed for {where}"
+                                  + (f" with key {key_file}" if key_file else "")
+                                  + f": {exc}") from None
+    except paramiko.PasswordRequiredException:
+        client.close()
+        raise AuthenticationError(f"the key {key_file} is encrypted; use an agent or an "
+                                  "unencrypted key for unattended syncs") from None
+    except (OSError, EOFError, paramiko.SSHException) as exc:
+        client.close()
+        raise TransientError(f"cannot connect to {where}: {_reason(exc)}") from None
+    transport = client.get_transport()
+    assert transport is not None
+    transport.window_size = WINDOW
+    transport.default_window_size = WINDOW
+    transport.set_keepalive(30)
+    return client
+
+
+def scan_host_key(settings: SFTPSettings) -> paramiko.PKey:
+    """The key a server offers, without authenticating (for `fed site trust`)."""
+    try:
+        sock = socket.create_connection((settings.host, settings.port), settings.timeout)
+    except OSError as exc:
+        raise TransportError(f"cannot connect to {settings.host}:{settings.port}: "
+                             f"{_reason(exc)}") from None
+    transport = paramiko.Transport(sock)
+    try:
+        transport.start_client(timeout=settings.timeout)
+        return transport.get_remote_server_key()
+    except (OSError, EOFError, paramiko.SSHException) as exc:
+        raise TransportError(f"{settings.host}:{settings.port} did not complete an SSH "
+                             f"handshake: {_reason(exc)}") from None
+    finally:
+        transport.close()
+
+
+def trust_host_key(settings: SFTPSettings, key: paramiko.PKey) -> Path:
+    """Record ``key`` for the site's host in its known_hosts file (replacing an old one)."""
+    path = settings.known_hosts_file
+    keys = paramiko.HostKeys()
+    if path.is_file():
+        keys.load(str(path))
+    if settings.address in keys:
+        del keys[settings.address]
+    keys.add(settings.address, key.get_name(), key)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    temp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    keys.save(str(temp))
+    temp.replace(path)
+    return path
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, socket.timeout):
+        return "timed out"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+class SFTPTransport(Transport):
+    """Files under ``settings.root`` on an SSH server, over a pool of SFTP connections."""
+
+    def __init__(self, settings: SFTPSettings, *, root: str | None = None) -> None:
+        self.settings = settings
+        self.root = root or settings.root
+        self.counters = Counters()
+        self._pool: queue.LifoQueue[tuple[paramiko.SSHClient, paramiko.SFTPClient]] = \
+            queue.LifoQueue()
+        self._closed = False
+
+    def describe(self) -> str:
+        return f"sftp://{self.settings.host}:{self.settings.port}{self.root}"
+
+    @contextmanager
+    def _sftp(self) -> Iterator[paramiko.SFTPClient]:
+        """A connection for one operation; dropped (not pooled) if the operation failed."""
+        try:
+            client, sftp = self._pool.get_nowait()
+        except queue.Empty:
+            client = connect(self.settings)
+            try:
+                sftp = client.open_sftp()
+            except (OSError, EOFError, paramiko.SSHException) as exc:
+                client.close()
+                raise TransientError(f"cannot start SFTP on {self.settings.host}: "
+                                     f"{_reason(exc)}") from None
+        try:
+            yield sftp
+        except FileNotFoundError:
+            self._pool.put((client, sftp))  # an answer, not a broken connection
+            raise
+        except BaseException:
+            client.close()
+            raise
+        if self._closed:
+            client.close()
+        else:
+            self._pool.put((client, sftp))
+
+    def _call(self, what: str, func) -> Any:
+        """Run ``func(sftp)`` with retries; maps paramiko/socket errors to ours."""
+        def attempt() -> Any:
+            with self._sftp() as sftp:
+                try:
+                    return func(sftp)
+                except FileNotFoundError:
+                    raise
+                except PermissionError as exc:
+                    raise TransportError(f"permission denied: {exc.filename or what}") from None
+                except (OSError, EOFError, paramiko.SSHException) as exc:
+                    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+                        raise TransportError("no space left on the remote site") from None
+                    raise TransientError(_reason(exc)) from None
+        return self.settings.retry.call(what, attempt)
+
+    def _path(self, path: str) -> str:
+        return remote_join(self.root, path)
+
+    def stat(self, path: str) -> RemoteFile | None:
+        remote = self._path(path)
+        try:
+            attrs = self._call(f"stat {remote}", lambda sftp: sftp.stat(remote))
+        except FileNotFoundError:
+            return None
+        return RemoteFile(path, attrs.st_size or 0)
+
+    def listdir(self, path: str = "") -> list[str]:
+        """Names of the regular files in a directory under the root ('' for the root)."""
+        remote = self._path(path) if path else self.root
+        try:
+            entries = self._call(f"list {remote}", lambda sftp: sftp.listdir_attr(remote))
+        except FileNotFoundError:
+            return []
+        return sorted(e.filename for e in entries if stat_mode.S_ISREG(e.st_mode or 0))
+
+    def get(self, path: str, local: Path) -> None:
+        self.fetch(path, local)
+
+    def fetch(self, path: str, local: Path, *, resume: bool = False,
+              on_bytes: OnBytes | None = None) -> tuple[int, str]:
+        remote = self._path(path)
+        download = PartialDownload(local, resume=resume, on_bytes=on_bytes)
+
+        def attempt(sftp: paramiko.SFTPClient) -> None:
+            size = sftp.stat(remote).st_size or 0
+            if download.offset > size:
+                download.restart()
+            with sftp.open(remote, "rb") as handle:
+                handle.seek(download.offset)
+                handle.prefetch(size)
+                while download.offset < size:
+                    chunk = handle.read(min(CHUNK, size - download.offset))
+                    if not chunk:
+                        raise EOFError("file ended early")
+                    download.write(chunk)
+
+        try:
+            self._call(f"download {remote}", attempt)
+        except FileNotFoundError:
+            download.close()
+            local.unlink(missing_ok=True)
+            raise TransportError(f"{path} is missing at the source ({remote})") from None
+        except BaseException:
+            download.abandon()  # what arrived stays for the next run to resume
+            raise
+        self.counters.resumed(download.resumed)
+        return download.close()
+
+    def put(self, local: Path, path: str) -> None:
+        remote = self._path(path)
+        temp = posixpath.join(posixpath.dirname(remote),
+                              f".{posixpath.basename(remote)}.tmp-{uuid.uuid4().hex[:12]}")
+
+        def attempt(sftp: paramiko.SFTPClient) -> None:
+            _makedirs(sftp, posixpath.dirname(remote))
+            try:
+                sftp.put(str(local), temp, confirm=True)
+                sftp.posix_rename(temp, remote)
+            except BaseException:
+                with suppress(OSError, EOFError, paramiko.SSHException):
+                    sftp.remove(temp)
+                raise
+
+        self._call(f"upload {remote}", attempt)
+
+    def delete(self, path: str) -> None:
+        remote = self._path(path)
+        with suppress(FileNotFoundError):
+            self._call(f"delete {remote}", lambda sftp: sftp.remove(remote))
+
+    def close(self) -> None:
+        self._closed = True
+        while True:
+            try:
+                client, _ = self._pool.get_nowait()
+            except queue.Empty:
+                return
+            client.close()
+
+
+def _makedirs(sftp: paramiko.SFTPClient, directory: str) -> None:
+    missing = []
+    while directory not in ("", "/"):
+        try:
+            sftp.stat(directory)
+            break
+        except FileNotFoundError:
+            missing.append(directory)
+            directory = posixpath.dirname(directory)
+    for folder in reversed(missing):
+        with suppress(OSError):  # another worker may have made it meanwhile
+            sftp.mkdir(folder)

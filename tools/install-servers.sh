@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Install the OpenSSH server/client and nginx used by the transport tests (tests/servers.py).
+# Silent when both are already present. Meant for Debian 12, run as root.
+# The tests start their own loopback-only instances; the packages' system services are not
+# wanted, so a temporary policy-rc.d stops apt from starting them (sshd on :22, nginx on :80).
+set -euo pipefail
+if [ -x /usr/sbin/sshd ] && [ -x /usr/sbin/nginx ]; then
+  exit 0
+fi
+policy=/usr/sbin/policy-rc.d
+if [ ! -e "$policy" ]; then
+  printf '#!/bin/sh\nexit 101\n' >"$policy"
+  chmod 755 "$policy"
+  trap 'rm -f "$policy"' EXIT
+fi
+apt-get update -qq
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+  openssh-server openssh-client nginx-light
