@@ -1,7 +1,14 @@
 """A dataset deleted at its owner and re-created with the same deterministic UUID."""
 
 import numpy as np
-from conftest import populate_ncsa, repo_state
+import pytest
+from conftest import NETWORK_MATRIX, backend_url, populate_ncsa, repo_state
+
+
+@pytest.fixture(params=NETWORK_MATRIX)
+def db_url(request):
+    """SQLite, PostgreSQL, and (on SQLite) pulling through SFTP and HTTP."""
+    return backend_url(request)
 
 
 def test_recreated_dataset_reaches_replicas_but_stale_paths_do_not_resurrect(federation):

@@ -84,10 +84,20 @@ def site_list(sites_dir, as_json) -> None:
         render.as_json([s.to_dict() for s in found])
         return
     render.table(["name", "transport", "registry", "root", "owns", "flags"],
-                 [[s.name, s.transport, s.registry, s.root, list(s.owns),
+                 [[s.name, s.transport, s.registry or "(published bundles)", _where(s),
+                   list(s.owns),
                    ", ".join(f for f, on in (("read-only", s.read_only),
                                              ("keep-deleted", s.keep_deleted)) if on)]
                   for s in found])
+
+
+def _where(definition) -> str:
+    if definition.transport == "sftp":
+        block = definition.remote
+        return f"sftp://{block['host']}:{block.get('port', 22)}{block['root']}"
+    if definition.transport == "http":
+        return definition.remote["url"]
+    return str(definition.root)
 
 
 @site.command("show")
@@ -115,6 +125,9 @@ def site_check(names, sites_dir) -> None:
     bad = 0
     for definition in sites:
         try:
+            if definition.is_remote:
+                click.echo(f"{definition.name}: ok ({_check_remote(definition)})")
+                continue
             with open_site(definition) as butler:
                 seq = butler.registry.db.last_seq()
             click.echo(f"{definition.name}: ok (journal at {seq})")
@@ -123,6 +136,25 @@ def site_check(names, sites_dir) -> None:
             click.echo(f"{definition.name}: {exc}")
     if bad:
         sys.exit(1)
+
+
+def _check_remote(definition) -> str:
+    """Connect (host key and credentials checked) and read the outbox index."""
+    from federation.sync.outbox import INDEX, OutboxIndex
+    from federation.transport.base import TransportError
+    from federation.transport.factory import transport_for
+
+    outbox = transport_for(definition, "outbox")
+    try:
+        try:
+            index = OutboxIndex.parse(outbox.read_bytes(INDEX), f"{definition.name}'s outbox")
+        except TransportError as exc:
+            if "missing" not in str(exc):
+                raise
+            return f"reachable at {outbox.describe()}; nothing published yet"
+        return f"published up to journal entry {index.last_seq} in {len(index.bundles)} bundles"
+    finally:
+        outbox.close()
 
 
 @site.command("init")
@@ -175,12 +207,12 @@ def run_and_report(title: str, as_json: bool, dry_run: bool, run) -> None:
 
     Exits 1 when files failed to arrive; a conflict error propagates after its report.
     """
+    from federation.cli.transfer_progress import TransferProgress
     from federation.sync.engine import SyncConflictError
 
-    with render.progress(None, title, unit="file") as advance:
-        callback = (lambda files, size: advance(files)) if advance else None
+    with TransferProgress(title) as progress:
         try:
-            report = run(callback)
+            report = run(progress)
         except SyncConflictError as exc:
             render.report(exc.report, as_json, dry_run=True, title="conflicts")
             raise

@@ -433,10 +433,12 @@ def verify(repo: Path, collections, dataset_types, where, as_json) -> None:
 
 
 def _register_federation_commands() -> None:
-    from federation.cli import bundle_commands, federation_commands
+    from federation.cli import bundle_commands, federation_commands, remote_commands
 
     cli.add_command(federation_commands.site)
     cli.add_command(federation_commands.sync)
+    cli.add_command(remote_commands.publish)
+    cli.add_command(remote_commands.receive)
     for command in (bundle_commands.export, bundle_commands.import_, bundle_commands.bundle):
         cli.add_command(command)
 

@@ -65,6 +65,9 @@ def report(result: Any, as_json_output: bool, *, dry_run: bool, title: str) -> N
           [[k.split(" ")[0], k.split(" ")[1], n] for k, n in rows])
     if result.files or result.bytes:
         click.echo(f"files transferred: {result.files} ({result.bytes:,} bytes), verified")
+    if getattr(result, "resumed_files", 0):
+        click.echo(f"resumed {result.resumed_files} partial download(s) "
+                   f"({result.resumed_bytes:,} bytes were already here)")
     for conflict in result.conflicts:
         click.echo(f"conflict: {conflict}")
     for dataset_id, path, reason in result.failed:
