@@ -31,6 +31,7 @@ import yaml
 from click.testing import CliRunner, Result
 from conftest import Federation, insert_hsc_records, remote_block
 
+from federation.butler import FileDataset
 from federation.cli.main import cli
 from federation.datastore.checksum import CHUNK
 from federation.errors import FederationError
@@ -200,7 +201,6 @@ def check_interrupted_transfer_resumes(fed: Federation, sites: Path, server, siz
     assert not in2p3_has(fed, big)  # nothing refers to a file that did not arrive
     assert_sound(fed)
     partial = staged(fed).get(f"{big}.part", 0)
-    print("PARTIAL", partial, size)
     assert CHUNK < partial < size, staged(fed)  # what arrived is kept for the next run
 
     server.start()
@@ -221,7 +221,7 @@ def test_sftp_server_killed_mid_transfer_resumes(tmp_path, sshd_private):
     back, the next sync fetches only the rest, and the file arrives intact."""
     fed = new_federation(tmp_path)
     sites = network_sites(fed, "sftp", sshd_private)
-    check_interrupted_transfer_resumes(fed, sites, sshd_private, 16 << 20)
+    check_interrupted_transfer_resumes(fed, sites, sshd_private, 32 << 20)
 
 
 def test_http_server_killed_mid_transfer_resumes(tmp_path, web_private):
@@ -232,6 +232,37 @@ def test_http_server_killed_mid_transfer_resumes(tmp_path, web_private):
     server = web_private(tmp_path, limit_rate="2m")
     sites = network_sites(fed, "http", server)
     check_interrupted_transfer_resumes(fed, sites, server, 6 << 20)
+
+
+def test_sftp_server_dying_as_a_download_starts_prints_no_traceback(
+        tmp_path, sshd_private, monkeypatch):
+    """sshd dies just as the download of a large file starts (its read-ahead requests still
+    going out): `fed sync` reports the file failed and exits 1, and the terminal shows the
+    report only, no traceback from a background thread."""
+    fed = new_federation(tmp_path)
+    big = tmp_path / "big.dat"
+    with open(big, "wb") as handle:  # sparse: costs no disk and reads fast
+        handle.truncate(256 << 20)
+    with fed.butler("NCSA", run=RUN) as ncsa:
+        ncsa.ingest([FileDataset(big, "blob", {"instrument": "HSC", "detector": 0})],
+                    transfer="move")
+    publish(fed.site("NCSA"))
+    sites = network_sites(fed, "sftp", sshd_private)
+
+    start_read_ahead = paramiko.SFTPFile.prefetch
+
+    def read_ahead_then_die(handle, file_size=None, *args, **kwargs):
+        start_read_ahead(handle, file_size, *args, **kwargs)
+        if file_size and file_size > CHUNK:  # the datastore file, not the outbox's
+            sshd_private.stop()
+
+    monkeypatch.setattr(paramiko.SFTPFile, "prefetch", read_ahead_then_die)
+    # What an uncaught exception in a thread does outside pytest: print it to stderr.
+    monkeypatch.setattr(threading, "excepthook", threading.__excepthook__)
+    result = fed_cli("sync", "NCSA", "IN2P3", "--sites", sites, code=1)
+    assert [line for line in result.stdout.splitlines() if line.startswith("failed: ")]
+    assert result.stderr.strip() == "", result.stderr
+    assert_sound(fed)
 
 
 # -- 3: a file corrupted on the server ---------------------------------------------------

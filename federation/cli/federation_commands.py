@@ -141,16 +141,14 @@ def site_check(names, sites_dir) -> None:
 def _check_remote(definition) -> str:
     """Connect (host key and credentials checked) and read the outbox index."""
     from federation.sync.outbox import INDEX, OutboxIndex
-    from federation.transport.base import TransportError
+    from federation.transport.base import MissingFileError
     from federation.transport.factory import transport_for
 
     outbox = transport_for(definition, "outbox")
     try:
         try:
             index = OutboxIndex.parse(outbox.read_bytes(INDEX), f"{definition.name}'s outbox")
-        except TransportError as exc:
-            if "missing" not in str(exc):
-                raise
+        except MissingFileError:
             return f"reachable at {outbox.describe()}; nothing published yet"
         return f"published up to journal entry {index.last_seq} in {len(index.bundles)} bundles"
     finally:
@@ -163,10 +161,14 @@ def _check_remote(definition) -> str:
 def site_init(name, sites_dir) -> None:
     """Create the repository a site definition describes (and its PostgreSQL database)."""
     from federation.butler import Butler
+    from federation.errors import ConfigError
     from federation.sites import load_site
     from federation.sync.provision import ensure_database
 
     definition = load_site(name, sites_dir)
+    if definition.is_remote:
+        raise ConfigError(f"site {name} is reached over {definition.transport}: create its "
+                          "repository on the machine that runs it")
     ensure_database(definition.registry)
     Butler.create(definition.root, db=_db_for(definition), site=definition.name)
     click.echo(f"created repository for site {definition.name} at {definition.root}")

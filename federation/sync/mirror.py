@@ -20,7 +20,7 @@ from federation.sites import SiteDefinition
 from federation.sync.bundle import import_into
 from federation.sync.cursors import read_cursor
 from federation.sync.outbox import INDEX, PUBLISHED, OutboxIndex, sha256_of
-from federation.transport.base import TransportError
+from federation.transport.base import MissingFileError
 from federation.transport.factory import transport_for
 
 MIRRORS = ".federation-mirrors"
@@ -50,9 +50,7 @@ class Mirror:
         try:
             try:
                 raw = outbox.read_bytes(INDEX)
-            except TransportError as exc:
-                if "missing" not in str(exc):
-                    raise
+            except MissingFileError:
                 raise ConfigError(f"site {name} has published nothing at "
                                   f"{outbox.describe()}: run 'fed publish {name}' on the "
                                   "machine that runs its registry") from None

@@ -28,6 +28,10 @@ class TransportError(DatastoreError):
     """A file could not be listed, read or written through a transport."""
 
 
+class MissingFileError(TransportError):
+    """The site does not have the file asked for."""
+
+
 @dataclass(frozen=True)
 class RemoteFile:
     path: str

@@ -19,6 +19,7 @@ import requests
 from federation.datastore.checksum import CHUNK
 from federation.transport.base import (
     Counters,
+    MissingFileError,
     OnBytes,
     PartialDownload,
     RemoteFile,
@@ -162,7 +163,7 @@ class HTTPTransport(Transport):
         except FileNotFoundError:
             download.close()
             local.unlink(missing_ok=True)
-            raise TransportError(f"{path} is missing at the source (HTTP 404 from {url})") \
+            raise MissingFileError(f"{path} is missing at the source (HTTP 404 from {url})") \
                 from None
         except BaseException:
             download.abandon()

@@ -10,7 +10,14 @@ from pathlib import Path
 import xxhash
 
 from federation.datastore.checksum import CHUNK
-from federation.transport.base import OnBytes, RemoteFile, Transport, TransportError, check_relative
+from federation.transport.base import (
+    MissingFileError,
+    OnBytes,
+    RemoteFile,
+    Transport,
+    TransportError,
+    check_relative,
+)
 
 
 class LocalTransport(Transport):
@@ -22,12 +29,6 @@ class LocalTransport(Transport):
     def describe(self) -> str:
         return str(self.root)
 
-    def listdir(self, path: str = "") -> list[str]:
-        """Names of the regular files in a directory under the root ('' for the root)."""
-        folder = self._path(path) if path else self.root
-        if not folder.is_dir():
-            return []
-        return sorted(p.name for p in folder.iterdir() if p.is_file())
 
     def _path(self, path: str) -> Path:
         if os.path.isabs(path):
@@ -46,7 +47,7 @@ class LocalTransport(Transport):
         try:
             shutil.copyfile(self._path(path), local)
         except FileNotFoundError:
-            raise TransportError(f"{path} is missing at the source") from None
+            raise MissingFileError(f"{path} is missing at the source") from None
         except OSError as exc:
             raise TransportError(f"cannot copy {path}: {exc.strerror}") from None
 
@@ -65,7 +66,7 @@ class LocalTransport(Transport):
                     if on_bytes is not None:
                         on_bytes(len(chunk))
         except FileNotFoundError:
-            raise TransportError(f"{path} is missing at the source") from None
+            raise MissingFileError(f"{path} is missing at the source") from None
         except OSError as exc:
             raise TransportError(f"cannot copy {path}: {exc.strerror}") from None
         return size, digest.hexdigest()

@@ -13,7 +13,6 @@ import errno
 import posixpath
 import queue
 import socket
-import stat as stat_mode
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -27,6 +26,7 @@ from federation.datastore.checksum import CHUNK
 from federation.errors import ConfigError
 from federation.transport.base import (
     Counters,
+    MissingFileError,
     OnBytes,
     PartialDownload,
     RemoteFile,
@@ -248,14 +248,6 @@ class SFTPTransport(Transport):
             return None
         return RemoteFile(path, attrs.st_size or 0)
 
-    def listdir(self, path: str = "") -> list[str]:
-        """Names of the regular files in a directory under the root ('' for the root)."""
-        remote = self._path(path) if path else self.root
-        try:
-            entries = self._call(f"list {remote}", lambda sftp: sftp.listdir_attr(remote))
-        except FileNotFoundError:
-            return []
-        return sorted(e.filename for e in entries if stat_mode.S_ISREG(e.st_mode or 0))
 
     def get(self, path: str, local: Path) -> None:
         self.fetch(path, local)
@@ -283,7 +275,7 @@ class SFTPTransport(Transport):
         except FileNotFoundError:
             download.close()
             local.unlink(missing_ok=True)
-            raise TransportError(f"{path} is missing at the source ({remote})") from None
+            raise MissingFileError(f"{path} is missing at the source ({remote})") from None
         except BaseException:
             download.abandon()  # what arrived stays for the next run to resume
             raise
