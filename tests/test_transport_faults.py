@@ -216,9 +216,11 @@ def check_interrupted_transfer_resumes(fed: Federation, sites: Path, server, siz
 
 
 def test_sftp_server_killed_mid_transfer_resumes(tmp_path, sshd_private):
-    """sshd dies after 1 MB of a 16 MB file: the sync gives up quickly and reports the file
+    """sshd dies after 1 MB of a 32 MB file: the sync gives up quickly and reports the file
     failed, imports nothing that refers to it and keeps the partial download; once sshd is
-    back, the next sync fetches only the rest, and the file arrives intact."""
+    back, the next sync fetches only the rest, and the file arrives intact.
+
+    (32 MB: on loopback, SFTP read-ahead has up to ~10 MB in flight when the server dies.)"""
     fed = new_federation(tmp_path)
     sites = network_sites(fed, "sftp", sshd_private)
     check_interrupted_transfer_resumes(fed, sites, sshd_private, 32 << 20)

@@ -10,6 +10,7 @@ restarting server) are retried with bounded backoff, resuming partial files.
 from __future__ import annotations
 
 import errno
+import logging
 import posixpath
 import queue
 import socket
@@ -37,6 +38,25 @@ from federation.transport.base import (
 from federation.transport.retry import RetryPolicy, TransientError
 
 WINDOW = 64 << 20  # a large SSH window keeps loopback and long-haul links busy
+
+# paramiko logs a dropped connection at ERROR level; we report it ourselves, once.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
+logging.getLogger("paramiko").propagate = False
+
+
+
+def _read_ahead(handle: paramiko.SFTPFile, size: int) -> None:
+    """Start paramiko's read-ahead, whose thread ends quietly if the connection drops:
+    the read that waits for its data fails too and is retried, so its traceback (printed
+    by Python for an uncaught error in a thread) would say nothing useful."""
+    run = handle._prefetch_thread  # paramiko starts its thread with this bound method
+
+    def read_ahead(*args: Any) -> None:
+        with suppress(EOFError, OSError, paramiko.SSHException):
+            run(*args)
+
+    handle._prefetch_thread = read_ahead
+    handle.prefetch(size)
 
 
 class HostKeyError(TransportError):
@@ -174,6 +194,9 @@ def trust_host_key(settings: SFTPSettings, key: paramiko.PKey) -> Path:
 
 
 def _reason(exc: BaseException) -> str:
+    errors = getattr(exc, "errors", None)  # paramiko's NoValidConnectionsError: per address
+    if isinstance(errors, dict) and errors:
+        exc = next(iter(errors.values()))
     if isinstance(exc, socket.timeout):
         return "timed out"
     if isinstance(exc, OSError) and exc.strerror:
@@ -263,7 +286,7 @@ class SFTPTransport(Transport):
                 download.restart()
             with sftp.open(remote, "rb") as handle:
                 handle.seek(download.offset)
-                handle.prefetch(size)
+                _read_ahead(handle, size)
                 while download.offset < size:
                     chunk = handle.read(min(CHUNK, size - download.offset))
                     if not chunk:
