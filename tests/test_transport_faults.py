@@ -251,14 +251,16 @@ def test_sftp_server_dying_as_a_download_starts_prints_no_traceback(
     publish(fed.site("NCSA"))
     sites = network_sites(fed, "sftp", sshd_private)
 
-    start_read_ahead = paramiko.SFTPFile.prefetch
+    read_many = paramiko.SFTPFile.readv
 
-    def read_ahead_then_die(handle, file_size=None, *args, **kwargs):
-        start_read_ahead(handle, file_size, *args, **kwargs)
-        if file_size and file_size > CHUNK:  # the datastore file, not the outbox's
-            sshd_private.stop()
+    def read_ahead_then_die(handle, chunks, *args, **kwargs):
+        reads = read_many(handle, chunks, *args, **kwargs)
+        first = next(reads)  # the read-ahead requests are going out
+        sshd_private.stop()
+        yield first
+        yield from reads
 
-    monkeypatch.setattr(paramiko.SFTPFile, "prefetch", read_ahead_then_die)
+    monkeypatch.setattr(paramiko.SFTPFile, "readv", read_ahead_then_die)
     # What an uncaught exception in a thread does outside pytest: print it to stderr.
     monkeypatch.setattr(threading, "excepthook", threading.__excepthook__)
     result = fed_cli("sync", "NCSA", "IN2P3", "--sites", sites, code=1)

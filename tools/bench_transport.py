@@ -38,10 +38,15 @@ Run it from the repository root with the project's virtualenv::
     .venv/bin/python tools/bench_transport.py --profile
 
 ``--profile`` adds, after the timed runs, one fed SFTP pull of each shape under cProfile
-(not counted in the table): the calling thread through ``benchlib.Profiled``, and every
-thread the sync starts (transfer workers, paramiko's packet threads) merged, top 15
-functions; all to stderr. ``--workdir`` defaults to a temporary directory removed at the
-end; a directory given explicitly must be empty (or absent) and is kept.
+(not counted in the table), all to stderr: the calling thread through ``benchlib.Profiled``
+(wall time; its top 30 by tottime and by cumulative time), and every thread the sync
+starts (transfer workers, paramiko's packet and prefetch threads) merged, in CPU time of
+each thread, top 15 by cumulative time and by tottime. Profiling slows paramiko's packet
+thread, which changes how far it runs ahead of the readers: compare the wall and CPU
+seconds it logs with the table's.
+
+``--workdir`` defaults to a temporary directory removed at the end; a directory given
+explicitly must be empty (or absent) and is kept.
 """
 
 from __future__ import annotations
@@ -64,6 +69,7 @@ import urllib.parse
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from benchlib import DETECTORS, FIRST_EXPOSURE, Profiled, dimension_records, log, print_rows
 
@@ -288,6 +294,9 @@ def fed_pull(shape: Shape, transport: str, jobs: int,
             report = sync(source, destination, SyncOptions(Selection(), jobs=jobs),
                           sites=sites)
             seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+        if profile:
+            log(f"== {label}: {seconds:.2f} s wall, {cpu:.2f} s CPU in this process "
+                "(under the profilers)")
         if report.failed or report.conflicts:
             raise RuntimeError(f"{len(report.failed)} failed files (first: "
                                f"{report.failed[:1]}), {len(report.conflicts)} conflicts")
@@ -367,20 +376,23 @@ class ThreadProfiles:
 
     ``Profiled`` sees only the thread that enables it; a sync moves its files in worker
     threads and paramiko reads its packets in a thread per connection. Each new thread
-    gets its own profiler (``threading.setprofile`` runs before the thread's ``run``).
+    gets its own profiler (``threading.setprofile`` runs before the thread's ``run``),
+    timed in CPU seconds of that thread, so waiting (recv, locks) does not hide the work.
+    Only threads that have ended are counted: a profiler still running in a live thread
+    would be closed with the calling thread's clock.
     """
 
     def __init__(self, enabled: bool, label: str) -> None:
         self.enabled, self.label = enabled, label
-        self.profiles: list = []
+        self.profiles: list[tuple[threading.Thread, Any]] = []
         self._lock = threading.Lock()
 
     def _start(self, frame, event, arg) -> None:
         import cProfile
 
-        profile = cProfile.Profile()
+        profile = cProfile.Profile(time.thread_time)
         with self._lock:
-            self.profiles.append(profile)
+            self.profiles.append((threading.current_thread(), profile))
         profile.enable()  # replaces this hook for the rest of the thread
 
     def __enter__(self) -> ThreadProfiles:
@@ -392,17 +404,23 @@ class ThreadProfiles:
         if not self.enabled:
             return
         threading.setprofile(None)
-        if not self.profiles:
-            log(f"== {self.label}: no threads were started")
+        deadline = time.monotonic() + 10
+        for thread, _ in self.profiles:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        ended = [profile for thread, profile in self.profiles if not thread.is_alive()]
+        alive = len(self.profiles) - len(ended)
+        if not ended:
+            log(f"== {self.label}: no thread it started has ended ({alive} alive)")
             return
         import io
         import pstats
 
         for order in ("cumulative", "tottime"):
             out = io.StringIO()
-            pstats.Stats(*self.profiles, stream=out).sort_stats(order).print_stats(TOP)
-            log(f"== cProfile of {self.label}, {len(self.profiles)} threads it started "
-                f"merged (wall time per thread), by {order}\n{out.getvalue()}")
+            pstats.Stats(*ended, stream=out).sort_stats(order).print_stats(TOP)
+            log(f"== cProfile of {self.label}, the {len(ended)} threads it started merged"
+                + (f" ({alive} still alive, left out)" if alive else "")
+                + f" (CPU time of each thread), by {order}\n{out.getvalue()}")
 
 
 # -- report ----------------------------------------------------------------------------

@@ -612,11 +612,12 @@ class Applier:
         temp = self.staging / f"{state.id}.part"
         try:
             size, checksum = self.transport.fetch(info.path, temp, resume=True,
-                                                  on_bytes=self._on_bytes)
+                                                  on_bytes=self._on_bytes, size=info.size)
             if (size, checksum) != (info.size, info.checksum) and temp.exists():
                 # What an earlier run left may not be this file's start: fetch it whole.
                 temp.unlink()
-                size, checksum = self.transport.fetch(info.path, temp, on_bytes=self._on_bytes)
+                size, checksum = self.transport.fetch(info.path, temp, on_bytes=self._on_bytes,
+                                                      size=info.size)
             if (size, checksum) != (info.size, info.checksum):
                 raise ChecksumError(
                     f"{info.path} from {self.source} does not match its record (size {size} vs "

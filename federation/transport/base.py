@@ -60,11 +60,13 @@ class Transport(abc.ABC):
         """Copy the site's file ``path`` to the local file ``local`` (overwritten)."""
 
     def fetch(self, path: str, local: Path, *, resume: bool = False,
-              on_bytes: OnBytes | None = None) -> tuple[int, str]:
+              on_bytes: OnBytes | None = None, size: int | None = None) -> tuple[int, str]:
         """Like :meth:`get`, returning the size and xxh3-128 of what was written.
 
         With ``resume``, a network transport continues a partial ``local`` file
-        left by an interrupted transfer instead of starting over.
+        left by an interrupted transfer instead of starting over. ``size`` is the
+        size the caller expects (its record's), sparing a transport a round trip;
+        the caller still checks what arrived.
         """
         from federation.datastore.checksum import file_checksum
 

@@ -121,11 +121,12 @@ class HTTPTransport(Transport):
         self.fetch(path, local)
 
     def fetch(self, path: str, local: Path, *, resume: bool = False,
-              on_bytes: OnBytes | None = None) -> tuple[int, str]:
+              on_bytes: OnBytes | None = None, size: int | None = None) -> tuple[int, str]:
         url = self.url(path)
         etag_file = local.with_name(local.name + ".etag")
         download = PartialDownload(local, resume=resume, on_bytes=on_bytes)
         etag = etag_file.read_text() if download.offset and etag_file.is_file() else None
+        had_etag_file = etag is not None
         if download.offset and etag is None:
             download.restart()  # nothing to prove the bytes there are this file's
         state = {"etag": etag}
@@ -147,8 +148,6 @@ class HTTPTransport(Transport):
                     download.restart()  # changed on the server between attempts
                     raise TransientError("the file changed on the server during the download")
                 state["etag"] = tag
-                if tag is not None:
-                    etag_file.write_text(tag)
                 try:
                     for chunk in response.iter_content(CHUNK):
                         download.write(chunk)
@@ -166,10 +165,13 @@ class HTTPTransport(Transport):
             raise MissingFileError(f"{path} is missing at the source (HTTP 404 from {url})") \
                 from None
         except BaseException:
+            if download.offset and state["etag"]:  # what a later resume must match
+                etag_file.write_text(state["etag"])
             download.abandon()
             raise
         self.counters.resumed(download.resumed)
-        etag_file.unlink(missing_ok=True)
+        if had_etag_file:
+            etag_file.unlink(missing_ok=True)
         return download.close()
 
     def put(self, local: Path, path: str) -> None:

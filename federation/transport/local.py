@@ -52,24 +52,24 @@ class LocalTransport(Transport):
             raise TransportError(f"cannot copy {path}: {exc.strerror}") from None
 
     def fetch(self, path: str, local: Path, *, resume: bool = False,
-              on_bytes: OnBytes | None = None) -> tuple[int, str]:
+              on_bytes: OnBytes | None = None, size: int | None = None) -> tuple[int, str]:
         """Copy and hash in one pass over the bytes (a local copy always starts over)."""
         digest = xxhash.xxh3_128()
-        size = 0
+        copied = 0
         try:
             with open(self._path(path), "rb", buffering=0) as src, \
                     open(local, "wb", buffering=0) as dst:
                 while chunk := src.read(CHUNK):
                     digest.update(chunk)
                     dst.write(chunk)
-                    size += len(chunk)
+                    copied += len(chunk)
                     if on_bytes is not None:
                         on_bytes(len(chunk))
         except FileNotFoundError:
             raise MissingFileError(f"{path} is missing at the source") from None
         except OSError as exc:
             raise TransportError(f"cannot copy {path}: {exc.strerror}") from None
-        return size, digest.hexdigest()
+        return copied, digest.hexdigest()
 
     def put(self, local: Path, path: str) -> None:
         target = self._path(path)

@@ -23,7 +23,6 @@ from typing import Any
 
 import paramiko
 
-from federation.datastore.checksum import CHUNK
 from federation.errors import ConfigError
 from federation.transport.base import (
     Counters,
@@ -37,7 +36,9 @@ from federation.transport.base import (
 )
 from federation.transport.retry import RetryPolicy, TransientError
 
-WINDOW = 64 << 20  # a large SSH window keeps loopback and long-haul links busy
+SSH_WINDOW = 64 << 20  # a large SSH window keeps loopback and long-haul links busy
+READ_SIZE = 255 << 10  # per SFTP read request: OpenSSH serves up to 255 KiB at once
+WINDOW = 8 << 20  # bytes requested ahead of the reader
 
 # paramiko logs a dropped connection at ERROR level; we report it ourselves, once.
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
@@ -45,10 +46,10 @@ logging.getLogger("paramiko").propagate = False
 
 
 
-def _read_ahead(handle: paramiko.SFTPFile, size: int) -> None:
-    """Start paramiko's read-ahead, whose thread ends quietly if the connection drops:
-    the read that waits for its data fails too and is retried, so its traceback (printed
-    by Python for an uncaught error in a thread) would say nothing useful."""
+def _quiet_read_ahead(handle: paramiko.SFTPFile) -> None:
+    """Make paramiko's read-ahead thread end quietly if the connection drops: the read
+    that waits for its data fails too and is retried, so the traceback Python prints for
+    an uncaught error in a thread would only add noise."""
     run = handle._prefetch_thread  # paramiko starts its thread with this bound method
 
     def read_ahead(*args: Any) -> None:
@@ -56,7 +57,25 @@ def _read_ahead(handle: paramiko.SFTPFile, size: int) -> None:
             run(*args)
 
     handle._prefetch_thread = read_ahead
-    handle.prefetch(size)
+
+
+def _read_window(handle: paramiko.SFTPFile, download: PartialDownload, total: int) -> bool:
+    """Read up to WINDOW bytes with READ_SIZE requests in flight together; False if the
+    file ended early. Windows keep paramiko's read-ahead buffer small: it slows down
+    quadratically with the number of buffered chunks."""
+    start = download.offset
+    end = min(start + WINDOW, total)
+    chunks = [(offset, min(READ_SIZE, end - offset)) for offset in range(start, end, READ_SIZE)]
+    if len(chunks) == 1:
+        handle.seek(start)
+        data = [handle.read(end - start)]
+    else:
+        data = handle.readv(chunks)
+    for (_, length), chunk in zip(chunks, data, strict=False):
+        download.write(chunk)
+        if len(chunk) < length:
+            return False
+    return True
 
 
 class HostKeyError(TransportError):
@@ -153,8 +172,8 @@ def connect(settings: SFTPSettings) -> paramiko.SSHClient:
         raise TransientError(f"cannot connect to {where}: {_reason(exc)}") from None
     transport = client.get_transport()
     assert transport is not None
-    transport.window_size = WINDOW
-    transport.default_window_size = WINDOW
+    transport.window_size = SSH_WINDOW
+    transport.default_window_size = SSH_WINDOW
     transport.set_keepalive(30)
     return client
 
@@ -276,22 +295,20 @@ class SFTPTransport(Transport):
         self.fetch(path, local)
 
     def fetch(self, path: str, local: Path, *, resume: bool = False,
-              on_bytes: OnBytes | None = None) -> tuple[int, str]:
+              on_bytes: OnBytes | None = None, size: int | None = None) -> tuple[int, str]:
         remote = self._path(path)
         download = PartialDownload(local, resume=resume, on_bytes=on_bytes)
 
         def attempt(sftp: paramiko.SFTPClient) -> None:
-            size = sftp.stat(remote).st_size or 0
-            if download.offset > size:
-                download.restart()
             with sftp.open(remote, "rb") as handle:
-                handle.seek(download.offset)
-                _read_ahead(handle, size)
-                while download.offset < size:
-                    chunk = handle.read(min(CHUNK, size - download.offset))
-                    if not chunk:
-                        raise EOFError("file ended early")
-                    download.write(chunk)
+                _quiet_read_ahead(handle)
+                handle.MAX_REQUEST_SIZE = READ_SIZE
+                total = size if size is not None else handle.stat().st_size or 0
+                if download.offset > total:
+                    download.restart()
+                while download.offset < total:
+                    if not _read_window(handle, download, total):
+                        return  # shorter than expected: the caller's size check says so
 
         try:
             self._call(f"download {remote}", attempt)
