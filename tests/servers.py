@@ -154,7 +154,9 @@ class SSHServer(_Server):
 
     host = HOST
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *, sftp_only: bool = False) -> None:
+        """``sftp_only``: the account runs no commands (``ForceCommand internal-sftp``), as
+        many data sites configure it."""
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
         self.port = free_port()
@@ -189,7 +191,8 @@ class SSHServer(_Server):
             "Subsystem sftp internal-sftp\n"
             "MaxStartups 100\n"
             "MaxSessions 100\n"
-            "LogLevel ERROR\n")
+            "LogLevel ERROR\n"
+            + ("ForceCommand internal-sftp\n" if sftp_only else ""))
 
     def _known_hosts_line(self, pub: str) -> str:
         keytype, b64 = pub.split()[:2]
@@ -278,6 +281,13 @@ def sshd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHServer]
 def sshd_private(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHServer]:
     """An sshd of this test's own, free to stop and restart."""
     with SSHServer(tmp_path_factory.mktemp("sshd_private")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def sshd_sftp_only(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHServer]:
+    """An sshd whose account may only speak SFTP: no shell, no commands."""
+    with SSHServer(tmp_path_factory.mktemp("sshd_sftp_only"), sftp_only=True) as server:
         yield server
 
 

@@ -196,3 +196,20 @@ def test_progress_draws_a_bar_on_a_terminal():
         progress.advance(1, 0)
     drawn = out.getvalue()
     assert "NCSA -> IN2P3" in drawn and "files" in drawn and "kB" in drawn
+
+
+# -- servers that only speak SFTP ---------------------------------------------------------
+
+
+def test_pull_from_an_sftp_only_account(federation, tmp_path, request, db_url):
+    """Small files normally stream through one `tar` run on the server; an account that may
+    run no commands (ForceCommand internal-sftp) still gets every file, over SFTP alone."""
+    populate_ncsa(federation)
+    view = puller_view(federation, tmp_path, "NCSA", "sftp",
+                       request.getfixturevalue("sshd_sftp_only"))
+    fed("publish", "NCSA", "--sites", federation.sites_dir)
+    report = json.loads(fed("sync", "NCSA", "IN2P3", "--sites", view, "--json").stdout)
+    assert report["files"] == 20 and not report["failed_files"]
+    with federation.butler("NCSA") as a, federation.butler("IN2P3") as b:
+        assert repo_state(a) == repo_state(b)
+        assert b.verify().ok and b.verify().checked == 20

@@ -13,7 +13,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +42,11 @@ from federation.sync.states import (
     TagState,
     identity,
 )
-from federation.transport.base import Transport, TransportError, check_relative
+from federation.transport.base import FetchRequest, Transport, TransportError, check_relative
 
 STAGING = ".federation-staging"
+BATCH_FILE = 256 << 10  # files up to this size may travel in groups (see Transport.batches)
+GROUP = 500  # files per group: bounds what one failed stream has to redo
 FILE_ACTIONS = ("insert", "fetch")  # plan actions that bring a file
 
 
@@ -561,33 +563,89 @@ class Applier:
 
     def _transfer(self, states: list[DatasetState], report: Report
                   ) -> tuple[dict[str, str], dict[str, tuple[str, str]]]:
-        """Copy, verify and rename files into place; returns (arrived paths, failures)."""
+        """Copy, verify and rename files into place; returns (arrived paths, failures).
+
+        Small files go in groups when the transport moves a group faster than
+        one file at a time (SFTP streams them); the rest go one by one.
+        """
         arrived: dict[str, str] = {}
         failed: dict[str, tuple[str, str]] = {}
         if not states:
             return arrived, failed
-
-        def one(state: DatasetState) -> tuple[DatasetState, str | None, str | None]:
-            try:
-                return state, self._fetch(state), None
-            except FederationError as exc:
-                return state, None, str(exc)
-            except OSError as exc:
-                return state, None, f"{exc.strerror or exc}"
-
+        batched = [s for s in states if self.transport.batches and s.file.size <= BATCH_FILE]
+        single = [s for s in states if not (self.transport.batches and s.file.size <= BATCH_FILE)]
+        groups = _groups(batched, self.jobs)
         with ThreadPoolExecutor(self.jobs) as pool:
-            for state, path, error in pool.map(one, states):
-                if error is None:
-                    arrived[state.id] = path
-                    report.files += 1
-                    report.bytes += state.file.size
-                else:
-                    failed[state.id] = (state.file.path, error)
-                self.progress.advance(1, 0)
+            tasks = [pool.submit(self._fetch_group, group) for group in groups]
+            tasks += [pool.submit(lambda state=state: [self._fetch_one(state)])
+                      for state in single]
+            for task in as_completed(tasks):
+                for state, path, error in task.result():
+                    if error is None:
+                        arrived[state.id] = path
+                        report.files += 1
+                        report.bytes += state.file.size
+                    else:
+                        failed[state.id] = (state.file.path, error)
+                    self.progress.advance(1, 0)
         return arrived, failed
+
+    def _fetch_one(self, state: DatasetState) -> tuple[DatasetState, str | None, str | None]:
+        try:
+            return state, self._fetch(state), None
+        except FederationError as exc:
+            return state, None, str(exc)
+        except OSError as exc:
+            return state, None, f"{exc.strerror or exc}"
+
+    def _fetch_group(self, group: list[DatasetState]
+                     ) -> list[tuple[DatasetState, str | None, str | None]]:
+        """Several small files through one :meth:`Transport.fetch_many` call."""
+        results = []
+        wanted: dict[FetchRequest, tuple[DatasetState, str, Path]] = {}
+        for state in group:
+            try:
+                relative, final, temp = self._prepare(state)
+            except (FederationError, OSError) as exc:
+                results.append((state, None, str(exc)))
+                continue
+            if temp is None:
+                results.append((state, relative, None))
+            else:
+                wanted[FetchRequest(state.file.path, temp, state.file.size)] = \
+                    (state, relative, final)
+        for request, outcome in self.transport.fetch_many(list(wanted), on_bytes=self._on_bytes):
+            state, relative, final = wanted[request]
+            try:
+                if isinstance(outcome, BaseException):
+                    raise outcome
+                self._finish(state, request.local, final, outcome)
+                results.append((state, relative, None))
+            except FederationError as exc:
+                results.append((state, None, str(exc)))
+            except OSError as exc:
+                results.append((state, None, f"{exc.strerror or exc}"))
+        return results
 
     def _fetch(self, state: DatasetState) -> str:
         """One file: to a temporary name, size + xxh3 checked, then renamed into place."""
+        relative, final, temp = self._prepare(state)
+        if temp is None:
+            return relative
+        info = state.file
+        try:
+            got = self.transport.fetch(info.path, temp, resume=True, on_bytes=self._on_bytes,
+                                       size=info.size)
+        except TransportError:
+            raise  # a partial download stays in staging: the next run resumes it
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+        self._finish(state, temp, final, got)
+        return relative
+
+    def _prepare(self, state: DatasetState) -> tuple[str, Path, Path | None]:
+        """(datastore path, final file, staging file), the last None if the file is here."""
         info = state.file
         if os.path.isabs(info.path):  # ingested in place at the source: give it a home here
             relative = check_relative(f"{state.run}/_external/{state.id}{Path(info.path).suffix}")
@@ -601,7 +659,7 @@ class Applier:
                                           f"{Path(relative).suffix}")
                 final = self.butler.datastore.safe_path(relative)
             if final.exists() and file_checksum(final) == (info.size, info.checksum):
-                return relative  # already here: an earlier, interrupted run brought it
+                return relative, final, None  # an earlier, interrupted run brought it
         parent = final.parent
         if parent not in self._made_dirs:
             parent.mkdir(parents=True, exist_ok=True)
@@ -609,28 +667,30 @@ class Applier:
         if self.staging not in self._made_dirs:
             self.staging.mkdir(exist_ok=True)
             self._made_dirs.add(self.staging)
-        temp = self.staging / f"{state.id}.part"
+        return relative, final, self.staging / f"{state.id}.part"
+
+    def _finish(self, state: DatasetState, temp: Path, final: Path, got: tuple[int, str]
+                ) -> None:
+        """Check what arrived against the record and rename it into place."""
+        info = state.file
         try:
-            size, checksum = self.transport.fetch(info.path, temp, resume=True,
-                                                  on_bytes=self._on_bytes, size=info.size)
-            if (size, checksum) != (info.size, info.checksum) and temp.exists():
+            if got != (info.size, info.checksum) and temp.exists():
                 # What an earlier run left may not be this file's start: fetch it whole.
                 temp.unlink()
-                size, checksum = self.transport.fetch(info.path, temp, on_bytes=self._on_bytes,
-                                                      size=info.size)
-            if (size, checksum) != (info.size, info.checksum):
+                got = self.transport.fetch(info.path, temp, on_bytes=self._on_bytes,
+                                           size=info.size)
+            if got != (info.size, info.checksum):
                 raise ChecksumError(
-                    f"{info.path} from {self.source} does not match its record (size {size} vs "
-                    f"{info.size}, checksum {checksum} vs {info.checksum}); not imported")
+                    f"{info.path} from {self.source} does not match its record (size {got[0]} "
+                    f"vs {info.size}, checksum {got[1]} vs {info.checksum}); not imported")
             checkpoint("file verified")
             os.replace(temp, final)
             checkpoint("file renamed")
         except TransportError:
-            raise  # a partial download stays in staging: the next run resumes it
+            raise
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
-        return relative
 
     def _on_bytes(self, nbytes: int) -> None:
         self.progress.advance(0, nbytes)
@@ -728,3 +788,9 @@ def _describe(values: tuple) -> str:
     return text + (f", xxh3 {checksum}" if checksum else "")
 
 
+def _groups(states: list[DatasetState], jobs: int) -> list[list[DatasetState]]:
+    """Groups of at most GROUP files, at least ``jobs`` of them when there are enough."""
+    if not states:
+        return []
+    size = max(1, min(GROUP, -(-len(states) // jobs)))
+    return [states[i:i + size] for i in range(0, len(states), size)]

@@ -11,7 +11,7 @@ import abc
 import os
 import posixpath
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +38,16 @@ class RemoteFile:
     size: int
 
 
+@dataclass(frozen=True)
+class FetchRequest:
+    """One file of a :meth:`Transport.fetch_many`: the site's path, where to write it, and
+    the size its record gives."""
+
+    path: str
+    local: Path
+    size: int
+
+
 def check_relative(path: str) -> str:
     """A normalized relative path, or TransportError if it could escape the root."""
     if not path or "\\" in path or "\0" in path:
@@ -50,6 +60,10 @@ def check_relative(path: str) -> str:
 
 class Transport(abc.ABC):
     """Read and write files of one site's datastore."""
+
+    #: whether :meth:`fetch_many` moves a group of small files faster than one
+    #: :meth:`fetch` each (so that callers should group them)
+    batches = False
 
     @abc.abstractmethod
     def stat(self, path: str) -> RemoteFile | None:
@@ -75,6 +89,17 @@ class Transport(abc.ABC):
         if on_bytes is not None:
             on_bytes(size)
         return size, checksum
+
+    def fetch_many(self, requests: Sequence[FetchRequest], *, on_bytes: OnBytes | None = None
+                   ) -> Iterator[tuple[FetchRequest, tuple[int, str] | TransportError]]:
+        """Fetch several files, yielding each request with its (size, xxh3) or its error,
+        in any order. A partial file left by a failure can be resumed by :meth:`fetch`."""
+        for request in requests:
+            try:
+                yield request, self.fetch(request.path, request.local, resume=True,
+                                          on_bytes=on_bytes, size=request.size)
+            except TransportError as exc:
+                yield request, exc
 
     def read_bytes(self, path: str, limit: int = 64 << 20) -> bytes:
         """A small file's content (an outbox index), at most ``limit`` bytes."""
