@@ -66,6 +66,7 @@ import threading
 import time
 import traceback
 import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -90,6 +91,7 @@ SFTP_VS_RSYNC = 1.5  # small files, time ratio, at most
 
 FED_SFTP, FED_HTTP = "fed SFTP pull", "fed HTTP pull"
 RSYNC, SCP, CURL = "rsync -a over ssh", "scp -r", "curl"
+FLOOR = "floor: write + rename the files locally (jobs threads)"
 
 
 @dataclass
@@ -360,7 +362,40 @@ def copy_with(method: str, shape: Shape, sshd, web, jobs: int) -> tuple[float, f
         shutil.rmtree(target, ignore_errors=True)
 
 
+def write_floor(shape: Shape, jobs: int) -> tuple[float, float]:
+    """Wall and CPU seconds to create the shape's files here, as any copy must: each
+    written to a staging name and renamed into the repository's layout. No network."""
+    target = shape.base / "floor"
+    shutil.rmtree(target, ignore_errors=True)
+    staging = target / ".staging"
+    staging.mkdir(parents=True)
+    payload = os.urandom(min(shape.size, 16 * MIB))
+    made: set[Path] = set()
+
+    def one(item: tuple[int, tuple[str, int]]) -> None:
+        index, (path, size) = item
+        final = target / path
+        if final.parent not in made:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            made.add(final.parent)
+        temp = staging / f"{index}.part"
+        with open(temp, "wb") as handle:
+            for start in range(0, size, len(payload)):
+                handle.write(payload[:size - start])
+        os.replace(temp, final)
+
+    try:
+        cpu, start = time.process_time(), time.perf_counter()
+        with ThreadPoolExecutor(jobs) as pool:
+            list(pool.map(one, enumerate(shape.files)))
+        return time.perf_counter() - start, time.process_time() - cpu
+    finally:
+        shutil.rmtree(target, ignore_errors=True)
+
+
 def measure(method: str, shape: Shape, sshd, web, jobs: int) -> tuple[float, float]:
+    if method == FLOOR:
+        return write_floor(shape, jobs)
     if method == FED_SFTP:
         return fed_pull(shape, "sftp", jobs)
     if method == FED_HTTP:
@@ -483,6 +518,10 @@ def ratio_rows(results: dict[str, dict[str, Result]]) -> tuple[list[tuple], list
         rate("large", RSYNC), "(none)")
     add("small files: fed SFTP time / scp time", small[FED_SFTP].median,
         small[SCP].median, "(none)")
+    add("small files: rsync time / local write floor", small[RSYNC].median,
+        small[FLOOR].median, "(none)")
+    add("small files: fed SFTP time / local write floor", small[FED_SFTP].median,
+        small[FLOOR].median, "(none)")
     return rows, missed
 
 
@@ -505,7 +544,7 @@ def tool_versions() -> str:
 def run(args: argparse.Namespace, workdir: Path) -> int:
     from servers import SSHServer, WebServer
 
-    methods = [FED_SFTP, FED_HTTP, RSYNC, SCP, CURL]
+    methods = [FED_SFTP, FED_HTTP, RSYNC, SCP, CURL, FLOOR]
     shapes = [Shape("small", args.small_files, SMALL_SIZE, workdir / "small"),
               Shape("large", LARGE_COUNT, args.large_mb * MIB, workdir / "large")]
     with ExitStack() as servers:
