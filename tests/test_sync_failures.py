@@ -31,13 +31,15 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 import yaml
-from conftest import PG_URL, populate_ncsa, repo_state
+from conftest import PG_URL, populate_ncsa, remote_block, repo_state
 
 from federation import faults
 from federation.butler import Butler
 from federation.config import RepoConfig
 from federation.sites import list_sites, load_site
 from federation.sync.engine import LOCK_NAME, SyncOptions, sync
+from federation.sync.mirror import MIRRORS
+from federation.sync.outbox import publish
 from federation.sync.selection import Selection
 from federation.timespan import Timespan
 
@@ -100,8 +102,10 @@ class Dest:
 class Destinations:
     """Fresh IN2P3 repositories: empty, or copies of another one (files + registry)."""
 
-    def __init__(self, fed, postgres: bool) -> None:
+    def __init__(self, fed, postgres: bool, source_over=None) -> None:
+        """``source_over``: (transport, server) through which NCSA is reached, if not local."""
         self.fed = fed
+        self.source_over = source_over
         self.admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT") if postgres else None
         self.databases: list[str] = []
 
@@ -136,6 +140,12 @@ class Destinations:
         data = yaml.safe_load(path.read_text())
         data.update(registry=db or f"sqlite:///{root / 'registry.sqlite3'}", root=str(root))
         path.write_text(yaml.safe_dump(data))
+        if self.source_over is not None:
+            transport, server = self.source_over
+            ncsa = yaml.safe_load((sites / "NCSA.yaml").read_text())
+            (sites / "NCSA.yaml").write_text(yaml.safe_dump({
+                "name": "NCSA", "transport": transport, "owns": ncsa["owns"],
+                transport: remote_block(transport, server, Path(ncsa["root"]))}))
         return Dest(root, db, sites)
 
     def close(self) -> None:
@@ -158,11 +168,13 @@ def dests(federation, db_url):
 
 
 def datastore_files(root: Path) -> list[str]:
-    """Files under a datastore root, other than the registry and bookkeeping."""
+    """Files under a datastore root, other than the registry and bookkeeping (the mirrors
+    of remote sources are a cache of their registries)."""
     skip = {"federation.yaml", LOCK_NAME, "registry.sqlite3", "registry.sqlite3-wal",
             "registry.sqlite3-shm"}
     return sorted(str(p.relative_to(root)) for p in root.rglob("*")
-                  if p.is_file() and str(p.relative_to(root)) not in skip)
+                  if p.is_file() and str(p.relative_to(root)) not in skip
+                  and p.relative_to(root).parts[0] != MIRRORS)
 
 
 def journal(butler: Butler) -> Counter:
@@ -419,6 +431,18 @@ def test_kill_during_incremental_sync(federation, dests, db_url, monkeypatch):
                                     budget=18 if db_url is None else 8)
     assert len(points) >= min(len(names), 15 if db_url is None else 6)
     assert {"trashed file deleted", "after commit"} <= set(names)
+
+
+@pytest.mark.parametrize("db_url", [None], ids=["sqlite"])  # about the transport: one backend
+def test_kill_during_a_pull_over_sftp(federation, db_url, monkeypatch, sshd_server):
+    """Invariants 1 and 2 through the network path: the mirror's bundle import and the
+    small files streamed in groups, killed at checkpoints, then rerun to completion."""
+    populate_ncsa(federation)
+    publish(federation.site("NCSA"))
+    dests = Destinations(federation, postgres=False, source_over=("sftp", sshd_server))
+    names, points, _ = kill_harness(monkeypatch, dests, dests.empty("sftp"), "sftp", budget=12)
+    assert len(points) >= 10
+    assert {"file verified", "file renamed", "before commit", "after commit"} <= set(names)
 
 
 @pytest.mark.parametrize("db_url", [None], ids=["sqlite"])  # about files: one backend

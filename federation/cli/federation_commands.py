@@ -140,15 +140,13 @@ def site_check(names, sites_dir) -> None:
 
 def _check_remote(definition) -> str:
     """Connect (host key and credentials checked) and read the outbox index."""
-    from federation.sync.outbox import INDEX, OutboxIndex
-    from federation.transport.base import MissingFileError
+    from federation.sync.outbox import fetch_index
     from federation.transport.factory import transport_for
 
     outbox = transport_for(definition, "outbox")
     try:
-        try:
-            index = OutboxIndex.parse(outbox.read_bytes(INDEX), f"{definition.name}'s outbox")
-        except MissingFileError:
+        index = fetch_index(outbox, definition.name)
+        if index is None:
             return f"reachable at {outbox.describe()}; nothing published yet"
         return f"published up to journal entry {index.last_seq} in {len(index.bundles)} bundles"
     finally:

@@ -572,11 +572,14 @@ class Applier:
         failed: dict[str, tuple[str, str]] = {}
         if not states:
             return arrived, failed
-        batched = [s for s in states if self.transport.batches and s.file.size <= BATCH_FILE]
-        single = [s for s in states if not (self.transport.batches and s.file.size <= BATCH_FILE)]
-        groups = _groups(batched, self.jobs)
+        batched: list[DatasetState] = []
+        single: list[DatasetState] = []
+        for state in states:
+            small = self.transport.batches and state.file.size <= BATCH_FILE
+            (batched if small else single).append(state)
         with ThreadPoolExecutor(self.jobs) as pool:
-            tasks = [pool.submit(self._fetch_group, group) for group in groups]
+            tasks = [pool.submit(self._fetch_group, group)
+                     for group in _groups(batched, self.jobs)]
             tasks += [pool.submit(lambda state=state: [self._fetch_one(state)])
                       for state in single]
             for task in as_completed(tasks):

@@ -27,6 +27,7 @@ import uuid
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -436,9 +437,12 @@ def parse_since(value: str | int) -> int:
 
 
 def export_bundle(source: SiteDefinition, output: str | os.PathLike, *, since: int,
-                  selection: Selection, with_files: str | os.PathLike | None = None
-                  ) -> ExportResult:
-    """Write the states of ``source`` after journal entry ``since`` (0: a snapshot)."""
+                  selection: Selection, with_files: str | os.PathLike | None = None,
+                  butler: Butler | None = None) -> ExportResult:
+    """Write the states of ``source`` after journal entry ``since`` (0: a snapshot).
+
+    ``butler``: ``source``'s repository when the caller has it open already.
+    """
     output = Path(output)
     if not output.parent.is_dir():
         raise InputError(f"cannot write bundle {output}: no directory {output.parent}")
@@ -447,7 +451,7 @@ def export_bundle(source: SiteDefinition, output: str | os.PathLike, *, since: i
     files_dir = Path(with_files) if with_files is not None else None
     if files_dir is not None and not selection.files:
         raise InputError("--with-files copies files, but the selection is --no-files")
-    with open_site(source) as src:
+    with nullcontext(butler) if butler is not None else open_site(source) as src:
         upto = src.registry.db.last_seq()
         if since > upto:
             raise InputError(f"--since {since} is beyond {source.name}'s journal, which ends "

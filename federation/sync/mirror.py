@@ -19,8 +19,7 @@ from federation.errors import ConfigError, InputError
 from federation.sites import SiteDefinition
 from federation.sync.bundle import import_into
 from federation.sync.cursors import read_cursor
-from federation.sync.outbox import INDEX, PUBLISHED, OutboxIndex, sha256_of
-from federation.transport.base import MissingFileError
+from federation.sync.outbox import PUBLISHED, fetch_index, sha256_of
 from federation.transport.factory import transport_for
 
 MIRRORS = ".federation-mirrors"
@@ -48,16 +47,11 @@ class Mirror:
         name = self.site.name
         outbox = transport_for(self.site, "outbox")
         try:
-            try:
-                raw = outbox.read_bytes(INDEX)
-            except MissingFileError:
+            index = fetch_index(outbox, name)
+            if index is None:
                 raise ConfigError(f"site {name} has published nothing at "
                                   f"{outbox.describe()}: run 'fed publish {name}' on the "
-                                  "machine that runs its registry") from None
-            index = OutboxIndex.parse(raw, f"{name}'s outbox index")
-            if index.site != name:
-                raise InputError(f"the outbox at {outbox.describe()} belongs to site "
-                                 f"{index.site}, not {name}")
+                                  "machine that runs its registry")
             self._ensure(index.id)
             with self.open() as mirror:
                 cursor = read_cursor(mirror, name, PUBLISHED) or 0

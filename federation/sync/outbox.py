@@ -22,6 +22,7 @@ from federation.errors import ConfigError, InputError
 from federation.sites import SiteDefinition
 from federation.sync.engine import open_site, sync_lock
 from federation.sync.selection import Selection
+from federation.transport.base import MissingFileError, Transport
 
 INDEX = "index.json"
 FORMAT = "federation-outbox"
@@ -102,6 +103,20 @@ class PublishResult:
                 "published_up_to": self.index.last_seq, "bundles": len(self.index.bundles)}
 
 
+def fetch_index(outbox: Transport, site: str) -> OutboxIndex | None:
+    """The index ``site`` published in the outbox ``outbox`` reaches; None if it has
+    published nothing yet."""
+    try:
+        raw = outbox.read_bytes(INDEX)
+    except MissingFileError:
+        return None
+    index = OutboxIndex.parse(raw, f"{site}'s outbox index")
+    if index.site != site:
+        raise InputError(f"the outbox at {outbox.describe()} belongs to site {index.site}, "
+                         f"not {site}")
+    return index
+
+
 def read_index(outbox: Path, site: str) -> OutboxIndex:
     path = outbox / INDEX
     if not path.is_file():
@@ -131,7 +146,7 @@ def publish(site: SiteDefinition, *, lock_timeout: float = 60.0) -> PublishResul
             return PublishResult(outbox, None, index)
         temp = outbox / f".publishing-{uuid.uuid4().hex[:12]}.bundle"
         try:
-            result = export_bundle(site, temp, since=since, selection=PUBLISHED)
+            result = export_bundle(site, temp, since=since, selection=PUBLISHED, butler=butler)
             upto = result.header.to_seq
             name = f"{site.name}-{since + 1:012d}-{upto:012d}.bundle"
             size, digest = sha256_of(temp)

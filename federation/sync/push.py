@@ -53,7 +53,7 @@ def push(source: SiteDefinition, destination: SiteDefinition, options: SyncOptio
         with tempfile.TemporaryDirectory(prefix="fed-push-") as work:
             stem = f"{source.name}-{since + 1:012d}-{upto:012d}-{selection.key[:8]}"
             bundle = Path(work) / f"{stem}.bundle"
-            result = export_bundle(source, bundle, since=since, selection=selection)
+            result = export_bundle(source, bundle, since=since, selection=selection, butler=src)
             for kind, n in result.counts.items():
                 report.counts[f"{kind} push"] += n
             report.cursor = result.header.to_seq

@@ -85,10 +85,10 @@ class Transport(abc.ABC):
         from federation.datastore.checksum import file_checksum
 
         self.get(path, local)
-        size, checksum = file_checksum(local)
+        got = file_checksum(local)
         if on_bytes is not None:
-            on_bytes(size)
-        return size, checksum
+            on_bytes(got[0])
+        return got
 
     def fetch_many(self, requests: Sequence[FetchRequest], *, on_bytes: OnBytes | None = None
                    ) -> Iterator[tuple[FetchRequest, tuple[int, str] | TransportError]]:

@@ -25,7 +25,7 @@ from federation.transport.base import (
     RemoteFile,
     Transport,
     TransportError,
-    check_relative,
+    remote_join,
 )
 from federation.transport.retry import RetryPolicy, TransientError
 
@@ -81,10 +81,7 @@ class HTTPTransport(Transport):
         return session
 
     def url(self, path: str) -> str:
-        if path.startswith("/"):
-            raise TransportError(f"path {path!r} is outside the published datastore; files "
-                                 "ingested in place at a remote site cannot be fetched")
-        return urljoin(self.base, quote(check_relative(path)))
+        return urljoin(self.base, quote(remote_join("", path)))
 
     def _request(self, method: str, url: str, headers: dict[str, str] | None = None
                  ) -> requests.Response:

@@ -29,7 +29,6 @@ class LocalTransport(Transport):
     def describe(self) -> str:
         return str(self.root)
 
-
     def _path(self, path: str) -> Path:
         if os.path.isabs(path):
             return Path(path)

@@ -37,7 +37,6 @@ from federation.transport.base import (
     RemoteFile,
     Transport,
     TransportError,
-    check_relative,
     remote_join,
 )
 from federation.transport.retry import RetryPolicy, TransientError
@@ -315,7 +314,6 @@ class SFTPTransport(Transport):
             return None
         return RemoteFile(path, attrs.st_size or 0)
 
-
     def get(self, path: str, local: Path) -> None:
         self.fetch(path, local)
 
@@ -359,8 +357,7 @@ class SFTPTransport(Transport):
         pending: dict[str, FetchRequest] = {}
         for request in requests:
             try:
-                remote_join(self.root, request.path)  # refuses what would leave the root
-                pending[check_relative(request.path)] = request
+                pending[remote_join("", request.path)] = request  # refuses escaping paths
             except TransportError as exc:
                 yield request, exc
         if len(pending) > 1 and self._streams is not False:
