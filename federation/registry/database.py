@@ -21,6 +21,8 @@ import sqlalchemy as sa
 from federation.dimensions.universe import DimensionUniverse
 from federation.errors import ConfigError, SchemaVersionError
 from federation.model import compact_json
+from federation.registry.journal import Change, decode, encode
+from federation.registry.journal import JournalEntry as Entry
 from federation.registry.schema import SCHEMA_VERSION, Tables, build_tables
 
 
@@ -159,13 +161,38 @@ class Database:
 
     @contextmanager
     def reading(self) -> Iterator[sa.Connection]:
-        """A connection for reads: the open write transaction, if any."""
-        current = getattr(self._local, "conn", None)
+        """A connection for reads: the open write transaction or pinned snapshot, if any."""
+        current = getattr(self._local, "conn", None) or getattr(self._local, "pinned", None)
         if current is not None:
             yield current
             return
         with self.engine.connect() as conn:
             yield conn
+
+    @contextmanager
+    def pinned(self) -> Iterator[sa.Connection]:
+        """One read snapshot for every read of this thread inside the block.
+
+        Writers go on meanwhile; nothing they commit is seen here. A sync reads
+        its source in one such snapshot, so that the journal head and the
+        states it sends describe the same moment.
+        """
+        current = getattr(self._local, "conn", None) or getattr(self._local, "pinned", None)
+        if current is not None:
+            yield current
+            return
+        with self.engine.connect() as conn:
+            if not self.is_sqlite:
+                conn = conn.execution_options(isolation_level="REPEATABLE READ",
+                                              postgresql_readonly=True)
+            with conn.begin():
+                # The first read fixes the snapshot (SQLite: a deferred BEGIN's read lock).
+                conn.execute(sa.select(self.tables.journal_head.c.last_seq)).all()
+                self._local.pinned = conn
+                try:
+                    yield conn
+                finally:
+                    self._local.pinned = None
 
     def current(self) -> sa.Connection:
         """The connection of the open write transaction (an error outside one)."""
@@ -271,6 +298,42 @@ class Database:
                 for i, p in enumerate(payloads)]
         self.bulk_insert(self.tables.journal, self._JOURNAL_COLUMNS, rows)
         return origin_seq if origin else first
+
+    def append(self, changes: Sequence[Change]) -> int:
+        """Append one journal entry per change inside the current transaction.
+
+        Returns the *version* of the first: its sequence number at the site where
+        it was first made (here, unless inside :meth:`importing`).
+        """
+        origin = getattr(self._local, "origin", None)
+        if not changes:
+            return origin[1] if origin else 0
+        conn = self._local.conn
+        head = self.tables.journal_head
+        last = conn.execute(
+            sa.update(head).where(head.c.id == 1)
+            .values(last_seq=head.c.last_seq + len(changes))
+            .returning(head.c.last_seq)).scalar_one()
+        first = last - len(changes) + 1
+        now = time.time()
+        site, origin_seq = origin if origin else (None, None)
+        rows = [(first + i, change.kind, encode(change), now, site, origin_seq)
+                for i, change in enumerate(changes)]
+        self.bulk_insert(self.tables.journal, self._JOURNAL_COLUMNS, rows)
+        return origin_seq if origin else first
+
+    def entries(self, after: int = 0, upto: int | None = None) -> Iterator[Entry]:
+        """Stream typed journal entries after a cursor (up to ``upto``), oldest first."""
+        j = self.tables.journal
+        stmt = sa.select(j.c.seq, j.c.kind, j.c.payload, j.c.created_at, j.c.origin,
+                         j.c.origin_seq).where(j.c.seq > after).order_by(j.c.seq)
+        if upto is not None:
+            stmt = stmt.where(j.c.seq <= upto)
+        with self.reading() as conn:
+            for seq, kind, payload, created, origin, origin_seq in conn.execution_options(
+                    yield_per=5000).execute(stmt):
+                yield Entry(seq, created, origin, seq if origin_seq is None else origin_seq,
+                            decode(kind, payload))
 
     def journal_entries(self, after: int = 0, limit: int | None = None,
                         upto: int | None = None) -> Iterator[JournalEntry]:

@@ -27,7 +27,7 @@ from federation.model import CollectionType, DatasetRef, StoredFile, data_id_key
 from federation.registry.datasets import chunked
 from federation.sites import SiteDefinition, owner_by_prefix
 from federation.sync.progress import Progress
-from federation.sync.report import Conflict, Plan, Report, refers_to
+from federation.sync.report import Conflict, Plan, Report, SyncConflictError, refers_to
 from federation.sync.selection import Selection
 from federation.sync.states import (
     Batch,
@@ -351,9 +351,18 @@ class Applier:
 
     # -- applying --------------------------------------------------------------
 
-    def apply(self, batch: Batch, *, cursor: tuple[str, int] | None, report: Report) -> None:
-        """Bring in one batch: files first, then records + cursor in one transaction."""
+    def apply(self, batch: Batch, *, cursor: tuple[str, int] | None, report: Report,
+              strict: bool = False) -> None:
+        """Bring in one batch: files first, then records + cursor in one transaction.
+
+        ``strict`` (--on-conflict fail): a conflict found now (the destination
+        changed since planning) stops the sync before this batch is applied.
+        """
         plan = self.plan(batch)
+        if strict and plan.conflicts:
+            planned = Report()
+            planned.add(plan)
+            raise SyncConflictError(planned)
         wanted = self.files_needed(plan)
         arrived, failed = self._transfer(wanted, report)
         failed_ids = set(failed)

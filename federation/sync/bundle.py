@@ -36,6 +36,7 @@ from typing import IO, Any, BinaryIO
 from federation.butler import Butler
 from federation.datastore.checksum import file_checksum
 from federation.errors import ChecksumError, ConfigError, FederationError, InputError
+from federation.faults import checkpoint
 from federation.sites import SiteDefinition
 from federation.sync.applier import FILE_ACTIONS, Applier, carries_file
 from federation.sync.cursors import read_cursor
@@ -452,42 +453,49 @@ def export_bundle(source: SiteDefinition, output: str | os.PathLike, *, since: i
     if files_dir is not None and not selection.files:
         raise InputError("--with-files copies files, but the selection is --no-files")
     with nullcontext(butler) if butler is not None else open_site(source) as src:
-        upto = src.registry.db.last_seq()
-        if since > upto:
-            raise InputError(f"--since {since} is beyond {source.name}'s journal, which ends "
-                             f"at entry {upto}")
-        header = BundleHeader(VERSION, source.name, since, upto, selection,
-                              datetime.now(UTC).isoformat(timespec="seconds"), since == 0)
         reader = SourceReader(src.registry, selection)
-        copier = _FileCopier(source, files_dir) if files_dir else None
-        result = ExportResult(output, header)
-        writer = _Writer(output)
-        try:
-            writer.write(header.to_dict())
-            manifest: dict[str, tuple[ManifestEntry, str]] = {}
-            for batch, mark in _source_batches(reader, since, upto):
-                for state in batch.states:
-                    state, original = _portable(state, selection)
-                    writer.write(to_json(state))
-                    result.counts[state.kind] += 1
-                    if isinstance(state, DatasetState) and carries_file(state, selection) \
-                            and state.id not in manifest:
-                        info = state.file
-                        manifest[state.id] = (ManifestEntry(state.id, info.path, info.size,
-                                                            info.checksum), original)
-                writer.write({"kind": "batch_end", "upto": mark})
-                result.batches += 1
-            result.manifest = list(manifest.values())
-            for entry, original in result.manifest:
-                writer.write(entry.to_dict())
-                result.files += 1
-                result.bytes += entry.size
-                if copier is not None:
-                    result.copied += copier.copy(entry, original)
-            writer.finish()
-        except BaseException:
-            writer.abort()
-            raise
+        with reader.window() as upto:
+            return _export(reader, source, output, since, upto, selection, files_dir)
+
+
+def _export(reader: SourceReader, source: SiteDefinition, output: Path, since: int, upto: int,
+            selection: Selection, files_dir: Path | None) -> ExportResult:
+    """The bundle of one window of ``source``."""
+    if since > upto:
+        raise InputError(f"--since {since} is beyond {source.name}'s journal, which ends "
+                         f"at entry {upto}")
+    header = BundleHeader(VERSION, source.name, since, upto, selection,
+                          datetime.now(UTC).isoformat(timespec="seconds"), since == 0)
+    copier = _FileCopier(source, files_dir) if files_dir else None
+    result = ExportResult(output, header)
+    writer = _Writer(output)
+    try:
+        writer.write(header.to_dict())
+        manifest: dict[str, tuple[ManifestEntry, str]] = {}
+        for batch, mark in _source_batches(reader, since, upto):
+            for state in batch.states:
+                state, original = _portable(state, selection)
+                writer.write(to_json(state))
+                result.counts[state.kind] += 1
+                if isinstance(state, DatasetState) and carries_file(state, selection) \
+                        and state.id not in manifest:
+                    info = state.file
+                    manifest[state.id] = (ManifestEntry(state.id, info.path, info.size,
+                                                        info.checksum), original)
+            writer.write({"kind": "batch_end", "upto": mark})
+            result.batches += 1
+            checkpoint("export batch written")
+        result.manifest = list(manifest.values())
+        for entry, original in result.manifest:
+            writer.write(entry.to_dict())
+            result.files += 1
+            result.bytes += entry.size
+            if copier is not None:
+                result.copied += copier.copy(entry, original)
+        writer.finish()
+    except BaseException:
+        writer.abort()
+        raise
     return result
 
 

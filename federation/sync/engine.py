@@ -4,36 +4,28 @@ from __future__ import annotations
 
 import fcntl
 import os
+import pickle
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from federation.butler import Butler
-from federation.errors import ConfigError, ConflictError, FederationError
+from federation.errors import ConfigError, FederationError
+from federation.faults import checkpoint
 from federation.sites import SiteDefinition
 from federation.sync.applier import Applier
 from federation.sync.cursors import covered_collections, read_cursor, retry_ids
 from federation.sync.progress import Progress
 from federation.sync.reader import SourceReader
-from federation.sync.report import Report
+from federation.sync.report import Report, SyncConflictError
 from federation.sync.selection import Selection
 from federation.sync.states import Batch
 from federation.transport.factory import transport_for
 
 LOCK_NAME = ".federation-sync.lock"
-
-
-class SyncConflictError(ConflictError):
-    """A sync found conflicts and, with --on-conflict fail, applied nothing."""
-
-    def __init__(self, report: Report) -> None:
-        self.report = report
-        first = report.conflicts[0]
-        more = len(report.conflicts) - 1
-        super().__init__(f"{len(report.conflicts)} conflict(s), nothing applied: {first}"
-                         + (f" (and {more} more; see --dry-run)" if more else ""))
 
 
 @dataclass(frozen=True)
@@ -154,53 +146,98 @@ def _with_transport(source: SiteDefinition, src: Butler, dst: Butler, options: S
 
 def _run(reader: SourceReader, source_key: str, dst: Butler, applier: Applier,
          options: SyncOptions) -> Report:
+    """Plan every batch inside one window on the source, then apply what was planned.
+
+    The planning pass spools the batches it read, so that the applying pass applies
+    exactly what was planned: a change written at the source meanwhile is in the
+    next sync, never half in this one.
+    """
     selection = options.selection
-    report = Report()
-
-    def batches() -> Iterator[tuple[Batch, int | None]]:
-        upto = reader.registry.db.last_seq()
-        applier.covered = set(reader.collections)
-        cursor = read_cursor(dst, source_key, selection)
-        retries = retry_ids(dst, applier.source, selection)
-        if retries:
-            yield reader.retry_batch(retries), None
-        if cursor is None:
-            for batch in reader.snapshot():
-                yield batch, None
-            yield Batch([], upto), upto
-        else:
-            before = covered_collections(dst, source_key, selection)
-            added = reader.collections - before if before is not None else set()
-            if added:  # e.g. a selected chain gained a child: bring what it already holds
-                for batch in reader.snapshot(added):
-                    yield batch, None
-            for batch in reader.journal(cursor, upto):
-                yield batch, batch.upto
-        report.cursor = upto
-
     if not options.dry_run:
         applier.clear_staging()
         dst.empty_trash()  # files a crashed run had removed the records of
-    if options.dry_run or options.on_conflict == "fail":
-        planned = Report()
-        removed: dict[str, int] = {}
-        files = nbytes = 0
-        for batch, _ in batches():
-            plan = applier.plan(batch, removed)
-            planned.add(plan)
-            needed = applier.files_needed(plan)
-            files, nbytes = files + len(needed), nbytes + sum(s.file.size for s in needed)
+    planned = Report()
+    removed: dict[str, int] = {}
+    files = nbytes = 0
+    with Spool(applier.staging if not options.dry_run else None) as spool:
+        with reader.window() as upto:
+            applier.covered = set(reader.collections)
+            for batch, mark in _batches(reader, dst, source_key, applier.source, selection,
+                                        upto):
+                plan = applier.plan(batch, removed)
+                planned.add(plan)
+                needed = applier.files_needed(plan)
+                files, nbytes = files + len(needed), nbytes + sum(s.file.size for s in needed)
+                spool.write(batch, mark)
+                checkpoint("batch planned")
+        planned.cursor = upto
         if options.dry_run:
-            planned.cursor = report.cursor
             return planned
-        if planned.conflicts:
+        if planned.conflicts and options.on_conflict == "fail":
             raise SyncConflictError(planned)
         applier.progress.planned(files, nbytes)
-    for batch, upto in batches():
-        applier.apply(batch, cursor=(source_key, upto) if upto is not None else None,
-                      report=report)
+        checkpoint("sync planned")
+        report = Report(cursor=upto)
+        strict = options.on_conflict == "fail"
+        for batch, mark in spool.read():
+            applier.apply(batch, cursor=(source_key, mark) if mark is not None else None,
+                          report=report, strict=strict)
     # A dataset can come in several batches of a snapshot (its RUN's, a TAGGED or
     # CALIBRATION collection's): a file that failed is one failure, reported once.
     report.failed = list({dataset_id: (dataset_id, path, reason)
                           for dataset_id, path, reason in report.failed}.values())
     return report
+
+
+def _batches(reader: SourceReader, dst: Butler, source_key: str, source: str,
+             selection: Selection, upto: int) -> Iterator[tuple[Batch, int | None]]:
+    """What this sync carries, with the cursor position after each batch (None: the
+    cursor does not move, e.g. inside a snapshot)."""
+    cursor = read_cursor(dst, source_key, selection)
+    retries = retry_ids(dst, source, selection)
+    if retries:
+        yield reader.retry_batch(retries), None
+    if cursor is None:
+        for batch in reader.snapshot():
+            yield batch, None
+        yield Batch([], upto), upto
+        return
+    before = covered_collections(dst, source_key, selection)
+    added = reader.collections - before if before is not None else set()
+    if added:  # e.g. a selected chain gained a child: bring what it already holds
+        for batch in reader.snapshot(added):
+            yield batch, None
+    for batch in reader.journal(cursor, upto):
+        yield batch, batch.upto
+
+
+class Spool:
+    """Batches written once and read back (a pickle file in staging; memory for a dry run)."""
+
+    def __init__(self, folder: Path | None) -> None:
+        self.path = None if folder is None else folder / f"spool-{uuid.uuid4().hex}.pickle"
+        self._file = None
+
+    def __enter__(self) -> Spool:
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "w+b")  # noqa: SIM115 - closed in __exit__
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._file is not None:
+            self._file.close()
+            self.path.unlink(missing_ok=True)
+
+    def write(self, batch: Batch, mark: int | None) -> None:
+        if self._file is not None:
+            pickle.dump((batch, mark), self._file, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def read(self) -> Iterator[tuple[Batch, int | None]]:
+        self._file.flush()
+        self._file.seek(0)
+        while True:
+            try:
+                yield pickle.load(self._file)
+            except EOFError:
+                return

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
@@ -45,11 +46,27 @@ class SourceReader:
         self.selection = selection
         self.here = here
         self.tables = registry.db.tables
-        self.collections = self.selected_collections()
-        types = [t for t in registry.dataset_types.query() if selection.matches_type(t.name)]
-        self.type_names = {t.name for t in types}
-        self.type_ids = {registry.dataset_types.id_of(t.name) for t in types}
+        self.collections: set[str] = set()
+        self.type_names: set[str] = set()
+        self.type_ids: set[int] = set()
         self._preloaded: set[str] = set()
+
+    @contextmanager
+    def window(self) -> Iterator[int]:
+        """Fix what this sync covers: the journal head and the selected collections and
+        types, read together in one snapshot that every read inside the block sees.
+
+        Yields the journal head: every change up to it is in this sync, every later
+        one in the next.
+        """
+        with self.registry.db.pinned():
+            upto = self.registry.db.last_seq()
+            self.collections = self.selected_collections()
+            types = [t for t in self.registry.dataset_types.query()
+                     if self.selection.matches_type(t.name)]
+            self.type_names = {t.name for t in types}
+            self.type_ids = {self.registry.dataset_types.id_of(t.name) for t in types}
+            yield upto
 
     # -- selection -------------------------------------------------------------
 

@@ -6,6 +6,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from federation.errors import ConflictError
 from federation.sync.states import CalibSlotState, DatasetState, State, TagState, identity
 
 
@@ -89,3 +90,14 @@ def refers_to(state: State, ids: set[str]) -> bool:
     if isinstance(state, CalibSlotState):
         return any(entry[0] in ids for entry in state.entries)
     return False
+
+
+class SyncConflictError(ConflictError):
+    """A sync found conflicts and, with --on-conflict fail, applied nothing."""
+
+    def __init__(self, report: Report) -> None:
+        self.report = report
+        first = report.conflicts[0]
+        more = len(report.conflicts) - 1
+        super().__init__(f"{len(report.conflicts)} conflict(s), nothing applied: {first}"
+                         + (f" (and {more} more; see --dry-run)" if more else ""))
