@@ -5,16 +5,18 @@ from __future__ import annotations
 import gc
 import os
 import shutil
+import stat
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
 from federation.config import CONFIG_NAME, RepoConfig
+from federation.datastore.checksum import file_kind
 from federation.datastore.posix import PosixDatastore, StagedFile
 from federation.datastore.storage_classes import get_storage_class
 from federation.datastore.templates import FileTemplates
@@ -22,9 +24,12 @@ from federation.dimensions.universe import DimensionUniverse
 from federation.errors import (
     CollectionError,
     ConfigError,
+    ConflictError,
     DatastoreError,
     FederationError,
+    InputError,
     MissingDatasetError,
+    MissingRecordError,
 )
 from federation.faults import checkpoint
 from federation.model import (
@@ -44,11 +49,22 @@ DataId = Mapping[str, Any]
 
 @dataclass(frozen=True)
 class FileDataset:
-    """An existing file to ingest, with its dataset type and data ID."""
+    """An existing file to ingest, with its dataset type and data ID.
+
+    ``origin`` says where it was listed (e.g. ``raws.csv:7``, a table and its
+    line); errors about this file start with it.
+    """
 
     path: Path
     dataset_type: str
     data_id: dict[str, Any]
+    origin: str | None = None
+
+    def context(self, exc: FederationError) -> FederationError:
+        """``exc`` with this file's origin put in front of its message."""
+        if self.origin is not None:
+            exc.args = (f"{self.origin}: {exc}",)
+        return exc
 
 
 @dataclass(frozen=True)
@@ -74,17 +90,39 @@ class Existence:
         return "registered, but its file is missing" if self.registered else "unknown"
 
 
+class FileProblem(NamedTuple):
+    """A file that does not match its record: whose, where, and how."""
+
+    dataset_id: uuid.UUID
+    path: str
+    problem: str
+
+
 @dataclass
 class VerifyReport:
     """Outcome of re-hashing files against their recorded checksums."""
 
     checked: int = 0
     held_elsewhere: int = 0
-    problems: list[tuple[uuid.UUID, str, str]] = field(default_factory=list)
+    problems: list[FileProblem] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not self.problems
+
+
+def _check_regular_files(datasets: Sequence[FileDataset]) -> None:
+    """Only regular files can be ingested: a FIFO or a device would hang the read."""
+    for fd in datasets:
+        try:
+            mode = os.stat(fd.path).st_mode
+        except OSError as exc:
+            raise fd.context(InputError(
+                f"cannot read {os.path.abspath(fd.path)}: {exc.strerror}")) from None
+        if not stat.S_ISREG(mode):
+            raise fd.context(InputError(
+                f"{os.path.abspath(fd.path)} is {file_kind(mode)}, not a regular file: "
+                "only regular files can be ingested"))
 
 
 @contextmanager
@@ -219,14 +257,17 @@ class Butler:
                  collections, timespan: Timespan | None, kwargs) -> DatasetRef:
         if isinstance(ref_or_type, DatasetRef):
             return ref_or_type
-        ref = self.find_dataset(ref_or_type, data_id, collections=collections,
-                                timespan=timespan, **kwargs)
-        if ref is None:
-            where = ", ".join(self._collections(collections))
-            raise MissingDatasetError(
-                f"no {ref_or_type} dataset with data ID {dict(data_id or {}, **kwargs)} "
-                f"in collections {where}")
-        return ref
+        full_id = dict(data_id or {}, **kwargs)
+        ref, unknown = self._find(ref_or_type, full_id, collections, timespan)
+        if ref is not None:
+            return ref
+        where = ", ".join(self._collections(collections))
+        message = f"no {ref_or_type} dataset with data ID {full_id} in collections {where}"
+        if unknown is not None:
+            message = (f"{message}: this repository holds no {unknown.dimension} record for "
+                       f"{unknown.key}, so it holds no dataset with that data ID (the value "
+                       "does not exist, or that part of the data was never synced here)")
+        raise MissingDatasetError(message)
 
     # -- writing -------------------------------------------------------------
 
@@ -252,18 +293,20 @@ class Butler:
         id_mode = IdMode(id_mode)
         datasets = list(datasets)
         with _gc_paused():
+            _check_regular_files(datasets)
             self._prefetch_records(datasets)
             self._check_sources([fd.path for fd in datasets], transfer)
+            refs, keys = self._ingest_refs(datasets, run, id_mode)
             items: list[tuple[DatasetRef, StagedFile]] = []
-            keys: list[str] = []
             try:
-                for fd in datasets:
-                    dtype = self.registry.get_dataset_type(fd.dataset_type)
-                    ref, key = self._new_ref(dtype, fd.data_id, run, id_mode)
-                    staged = self.datastore.stage_ingest(
-                        ref, fd.path, get_storage_class(dtype.storage_class), transfer)
+                for fd, ref in zip(datasets, refs, strict=True):
+                    try:
+                        staged = self.datastore.stage_ingest(
+                            ref, fd.path, get_storage_class(ref.dataset_type.storage_class),
+                            transfer)
+                    except FederationError as exc:
+                        raise fd.context(exc) from None
                     items.append((ref, staged))
-                    keys.append(key)
                     if progress is not None:
                         progress(1)
             except BaseException:
@@ -271,7 +314,27 @@ class Butler:
                     staged.abort()
                 raise
             self._store(run, items, keys)
-        return [ref for ref, _ in items]
+        return refs
+
+    def _ingest_refs(self, datasets: Sequence[FileDataset], run: str, id_mode: IdMode
+                     ) -> tuple[list[DatasetRef], list[str]]:
+        """Every file's ref, checked before any file is touched; errors name the file's row."""
+        refs, keys = [], []
+        seen: dict[tuple[str, str], FileDataset] = {}
+        for fd in datasets:
+            try:
+                dtype = self.registry.get_dataset_type(fd.dataset_type)
+                ref, key = self._new_ref(dtype, fd.data_id, run, id_mode)
+                first = seen.setdefault((dtype.name, key), fd)
+                if first is not fd:
+                    raise ConflictError(
+                        f"two datasets with the same type and data ID {ref.required_data_id}"
+                        f" (also {first.origin or first.path})")
+            except FederationError as exc:
+                raise fd.context(exc) from None
+            refs.append(ref)
+            keys.append(key)
+        return refs, keys
 
     def _check_sources(self, sources: list[str | os.PathLike], transfer: str) -> None:
         """Refuse to move, symlink to or register in place a registered dataset's own file."""
@@ -329,13 +392,23 @@ class Butler:
 
         In CALIBRATION collections the dataset valid at ``timespan`` is found;
         without one, the time of an exposure or visit in the data ID is used.
+        A data ID naming a value this repository has no dimension record for
+        (a site that never synced that part of the data) finds nothing.
         """
+        return self._find(dataset_type, dict(data_id or {}, **kwargs), collections, timespan)[0]
+
+    def _find(self, dataset_type: str, data_id: DataId, collections,
+              timespan: Timespan | None) -> tuple[DatasetRef | None, MissingRecordError | None]:
+        """The dataset found, or None and the record that is missing here if that is why."""
         dtype = self.registry.get_dataset_type(dataset_type)
-        full, key = self.registry.expand_data_id(dtype, dict(data_id or {}, **kwargs),
-                                                 allow_extra=True)
-        if timespan is None:
-            timespan = self.registry.dimensions.timespan_of(full)
-        return self.registry.datasets.find(dtype, key, self._collections(collections), timespan)
+        path = self._collections(collections)
+        try:
+            full, key = self.registry.expand_data_id(dtype, data_id, allow_extra=True)
+            if timespan is None:
+                timespan = self.registry.dimensions.timespan_of(full)
+        except MissingRecordError as exc:
+            return None, exc
+        return self.registry.datasets.find(dtype, key, path, timespan), None
 
     def get(self, ref_or_type: DatasetRef | str, data_id: DataId | None = None, *,
             collections: str | Sequence[str] | None = None, timespan: Timespan | None = None,
@@ -400,14 +473,27 @@ class Butler:
         return len(refs)
 
     def empty_trash(self) -> int:
-        """Delete files whose records were removed (also after a crash); returns how many."""
-        paths = self.registry.datasets.trash()
-        for path in paths:
-            self.datastore.remove(StoredFile(path, "", 0, ""))
-            checkpoint("trashed file deleted")
-        if paths:
-            self.registry.datasets.empty_trash(paths)
-        return len(paths)
+        """Delete files whose records were removed (also after a crash); returns how many.
+
+        Each chunk is deleted inside a write transaction: no other writer can put a
+        file back at a trashed path (a re-ingest of the same data ID) between the check
+        that nothing uses the path and the unlink.
+        """
+        datasets = self.registry.datasets
+        if not datasets.trash(limit=1):  # the common case costs one read
+            return 0
+        count = 0
+        while True:
+            with self.registry.transaction():
+                paths = datasets.trash(limit=1000)
+                checkpoint("trash listed")
+                for path in paths:
+                    self.datastore.remove(StoredFile(path, "", 0, ""))
+                    checkpoint("trashed file deleted")
+                datasets.forget_trash(paths)
+            count += len(paths)
+            if len(paths) < 1000:
+                return count
 
     def remove_runs(self, names: Iterable[str], *, unlink_chains: bool = False) -> int:
         """Delete RUN collections with all their datasets; returns datasets removed."""
@@ -433,6 +519,55 @@ class Butler:
         self.empty_trash()
         return count
 
+    # -- collection contents ---------------------------------------------------
+
+    def disassociate(self, tag: str, refs: Iterable[DatasetRef]) -> int:
+        """Remove datasets from a TAGGED collection; returns how many were in it.
+
+        The datasets themselves stay (in their runs and other collections).
+        """
+        return self.registry.datasets.disassociate(tag, list(refs))
+
+    def decertify(self, collection: str, dataset_type: str, timespan: Timespan,
+                  data_ids: Iterable[DataId] | None = None) -> int:
+        """Remove validity within ``timespan`` from a CALIBRATION collection.
+
+        Only ``data_ids`` (default: every data ID) of ``dataset_type`` are
+        touched; ranges partly inside ``timespan`` are trimmed or split, so a
+        later lookup in that time finds nothing. Returns the number of
+        validity ranges changed.
+        """
+        dtype = self.registry.get_dataset_type(dataset_type)
+        keys = None
+        if data_ids is not None:
+            keys = [self.registry.expand_data_id(dtype, data_id)[1] for data_id in data_ids]
+        return self.registry.datasets.decertify(collection, dtype, timespan, data_id_keys=keys)
+
+    def remove_collection(self, name: str, *, unlink_chains: bool = False) -> None:
+        """Delete a TAGGED, CHAINED or CALIBRATION collection; its datasets stay.
+
+        Its tags, certifications or chain links go with it. A collection inside
+        a chain is refused unless ``unlink_chains`` takes it out of those
+        chains. A RUN is refused: removing one removes its datasets, which is
+        :meth:`remove_runs`'s job.
+        """
+        collections = self.registry.collections
+        with self.registry.transaction():
+            _, ctype = collections.lookup(name, fresh=True)
+            if ctype is CollectionType.RUN:
+                raise CollectionError(
+                    f"collection {name!r} is a RUN: removing it removes its datasets; use "
+                    "remove_runs (fed remove-runs) for that")
+            collections.check_writable(name)
+            for parent in collections.parents(name):
+                if not unlink_chains:
+                    raise CollectionError(
+                        f"collection {name!r} is in chained collection {parent!r}; remove it "
+                        "from the chain first or ask to unlink it")
+                collections.set_chain(parent, [c for c in collections.children(parent)
+                                               if c != name])
+            collections.remove(name)
+
     # -- checking ------------------------------------------------------------
 
     def verify(self, refs: Iterable[DatasetRef] | None = None, progress=None) -> VerifyReport:
@@ -449,7 +584,7 @@ class Butler:
                 problem = str(exc)
             report.checked += 1
             if problem:
-                report.problems.append((dataset_id, stored.path, problem))
+                report.problems.append(FileProblem(dataset_id, stored.path, problem))
             if progress is not None:
                 progress(1)
         return report

@@ -57,7 +57,9 @@ class RepoConfig:
     def read_overrides(path: str | Path) -> dict[str, Any]:
         """A user's seed config: optional ``templates`` mapping."""
         try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
+            data = yaml.safe_load(Path(path).read_bytes().decode("utf-8-sig")) or {}
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"config {path} is not UTF-8 text (byte {exc.start})") from None
         except (OSError, yaml.YAMLError) as exc:
             raise ConfigError(f"cannot read config {path}: {exc}") from None
         if not isinstance(data, dict) or set(data) - {"templates"}:

@@ -8,6 +8,7 @@ and keeps its traceback.
     ├── ConfigError            bad repository/site configuration or universe
     ├── SchemaVersionError     repository written by an unknown schema version
     ├── DataIdError            data ID missing/unknown keys or values without records
+    │   └── MissingRecordError a data ID names a value this repository has no record of
     ├── DimensionRecordError   conflicting dimension records
     ├── DatasetTypeError       unknown or conflicting dataset type definitions
     ├── CollectionError        unknown collections, wrong type, cycles, ownership
@@ -37,6 +38,19 @@ class SchemaVersionError(FederationError):
 
 class DataIdError(FederationError):
     """A data ID does not match its dimensions or names values without records."""
+
+
+class MissingRecordError(DataIdError):
+    """A data ID names a value this repository holds no dimension record for.
+
+    Either the value does not exist, or (at a site holding part of the data)
+    that part was never synced here. ``dimension`` and ``key`` say which record.
+    """
+
+    def __init__(self, dimension: str, key: str) -> None:
+        super().__init__(f"no {dimension} record for {key}; insert dimension records first")
+        self.dimension = dimension
+        self.key = key
 
 
 class DimensionRecordError(FederationError):

@@ -1,8 +1,12 @@
-"""Reading user-supplied tables: dimension records and ingest lists (YAML or CSV)."""
+"""Reading user-supplied tables: dimension records and ingest lists (YAML or CSV).
+
+Errors name the file and, where there is one, the line and column at fault.
+"""
 
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 from typing import Any
 
@@ -11,35 +15,70 @@ import yaml
 from federation.butler import FileDataset
 from federation.errors import InputError
 
+Row = tuple[int, Any]  # (line number in the file, the row)
 
-def _read_csv(path: Path) -> list[dict[str, Any]]:
+
+def _read_text(path: Path) -> str:
+    """The file as text; anything but UTF-8 is refused with the position of the first bad byte."""
     try:
-        # utf-8-sig: spreadsheet programs often start CSV files with a byte-order mark.
-        # strict: an unterminated quote is an error, not a field swallowing later lines.
-        with open(path, newline="", encoding="utf-8-sig") as stream:
-            reader = csv.DictReader((line for line in stream if not line.startswith("#")),
-                                    strict=True)
-            if not reader.fieldnames:
-                raise InputError(f"{path} is empty: expected a CSV header row")
-            rows = []
-            for number, row in enumerate(reader, start=2):
-                if None in row or any(v is None for v in row.values()):
-                    raise InputError(f"{path}:{number}: wrong number of columns")
-                rows.append({k.strip(): v.strip() for k, v in row.items()})
-            return rows
+        data = path.read_bytes()
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        # utf-8-sig: spreadsheet programs often start CSV files with a byte-order mark.
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        decoded = bytes(exc.object)  # without a byte-order mark, if there was one
+        offset = exc.start + len(data) - len(decoded)
+        line = decoded.count(b"\n", 0, exc.start) + 1
+        raise InputError(
+            f"{path}:{line}: not UTF-8 text (byte 0x{decoded[exc.start]:02x} at offset "
+            f"{offset}); save the file as UTF-8") from None
+
+
+def _read_csv(path: Path) -> tuple[list[str], list[Row]]:
+    """The header and the rows of a CSV file, each row with its line number.
+
+    Lines starting with ``#`` are comments.
+    """
+    lines = [(number, line) for number, line in enumerate(
+        io.StringIO(_read_text(path), newline=""), start=1) if not line.startswith("#")]
+    # strict: an unterminated quote is an error, not a field swallowing later lines.
+    reader = csv.reader((line for _, line in lines), strict=True)
+    try:
+        header = [name.strip() for name in next(reader, [])]
+        if not header:
+            raise InputError(f"{path} is empty: expected a CSV header row")
+        rows = []
+        start = reader.line_num  # lines consumed so far: the next row starts after them
+        for values in reader:
+            number = lines[start][0]
+            start = reader.line_num
+            if not values:  # a blank line
+                continue
+            if len(values) != len(header):
+                raise InputError(
+                    f"{path}:{number}: wrong number of columns ({len(values)} values for "
+                    f"{len(header)} columns: {', '.join(header)})")
+            rows.append((number, {k: v.strip() for k, v in zip(header, values, strict=True)}))
+        return header, rows
     except csv.Error as exc:
         raise InputError(f"{path} is not valid CSV: {exc}") from None
 
 
-def _read_yaml(path: Path) -> Any:
+def _read_yaml(path: Path) -> tuple[Any, list[int]]:
+    """The document, and for a top-level list the line number of each item."""
+    loader = yaml.SafeLoader(_read_text(path))
     try:
-        return yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror}") from None
+        node = loader.get_single_node()
+        data = None if node is None else loader.construct_document(node)
     except yaml.YAMLError as exc:
         raise InputError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    finally:
+        loader.dispose()
+    lines = ([item.start_mark.line + 1 for item in node.value]
+             if isinstance(node, yaml.SequenceNode) else [])
+    return data, lines
 
 
 def _is_csv(path: Path) -> bool:
@@ -57,8 +96,8 @@ def read_dimension_records(path: str | Path, dimension: str | None = None
     if _is_csv(path):
         if dimension is None:
             raise InputError(f"{path}: a CSV file holds one dimension; name it with --dimension")
-        return {dimension: _read_csv(path)}
-    data = _read_yaml(path)
+        return {dimension: [row for _, row in _read_csv(path)[1]]}
+    data, _ = _read_yaml(path)
     if isinstance(data, list):
         if dimension is None:
             raise InputError(f"{path} holds a list of records; name its dimension with --dimension")
@@ -75,25 +114,31 @@ def read_ingest_table(path: str | Path, dataset_type: str, *, prefix: str | Path
     """Files and their data IDs from a CSV or YAML table.
 
     Each row has a ``file`` column plus data ID columns; relative file paths
-    are taken relative to ``prefix`` (default: the table's directory).
+    are taken relative to ``prefix`` (default: the table's directory). Each
+    file's ``origin`` is ``TABLE:LINE``, so later errors name its row.
     """
     path = Path(path)
-    rows = _read_csv(path) if _is_csv(path) else _read_yaml(path)
-    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-        raise InputError(f"{path} must hold a list of rows with a 'file' column")
+    if _is_csv(path):
+        rows = _read_csv(path)[1]
+    else:
+        data, lines = _read_yaml(path)
+        if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+            raise InputError(f"{path} must hold a list of rows with a 'file' column")
+        rows = list(zip(lines, data, strict=True))
     base = Path(prefix) if prefix is not None else path.parent
     datasets = []
-    for number, row in enumerate(rows, start=1):
+    for index, (number, row) in enumerate(rows, start=1):
         row = dict(row)
         file = row.pop("file", None)
+        where = f"{path}:{number}"
         if file is None or file == "":
-            raise InputError(f"{path}: row {number} has no 'file' value")
+            raise InputError(f"{where}: row {index} has no 'file' value")
         if not isinstance(file, str):  # YAML may give a number; a list or mapping is wrong
             if not isinstance(file, int | float) or isinstance(file, bool):
-                raise InputError(f"{path}: row {number} 'file' must be a path, got {file!r}")
+                raise InputError(f"{where}: row {index} 'file' must be a path, got {file!r}")
             file = str(file)
         data_id = dict(common or {}) | {k: v for k, v in row.items() if v not in (None, "")}
-        datasets.append(FileDataset(Path(base, file), dataset_type, data_id))
+        datasets.append(FileDataset(Path(base, file), dataset_type, data_id, origin=where))
     if not datasets:
         raise InputError(f"{path} lists no files")
     return datasets

@@ -124,9 +124,27 @@ class Certification:
 compact_json = json.JSONEncoder(separators=(",", ":")).encode
 
 
+_quote = json.encoder.encode_basestring_ascii
+
+
 def data_id_key(values: list[Any] | tuple[Any, ...]) -> str:
-    """Canonical, unambiguous text form of a data ID's required values."""
-    return compact_json(list(values))
+    """Canonical, unambiguous text form of a data ID's required values (their compact
+    JSON list)."""
+    parts = []
+    for value in values:
+        kind = type(value)
+        if kind is int:
+            parts.append(str(value))
+        elif kind is str:
+            parts.append(_quote(value))
+        else:  # anything else (only from malformed input): JSON decides
+            return compact_json(list(values))
+    return f"[{','.join(parts)}]"
+
+
+def ref_key(ref: DatasetRef) -> str:
+    """The data ID key of a dataset: its slot, with its type, in a run or collection."""
+    return data_id_key([ref.data_id[n] for n in ref.dataset_type.dimensions.required])
 
 
 def make_dataset_id(

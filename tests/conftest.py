@@ -104,17 +104,50 @@ def other_db_url(request, db_url):
         yield url
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def db_url(request) -> str | None:
-    """None for the embedded SQLite default, or a PostgreSQL URL."""
-    return backend_url(request)
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
 
-def backend_url(request) -> str | None:
-    """The database URL for a db_url param (None: SQLite)."""
-    if request.param == "postgresql":
-        return request.getfixturevalue("pg_url")
-    return None
+@pytest.fixture
+def backend(request) -> str:
+    """The database a repository test runs on: the embedded SQLite, or a real PostgreSQL
+    (every test that uses it runs on both; see :func:`pytest_generate_tests`)."""
+    return request.param
+
+
+@pytest.fixture
+def db_url(backend: str, request) -> str | None:
+    """None for the embedded SQLite default, or a URL to a fresh PostgreSQL schema."""
+    return request.getfixturevalue("pg_url") if backend == "postgresql" else None
+
+
+@pytest.fixture
+def reach(request) -> str:
+    """How a sync reaches its source: ``local`` (a repository on this machine), or, in
+    modules that list ``REACHES``, also ``sftp`` and ``http`` (the source publishes its
+    journal and is pulled from over a real sshd or nginx on loopback)."""
+    return getattr(request, "param", "local")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests that use ``backend`` run on SQLite and PostgreSQL. A module with
+    ``REACHES = ("local", "sftp", "http")`` runs them on both backends with local sources,
+    and on SQLite through each network transport (the database and the transport are
+    independent)."""
+    if "backend" not in metafunc.fixturenames:
+        return
+    given = {name for mark in metafunc.definition.iter_markers("parametrize")
+             for name in ([mark.args[0]] if isinstance(mark.args[0], str) else mark.args[0])}
+    if "db_url" in given or "backend" in given:
+        return
+    reaches = getattr(metafunc.module, "REACHES", None)
+    if not reaches or "reach" not in metafunc.fixturenames:
+        metafunc.parametrize("backend", BACKENDS, indirect=True)
+        return
+    cases = [pytest.param("sqlite", "local", id="sqlite-local"),
+             pytest.param("postgresql", "local", id="postgresql-local",
+                          marks=pytest.mark.postgres)] if "local" in reaches else []
+    cases += [pytest.param("sqlite", r, id=f"sqlite-{r}") for r in reaches if r != "local"]
+    metafunc.parametrize(("backend", "reach"), cases, indirect=True)
 
 
 @pytest.fixture
@@ -132,21 +165,6 @@ def butler(repo: Path):
 
 
 # -- federations of sites ------------------------------------------------------------
-
-
-#: db_url params of modules whose tests also run through SFTP and HTTP (on SQLite:
-#: the database and the transport are independent). Such a module overrides db_url:
-#:     @pytest.fixture(params=NETWORK_MATRIX)
-#:     def db_url(request): return backend_url(request)
-NETWORK_MATRIX = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres), "sftp", "http"]
-
-
-@pytest.fixture
-def site_transport(request) -> str:
-    """How sources are reached: sftp or http in the network matrix, else local."""
-    params = getattr(request.node, "callspec", None)
-    kind = params.params.get("db_url") if params is not None else None
-    return kind if kind in ("sftp", "http") else "local"
 
 
 class Federation:
@@ -211,8 +229,9 @@ class Federation:
 
         Through a network transport, the source first publishes what is new.
         """
-        from federation.sync.engine import SyncOptions, sync
-        from federation.sync.outbox import publish
+        from federation.operations.sync import sync_sites as sync
+        from federation.sync.options import SyncOptions
+        from federation.sync.remote.outbox import publish
         from federation.sync.selection import Selection
 
         selection = Selection.make(options.pop("collections", None),
@@ -290,15 +309,15 @@ def repo_state(butler: Butler) -> dict:
 
 
 @pytest.fixture
-def federation(tmp_path: Path, db_url: str | None, site_transport: str, request) -> Federation:
+def federation(tmp_path: Path, db_url: str | None, reach: str, request) -> Federation:
     """Four sites; NCSA and IN2P3 on the parametrized database."""
     urls = {"NCSA": db_url}
     if db_url is not None:
         urls["IN2P3"] = request.getfixturevalue("pg_url_2")
-    server = {"local": None, "sftp": "sshd_server", "http": "web_server"}[site_transport]
+    server = {"local": None, "sftp": "sshd_server", "http": "web_server"}[reach]
     if server is not None:
         server = request.getfixturevalue(server)
-    return Federation(tmp_path, urls, site_transport, server)
+    return Federation(tmp_path, urls, reach, server)
 
 
 @pytest.fixture

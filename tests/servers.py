@@ -10,7 +10,7 @@ Fixtures (import them into a test module or conftest with ``from servers import 
 * ``sshd_private`` -- function scope, a :class:`SSHServer` a test may stop and restart.
 * ``web_server`` -- session scope, a :class:`WebServer` whose root is pytest's base temp dir,
   so ``web_server.url_for(tmp_path)`` serves any test's ``tmp_path``.
-* ``web_private`` -- function scope factory ``web_private(root, limit_rate=None)``.
+* ``web_private`` -- function scope factory ``web_private(root, limit_rate=None, listing=True)``.
 """
 
 from __future__ import annotations
@@ -222,10 +222,13 @@ class WebServer(_Server):
 
     Besides static files: ``/moved/<path>`` answers 301 to ``/<path>`` and ``/forbidden/...``
     answers 403. ``limit_rate`` (e.g. ``"100k"``) throttles every response, to make
-    transfers slow enough to interrupt.
+    transfers slow enough to interrupt. With ``listing`` (the default) directories are
+    listed as nginx's JSON index (``autoindex on; autoindex_format json;``), as a site
+    must publish them for files to be listed over HTTP; without it they answer 403.
     """
 
-    def __init__(self, workdir: Path, root: Path, *, limit_rate: str | None = None) -> None:
+    def __init__(self, workdir: Path, root: Path, *, limit_rate: str | None = None,
+                 listing: bool = True) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
         self.root = root
@@ -254,8 +257,9 @@ class WebServer(_Server):
             f"        listen {HOST}:{self.port};\n"
             f'        root "{root}";\n'
             + (f"        limit_rate {limit_rate};\n" if limit_rate else "")
-            + "        location / { }\n"
-            "        location ~ ^/moved/(.*)$ { return 301 /$1; }\n"
+            + ("        location / { autoindex on; autoindex_format json; }\n" if listing
+               else "        location / { }\n")
+            + "        location ~ ^/moved/(.*)$ { return 301 /$1; }\n"
             "        location /forbidden/ { return 403; }\n"
             "    }\n"
             "}\n")
@@ -303,12 +307,13 @@ def web_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebServer]:
 def web_private(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Callable[..., WebServer]]:
-    """Factory ``web_private(root, limit_rate=None)``: a started nginx of this test's own."""
+    """Factory ``web_private(root, limit_rate=None, listing=True)``: a started nginx of this
+    test's own."""
     servers: list[WebServer] = []
 
-    def make(root: Path, limit_rate: str | None = None) -> WebServer:
+    def make(root: Path, limit_rate: str | None = None, listing: bool = True) -> WebServer:
         server = WebServer(tmp_path_factory.mktemp("nginx_private"), root,
-                           limit_rate=limit_rate)
+                           limit_rate=limit_rate, listing=listing)
         servers.append(server)
         server.start()
         return server

@@ -20,7 +20,6 @@ from click.testing import CliRunner, Result
 from conftest import Federation, populate_ncsa, repo_state
 
 from federation.cli.main import cli
-from federation.sync.cursors import read_cursor
 from federation.sync.selection import Selection
 
 SKIP_FILES = ("registry.sqlite3", "registry.sqlite3-wal", "registry.sqlite3-shm",
@@ -68,7 +67,8 @@ def import_(federation: Federation, bundle: Path, *extra, dest: str = "IN2P3") -
 def cursor(federation: Federation, site: str = "IN2P3",
            selection: Selection | None = None) -> int | None:
     with federation.butler(site) as b:
-        return read_cursor(b, "NCSA", selection or Selection())
+        found = b.registry.cursors.get("pull", "NCSA", (selection or Selection()).key)
+    return None if found is None else found.last_seq
 
 
 def observe(federation: Federation, site: str = "IN2P3") -> dict:
@@ -78,7 +78,7 @@ def observe(federation: Federation, site: str = "IN2P3") -> dict:
         t = b.registry.db.tables
         with b.registry.db.reading() as conn:
             cursors = sorted(tuple(r) for r in conn.execute(
-                sa.select(t.sync_cursor.c.source, t.sync_cursor.c.selection_key,
+                sa.select(t.sync_cursor.c.peer, t.sync_cursor.c.selection_key,
                           t.sync_cursor.c.last_seq)))
             retries = conn.execute(sa.select(sa.func.count()).select_from(t.sync_retry)).scalar()
         return {"state": repo_state(b), "journal": b.registry.db.last_seq(),
@@ -253,7 +253,7 @@ def _corrupt(lines: list[dict], case: str) -> list:
 
 
 CASES = {  # case: (trailer recomputed, error text)
-    "tampered": (False, "SHA-256 mismatch"),
+    "tampered": (False, "does not match any dataset record"),  # caught before the trailer
     "malformed": (True, "not valid JSON"),
     "bad record": (True, "malformed tag record"),
     "escape": (True, "escapes the datastore root"),

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 import numpy as np
@@ -81,6 +84,25 @@ def raw_file(tmp_path: Path, name: str, payload: bytes | None = None) -> Path:
     src.parent.mkdir(parents=True, exist_ok=True)
     src.write_bytes(payload if payload is not None else f"raw {name}".encode() * 10)
     return src
+
+
+def finishes(call: Callable[[], Any], timeout: float = 20) -> Any:
+    """``call()``'s result or exception; fails instead of hanging if it does not return."""
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = call()
+        except BaseException as exc:  # handed to the test below
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(timeout)
+    assert not worker.is_alive(), f"still running after {timeout} s"
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 def raw_dataset(src: Path, exposure: int, detector: int) -> FileDataset:
@@ -402,6 +424,52 @@ def test_ingest_cannot_take_over_a_registered_file(b: Butler, tmp_path):
     assert b.get(copy) == payload and b.verify().ok
 
 
+@pytest.mark.parametrize("kind", ["fifo", "device", "directory"])
+def test_ingest_refuses_anything_but_regular_files(b: Butler, tmp_path: Path, kind: str):
+    """A FIFO would block the read forever and /dev/zero never ends: refused before reading."""
+    good = raw_file(tmp_path, "good.dat")
+    odd = {"fifo": tmp_path / "pipe", "device": Path("/dev/zero"),
+           "directory": tmp_path / "dir"}[kind]
+    if kind == "fifo":
+        os.mkfifo(odd)
+    elif kind == "directory":
+        odd.mkdir()
+    what = {"fifo": "a FIFO (named pipe)", "device": "a character device",
+            "directory": "a directory"}[kind]
+    for transfer in ("copy", "symlink", "direct"):
+        datasets = [raw_dataset(good, 903334, 0),
+                    FileDataset(odd, "raw", {"instrument": "HSC", "exposure": 903334,
+                                             "detector": 1}, origin="list.csv:3")]
+        with pytest.raises(InputError) as info:
+            finishes(lambda datasets=datasets, t=transfer: b.ingest(datasets, transfer=t))
+        assert str(info.value) == (f"list.csv:3: {odd} is {what}, not a regular file: "
+                                   "only regular files can be ingested")
+    assert count_rows(b, "dataset") == 0 and data_files(b.config.root) == []
+    assert not b.registry.collections.exists(RUN)
+
+
+def test_ingest_errors_name_the_file_origin(b: Butler, tmp_path: Path):
+    """Errors about one file of a bulk ingest start with where it was listed."""
+    files = [raw_file(tmp_path, f"f{d}.dat") for d in range(3)]
+
+    def listed(detectors, exposure=903334) -> list[FileDataset]:
+        return [FileDataset(f, "raw", {"instrument": "HSC", "exposure": exposure,
+                                       "detector": d}, origin=f"t.csv:{i + 2}")
+                for i, (f, d) in enumerate(zip(files, detectors, strict=True))]
+
+    with pytest.raises(DataIdError, match=r"^t\.csv:4: no detector record for instrument="):
+        b.ingest(listed([0, 1, 99]))
+    with pytest.raises(DataIdError, match=r"^t\.csv:3: dimension 'detector' needs an integer"):
+        b.ingest(listed([0, "one", 2]))
+    with pytest.raises(ConflictError, match=r"^t\.csv:4: two datasets with the same type and "
+                                            r"data ID .* \(also t\.csv:2\)"):
+        b.ingest(listed([0, 1, 0]))
+    files[2].unlink()
+    with pytest.raises(InputError, match=r"^t\.csv:4: cannot read .*f2\.dat: No such file"):
+        b.ingest(listed([0, 1, 2]))
+    assert count_rows(b, "dataset") == 0 and data_files(b.config.root) == []
+
+
 # -- queries --------------------------------------------------------------------
 
 
@@ -505,6 +573,111 @@ def test_query_dimension_records(butler: Butler):
         butler.query_dimension_records("visit", where="visit ==")
 
 
+def test_data_id_without_record_here_finds_no_dataset(b: Butler):
+    """A site that never synced exposure 903340's record holds no dataset for it:
+    lookups say so instead of asking the user to insert dimension records."""
+    b.put(b"raw", "raw", instrument="HSC", exposure=903334, detector=0)
+    b.put({"v": 1}, "summary", instrument="HSC", visit=903334, run="calib/run")
+    b.registry.register_collection("calib", CollectionType.CALIBRATION)
+    b.registry.datasets.certify("calib", b.query_datasets("summary", "calib/run"), Timespan())
+    missing = {"instrument": "HSC", "exposure": 903340, "detector": 0}
+    assert b.find_dataset("raw", missing) is None
+    assert not b.exists("raw", missing)
+    with pytest.raises(MissingDatasetError) as info:
+        b.get("raw", missing)
+    message = str(info.value)
+    assert message.startswith(f"no raw dataset with data ID {missing} in collections {RUN}: "
+                              "this repository holds no exposure record for instrument='HSC', "
+                              "exposure=903340")
+    assert "never synced here" in message and "insert" not in message
+    with pytest.raises(MissingDatasetError, match="holds no exposure record"):
+        b.get_uri("raw", missing)
+    # The same when the unknown exposure only gives the time of a calibration lookup.
+    assert b.find_dataset("summary", instrument="HSC", visit=903334, exposure=903340,
+                          collections="calib") is None
+    with pytest.raises(MissingDatasetError, match="holds no exposure record"):
+        b.get("summary", instrument="HSC", visit=903334, exposure=903340, collections="calib")
+    # Mistakes in the data ID itself are still reported as such.
+    with pytest.raises(DataIdError, match="missing detector"):
+        b.get("raw", instrument="HSC", exposure=903334)
+    with pytest.raises(DataIdError, match="needs an integer"):
+        b.find_dataset("raw", instrument="HSC", exposure="x", detector=0)
+
+
+# -- collection contents -------------------------------------------------------------
+
+
+def test_disassociate(b: Butler):
+    refs = [b.put({"v": v}, "summary", instrument="HSC", visit=v) for v in R_VISITS]
+    b.registry.register_collection("HSC/tagged", CollectionType.TAGGED)
+    b.registry.datasets.associate("HSC/tagged", refs[:2])
+    assert b.disassociate("HSC/tagged", refs[1:]) == 1  # refs[2] was not tagged
+    assert b.query_datasets("summary", "HSC/tagged") == [refs[0]]
+    assert b.query_datasets("summary", RUN) == refs  # the datasets stay
+    assert b.disassociate("HSC/tagged", refs[1:]) == 0
+    with pytest.raises(CollectionError, match="is RUN, not TAGGED"):
+        b.disassociate(RUN, refs)
+    with pytest.raises(CollectionError, match="no collection named 'nope'"):
+        b.disassociate("nope", refs)
+
+
+def test_decertify(b: Butler):
+    biases = [b.put(np.full(2, d), "psf", instrument="HSC", visit=903334, detector=d,
+                    run="HSC/calib/gen") for d in (0, 1)]
+    b.registry.register_collection("HSC/calib", CollectionType.CALIBRATION)
+    b.registry.datasets.certify("HSC/calib", biases,
+                                Timespan.from_values("2013-01-01", "2014-01-01"))
+
+    def valid(detector: int, when: str):
+        return b.find_dataset("psf", instrument="HSC", visit=903334, detector=detector,
+                              collections="HSC/calib", timespan=Timespan.instant(when))
+
+    june = Timespan.from_values("2013-06-01", "2013-07-01")
+    assert b.decertify("HSC/calib", "psf", june,
+                       data_ids=[{"instrument": "HSC", "visit": 903334, "detector": 0}]) == 1
+    assert valid(0, "2013-06-15") is None and valid(0, "2013-05-15") == biases[0]
+    assert valid(0, "2013-07-15") == biases[0]  # split in two around June
+    assert valid(1, "2013-06-15") == biases[1]  # another data ID: untouched
+    assert b.decertify("HSC/calib", "psf", june, data_ids=[]) == 0
+    assert b.decertify("HSC/calib", "psf", june) == 1  # every data ID: detector 1 now
+    assert valid(1, "2013-06-15") is None and valid(1, "2013-08-01") == biases[1]
+    assert b.query_datasets("psf", "HSC/calib/gen") == biases  # the datasets stay
+    with pytest.raises(CollectionError, match="is RUN, not CALIBRATION"):
+        b.decertify("HSC/calib/gen", "psf", june)
+
+
+def test_remove_collection(b: Butler):
+    refs = [b.put({"v": v}, "summary", instrument="HSC", visit=v) for v in R_VISITS]
+    reg = b.registry
+    reg.register_collection("HSC/tagged", CollectionType.TAGGED)
+    reg.datasets.associate("HSC/tagged", refs)
+    reg.register_collection("HSC/calib", CollectionType.CALIBRATION)
+    reg.datasets.certify("HSC/calib", refs, Timespan())
+    chain(b, "HSC/defaults", [RUN, "HSC/tagged"])
+    assert count_rows(b, "tag") == 3 and count_rows(b, "calib") == 3
+
+    with pytest.raises(CollectionError, match="RUN.*use remove_runs"):
+        b.remove_collection(RUN)
+    with pytest.raises(CollectionError, match="in chained collection 'HSC/defaults'"):
+        b.remove_collection("HSC/tagged")
+    assert reg.collections.exists("HSC/tagged") and count_rows(b, "tag") == 3
+
+    b.remove_collection("HSC/calib")  # its certifications go with it (foreign keys cascade)
+    assert not reg.collections.exists("HSC/calib") and count_rows(b, "calib") == 0
+    b.remove_collection("HSC/tagged", unlink_chains=True)
+    assert count_rows(b, "tag") == 0 and count_rows(b, "tag_removed") == 0
+    assert reg.collections.children("HSC/defaults") == [RUN]
+    b.remove_collection("HSC/defaults")  # a chain: its links go, its children stay
+    assert count_rows(b, "collection_chain") == 0
+    assert [c.name for c in reg.collections.query()] == [RUN]
+    assert b.query_datasets("summary", RUN) == refs and b.verify().ok
+    # A new collection under an old name starts empty.
+    reg.register_collection("HSC/tagged", CollectionType.TAGGED)
+    assert b.query_datasets("summary", "HSC/tagged") == []
+    with pytest.raises(CollectionError, match="no collection named 'HSC/calib'"):
+        b.remove_collection("HSC/calib")
+
+
 # -- removal -----------------------------------------------------------------------
 
 
@@ -580,11 +753,18 @@ def test_verify_reports_damage(b: Butler, tmp_path: Path):
 
     report = b.verify()
     assert not report.ok and report.checked == 4
-    problems = {dataset_id: (path, why) for dataset_id, path, why in report.problems}
+    problems = {problem.dataset_id: (problem.path, problem.problem)
+                for problem in report.problems}
     assert set(problems) == {flipped.id, deleted.id, truncated.id}
-    assert problems[flipped.id][1] == "checksum mismatch"
+    # Each message says which value is the file's and which the record's.
+    record = b.registry.datasets.file(flipped.id)[0]
+    actual = xxhash.xxh3_128_hexdigest(path_of(b, flipped).read_bytes())
+    assert problems[flipped.id][1] == (f"checksum mismatch: the file's xxh3-128 is {actual}, "
+                                       f"its record says {record.checksum}")
     assert problems[deleted.id][1] == "missing"
-    assert "size" in problems[truncated.id][1]
+    record = b.registry.datasets.file(truncated.id)[0]
+    assert problems[truncated.id][1] == (f"size mismatch: the file has {record.size - 10} "
+                                         f"bytes, its record says {record.size}")
     assert problems[flipped.id][0] == b.registry.datasets.file(flipped.id)[0].path
     assert b.verify([fine]).ok
     assert not b.verify([deleted]).ok
@@ -599,8 +779,20 @@ def test_verify_reports_unreadable_file_instead_of_crashing(b: Butler, tmp_path:
     path.unlink()
     path.mkdir()  # same size as recorded, but cannot be read as a file
     report = b.verify()
-    assert [(i, why.split()[0]) for i, _, why in report.problems] in (
-        [(ref.id, "unreadable")], [(ref.id, "size")])
+    assert [(i, why) for i, _, why in report.problems] == [
+        (ref.id, "not a regular file (a directory)")]
+
+
+def test_verify_and_get_do_not_hang_on_a_fifo(b: Butler):
+    """A datastore file replaced by a FIFO: reading it would block forever."""
+    ref = b.put(b"", "raw", instrument="HSC", exposure=903334, detector=0)
+    path = path_of(b, ref)
+    path.unlink()
+    os.mkfifo(path)
+    report = finishes(b.verify)
+    assert [why for _, _, why in report.problems] == ["not a regular file (a FIFO (named pipe))"]
+    with pytest.raises(DatastoreError, match="is a FIFO"):
+        finishes(lambda: b.get(ref))
 
 
 # -- creating and opening ---------------------------------------------------------

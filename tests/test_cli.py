@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 import traceback
@@ -18,6 +19,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import pytest
+import xxhash
 import yaml
 from click.testing import CliRunner, Result
 from conftest import HSC_RECORDS
@@ -174,6 +176,12 @@ COMMANDS = {
                        "--yes"],
     "remove-runs": ["REPO", "PATTERNS", "--force", "--dry-run", "--yes"],
     "verify": ["REPO", "--collections", "--dataset-type", "--where", "--json"],
+    "disassociate": ["REPO", "TAG", "--collections", "--dataset-type", "--where",
+                     "datasets themselves stay"],
+    "decertify": ["REPO", "COLLECTION", "DATASET_TYPE", "--begin-date", "--end-date", "--where",
+                  "trimmed or split"],
+    "remove-collections": ["REPO", "PATTERNS", "--force", "--dry-run", "--yes",
+                           "fed remove-runs", "datasets stay"],
 }
 
 
@@ -309,6 +317,9 @@ NON_REPO_COMMANDS = [
     ["remove-runs", "{repo}", "run", "--yes"],
     ["verify", "{repo}"],
     ["insert-dimension-records", "{repo}", "{records}"],
+    ["disassociate", "{repo}", "tag", "-c", "run"],
+    ["decertify", "{repo}", "calib", "bias"],
+    ["remove-collections", "{repo}", "tag", "--yes"],
 ]
 
 
@@ -1015,6 +1026,277 @@ def test_verify(rerun: Path):
     assert "size" in problems[relative]
     assert "missing" in problems[other.relative_to(repo).as_posix()]
     assert fed("verify", repo, "-c", RAW_RUN, "--where", "detector = 0").exit_code == 0
+
+
+def test_verify_says_which_value_is_whose(hsc: Path):
+    [ref] = as_json("query-datasets", hsc, "--show-uri", "--where",
+                    "exposure = 903334 AND detector = 0")
+    path = uri_path(ref["uri"])
+    recorded = xxhash.xxh3_128_hexdigest(path.read_bytes())
+    path.write_bytes(b"raw 903334 X\n")
+    actual = xxhash.xxh3_128_hexdigest(path.read_bytes())
+    lines = fed("verify", hsc, code=1).stdout.splitlines()
+    assert lines[0] == (f"checksum mismatch: the file's xxh3-128 is {actual}, its record says "
+                        f"{recorded}: {path.relative_to(hsc).as_posix()} ({ref['id']})")
+    path.write_bytes(b"short")
+    [problem] = as_json_failing("verify", hsc)["problems"]
+    assert problem["problem"] == "size mismatch: the file has 5 bytes, its record says 13"
+
+
+def as_json_failing(*args):
+    """Like as_json, for a command that reports a problem with exit status 1."""
+    return json.loads(fed(*args, "--json", code=1).stdout)
+
+
+# -- bad input: one line, nothing written ---------------------------------------
+
+
+def test_ingest_of_fifo_or_device_is_refused_without_hanging(hsc: Path, tmp_path: Path):
+    """Reading a FIFO blocks forever and /dev/zero never ends: only regular files are read."""
+    src = tmp_path / "odd"
+    write_raws(src, [903336], [0])
+    os.mkfifo(src / "pipe")
+    before = snapshot(hsc)
+    for name, kind in [("pipe", "a FIFO (named pipe)"), ("/dev/zero", "a character device")]:
+        for transfer in ("copy", "direct"):
+            table = write_csv(src / "t.csv", [["file", "exposure", "detector"],
+                                              ["HSCA903336_000.dat", 903336, 0],
+                                              [name, 903336, 1]])
+            proc = subprocess.run(
+                [str(FED), "ingest-files", str(hsc), "raw", "HSC/raw/odd", str(table),
+                 "--data-id", "instrument=HSC", "--transfer", transfer],
+                stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+            assert proc.returncode == 1 and proc.stdout == ""
+            assert proc.stderr == (f"error: {table}:3: {src / name} is {kind}, not a regular "
+                                   "file: only regular files can be ingested\n")
+    assert snapshot(hsc) == before
+
+
+def test_ingest_table_errors_name_their_line(hsc: Path, tmp_path: Path):
+    src = tmp_path / "lines"
+    write_raws(src, [903336], [0, 1])
+    header = "# raws of exposure 903336\nfile,exposure,detector\n\n# detector 0 first\n"
+    before = snapshot(hsc)
+
+    def bad(name: str, text: str, match: str | list[str]) -> None:
+        (src / name).write_text(text)
+        fails("ingest-files", hsc, "raw", RAW_RUN, src / name, "--data-id", "instrument=HSC",
+              match=match)
+
+    bad("t.csv", header + "HSCA903336_000.dat,903336,0\nHSCA903336_001.dat,903336,one\n",
+        match=f"{src / 't.csv'}:6: dimension 'detector' needs an integer, got 'one'")
+    bad("t.csv", header + "HSCA903336_000.dat,903336,0\nHSCA903336_001.dat,903336,0\n",
+        match=[f"{src / 't.csv'}:6: two datasets with the same type and data ID",
+               f"(also {src / 't.csv'}:5)"])
+    bad("t.csv", header + "HSCA903336_000.dat,903336,0\nHSCA903336_001.dat,903336,1,x\n",
+        match=f"{src / 't.csv'}:6: wrong number of columns (4 values for 3 columns: file, "
+              "exposure, detector)")
+    bad("t.csv", header + "absent.dat,903336,0\n",
+        match=[f"{src / 't.csv'}:5: cannot read", "absent.dat"])
+    bad("t.csv", header + "HSCA903336_000.dat,903336,0\n,903336,1\n",
+        match=f"{src / 't.csv'}:6: row 2 has no 'file' value")
+    bad("t.yaml", "# raws\n- {file: HSCA903336_000.dat, exposure: 903336, detector: 0}\n"
+        "- file: HSCA903336_001.dat\n  exposure: 999\n  detector: 1\n",
+        match=f"{src / 't.yaml'}:3: no exposure record for instrument='HSC', exposure=999")
+    bad("t.yaml", "- {file: HSCA903336_000.dat, exposure: 903336, detector: 0, colour: red}\n",
+        match=f"{src / 't.yaml'}:1: unknown dimension(s) colour in data ID")
+    assert snapshot(hsc) == before
+
+
+def test_tables_that_are_not_utf8_are_refused(hsc: Path, tmp_path: Path):
+    before = snapshot(hsc)
+    latin = tmp_path / "latin1.csv"
+    latin.write_bytes("file,exposure,detector\n# caf\u00e9\nx.dat,903334,0\n".encode("latin-1"))
+    fails("ingest-files", hsc, "raw", RAW_RUN, latin,
+          match=f"{latin}:2: not UTF-8 text (byte 0xe9 at offset 28); save the file as UTF-8")
+    records = tmp_path / "records.csv"
+    records.write_bytes("instrument,detector,full_name\nHSC,9,d\u00e9tecteur\n".encode("cp1252"))
+    fails("insert-dimension-records", hsc, records, "--dimension", "detector",
+          match=f"{records}:2: not UTF-8 text (byte 0xe9")
+    records = tmp_path / "records.yaml"
+    records.write_bytes("detector:\n- {instrument: HSC, detector: 9, full_name: d\u00e9}\n"
+                        .encode("latin-1"))
+    fails("insert-dimension-records", hsc, records, match=f"{records}:2: not UTF-8 text")
+    assert snapshot(hsc) == before
+    assert len(as_json("query-dimension-records", hsc, "detector")) == 4
+
+
+def test_dimension_record_fields_are_type_checked(hsc: Path, tmp_path: Path):
+    """A list or mapping for a text field is refused, not stored as its Python repr."""
+    before = snapshot(hsc)
+    for record, message in [
+            ("{instrument: HSC, detector: 9, full_name: [a, b]}",
+             "detector field 'full_name' needs a string, got ['a', 'b'] (list)"),
+            ("{instrument: HSC, detector: 9, purpose: {x: 1}}",
+             "detector field 'purpose' needs a string, got {'x': 1} (dict)")]:
+        path = write_yaml(tmp_path / "bad.yaml", {})
+        path.write_text(f"detector:\n- {record}\n")
+        fails("insert-dimension-records", hsc, path, match=message)
+    path.write_text("exposure:\n- {instrument: HSC, exposure: 1, physical_filter: HSC-R, "
+                    "day_obs: 20130617, exposure_time: [30]}\n")
+    fails("insert-dimension-records", hsc, path,
+          match="exposure field 'exposure_time' needs a float, got [30] (list)")
+    assert snapshot(hsc) == before
+    assert [d["detector"] for d in as_json("query-dimension-records", hsc, "detector")] == [
+        0, 1, 2, 3]
+
+
+def test_where_with_thousands_of_alternatives_and_huge_integers(hsc: Path):
+    """5,000 ORs would be an expression tree too deep for SQLite; on both databases they
+    work, and an integer beyond 64 bits is a one-line error."""
+    ors = " OR ".join(f"detector = {d}" for d in range(2, 5000)) + " OR detector = 1"
+    found = as_json("query-datasets", hsc, "--where", ors)
+    assert sorted((r["data_id"]["exposure"], r["data_id"]["detector"]) for r in found) == [
+        (e, 1) for e in EXPOSURES]
+    pairs = " OR ".join(f"(exposure = {e} AND detector = {e % 2})" for e in range(903000, 904200))
+    found = as_json("query-datasets", hsc, "--where", pairs)
+    assert sorted((r["data_id"]["exposure"], r["data_id"]["detector"]) for r in found) == [
+        (e, e % 2) for e in EXPOSURES]
+    ors = " OR ".join(f"exposure = {e}" for e in range(900000, 905000))
+    assert len(as_json("query-dimension-records", hsc, "exposure", "--where", ors)) == 4
+    before = snapshot(hsc)
+    fails("query-datasets", hsc, "--where", "exposure = 9223372036854775808",
+          match="integer 9223372036854775808 is out of range for a 64-bit integer")
+    fails("query-dimension-records", hsc, "detector", "--where", "detector > :d",
+          "--bind", "d=99999999999999999999", match="is out of range for a 64-bit integer")
+    fails("verify", hsc, "--where", "exposure IN (1..9223372036854775808)",
+          match="is out of range for a 64-bit integer")
+    fails("query-datasets", hsc, "--where", "NOT (" * 70 + "detector = 1" + ")" * 70,
+          match="where expression is nested too deeply")
+    assert snapshot(hsc) == before
+
+
+def test_registry_file_that_is_not_sqlite(tmp_path: Path):
+    root = tmp_path / "repo"
+    fed("create", root)
+    (root / "registry.sqlite3").write_bytes(b"not a database\n" * 100)
+    for command in ("verify", "query-datasets", "query-collections", "query-dataset-types"):
+        fails(command, root, match=["registry", "not a database"])
+
+
+# -- disassociate, decertify, remove-collections ---------------------------------
+
+
+def test_disassociate(rerun: Path):
+    repo = rerun
+    fed("associate", repo, "HSC/tags/r", "-c", "HSC/defaults", "--where", "band = 'r'")
+    assert len(as_json("query-datasets", repo, "-c", "HSC/tags/r")) == 6
+    out = fed("disassociate", repo, "HSC/tags/r", "-c", "HSC/tags/r", "--where",
+              "exposure = 903334").stdout
+    assert out.strip() == "HSC/tags/r: 2 datasets untagged, 0 were not tagged"
+    tagged = as_json("query-datasets", repo, "-c", "HSC/tags/r")
+    assert sorted((r["data_id"]["exposure"], r["data_id"]["detector"]) for r in tagged) == [
+        (903335, 0), (903335, 1), (903336, 0), (903336, 1)]
+    # Searching the runs: every match leaves the tag; ones that were not in it stay out.
+    out = fed("disassociate", repo, "HSC/tags/r", "-c", "HSC/defaults", "-t", "raw",
+              "--where", "exposure IN (903335, 903337) AND detector = 0").stdout
+    assert out.strip() == "HSC/tags/r: 1 datasets untagged, 1 were not tagged"
+    assert len(as_json("query-datasets", repo, "-c", "HSC/tags/r")) == 3
+    assert len(as_json("query-datasets", repo, "--find-all")) == 10  # the datasets stay
+    assert fed("verify", repo).stdout.strip() == "verified 10 files: 0 problems"
+
+    before = snapshot(repo)
+    fails("disassociate", repo, RAW_RUN, "-c", RAW_RUN,
+          match=f"collection '{RAW_RUN}' is RUN, not TAGGED")
+    fails("disassociate", repo, "nosuch", "-c", RAW_RUN, match="no collection named 'nosuch'")
+    fails("disassociate", repo, "HSC/tags/r", "-c", "nosuch",
+          match="no collection named 'nosuch'")
+    fails("disassociate", repo, "HSC/tags/r", "-c", RAW_RUN, "-t", "flat",
+          match="no dataset type named 'flat'")
+    fails("disassociate", repo, "HSC/tags/r", "-c", RAW_RUN, "--where", "band ==",
+          match="cannot parse where expression")
+    usage_error("disassociate", repo, "HSC/tags/r", match="give at least one --collections")
+    assert snapshot(repo) == before
+
+
+def test_decertify(hsc: Path, tmp_path: Path):
+    table = write_csv(tmp_path / "bias.csv", [["file", "detector"]] + [
+        [f"incoming/HSCA903334_00{d}.dat", d] for d in DETECTORS])
+    fed("ingest-files", hsc, "bias", "HSC/calib/run1", table, "--data-id", "instrument=HSC")
+    fed("certify-calibrations", hsc, "HSC/calib/run1", "HSC/calib", "bias",
+        "--begin-date", "2013-01-01", "--end-date", "2014-01-01")
+
+    def bias(detector: int, when: str | None = None):
+        """The bias valid for exposure 903334 (2013-06-17T13:00), or at ``when``."""
+        from federation.butler import Butler
+        from federation.timespan import Timespan
+
+        with Butler(hsc, collections="HSC/calib") as butler:
+            if when is None:
+                return butler.find_dataset("bias", instrument="HSC", detector=detector,
+                                           exposure=903334)
+            return butler.find_dataset("bias", instrument="HSC", detector=detector,
+                                       timespan=Timespan.instant(when))
+
+    assert bias(0) is not None and bias(1) is not None
+    out = fed("decertify", hsc, "HSC/calib", "bias", "--begin-date", "2013-06-01",
+              "--end-date", "2013-07-01", "--where", "detector = 0").stdout
+    assert out.strip() == ("decertified bias in HSC/calib for 1 data IDs from 2013-06-01 to "
+                           "2013-07-01: 1 validity ranges removed, trimmed or split")
+    assert bias(0) is None and bias(1) is not None
+    assert bias(0, "2013-05-31T23:59:59") is not None and bias(0, "2013-07-01") is not None
+    out = fed("decertify", hsc, "HSC/calib", "bias", "--where", "detector = 2").stdout
+    assert out.strip().endswith("for 0 data IDs from -inf to +inf: 0 validity ranges removed, "
+                                "trimmed or split")
+    out = fed("decertify", hsc, "HSC/calib", "bias").stdout
+    assert out.strip() == ("decertified bias in HSC/calib from -inf to +inf: 3 validity ranges "
+                           "removed, trimmed or split")
+    assert as_json("query-datasets", hsc, "bias", "-c", "HSC/calib", "--find-all") == []
+    assert len(as_json("query-datasets", hsc, "bias", "-c", "HSC/calib/run1")) == 2
+
+    before = snapshot(hsc)
+    fails("decertify", hsc, "HSC/calib/run1", "bias",
+          match="collection 'HSC/calib/run1' is RUN, not CALIBRATION")
+    fails("decertify", hsc, "nosuch", "bias", match="no collection named 'nosuch'")
+    fails("decertify", hsc, "HSC/calib", "flat", match="no dataset type named 'flat'")
+    fails("decertify", hsc, "HSC/calib", "bias", "--begin-date", "soon",
+          match="invalid time 'soon'")
+    fails("decertify", hsc, "HSC/calib", "bias", "--begin-date", "2014-01-01",
+          "--end-date", "2013-01-01", match="empty timespan")
+    fails("decertify", hsc, "HSC/calib", "bias", "--where", "detector =",
+          match="cannot parse where expression")
+    assert snapshot(hsc) == before
+
+
+def test_remove_collections(rerun: Path):
+    repo = rerun
+    fed("associate", repo, "HSC/tags/r", "-c", "HSC/defaults", "--where", "band = 'r'")
+    fed("associate", repo, "HSC/tags/i", "-c", "HSC/defaults", "--where", "band = 'i'")
+    fed("collection-chain", repo, "HSC/best", "HSC/tags/r")
+    fed("collection-chain", repo, "HSC/defaults", "HSC/tags/i", "--mode", "extend")
+    fed("register-collection", repo, "HSC/calib", "--type", "CALIBRATION")
+
+    before = snapshot(repo)
+    out = fed("remove-collections", repo, "HSC/tags/*", "HSC/best", "--dry-run").stdout
+    lines = [line.split() for line in out.splitlines()]
+    assert lines[0] == ["collection", "type", "members", "in", "chains"]
+    assert lines[2:] == [["HSC/tags/i", "TAGGED", "2", "HSC/defaults"],
+                         ["HSC/tags/r", "TAGGED", "6"], ["HSC/best", "CHAINED", "1"]]
+    fails("remove-collections", repo, "HSC/tags/i", "--yes",
+          match="collection 'HSC/tags/i' is in chained collection 'HSC/defaults'")
+    fails("remove-collections", repo, "HSC/tags/r", "--yes",
+          match="collection 'HSC/tags/r' is in chained collection 'HSC/best'")
+    fails("remove-collections", repo, "HSC/raw/*", "--yes",
+          match=["is a RUN: removing it removes its datasets", "fed remove-runs"])
+    fails("remove-collections", repo, "nosuch", "--yes", match="no collection named 'nosuch'")
+    usage_error("remove-collections", repo, "HSC/calib", match="pass --yes")
+    usage_error("remove-collections", repo, match="Missing argument 'PATTERNS...'")
+    assert snapshot(repo) == before
+    assert fed("remove-collections", repo, "nothing*", "--yes").stdout.strip() == "(none)"
+
+    # A chain and the tag it holds go together; --force takes a tag out of other chains.
+    out = fed("remove-collections", repo, "HSC/tags/*", "HSC/best", "HSC/calib", "--force",
+              "--yes").stdout
+    assert out.splitlines()[-1] == "removed 4 collections (their datasets stay)"
+    assert [c["name"] for c in as_json("query-collections", repo)] == [
+        "HSC/defaults", RAW_RUN, "HSC/raw/rerun"]
+    assert as_json("query-collections", repo, "HSC/defaults")[0]["children"] == [
+        "HSC/raw/rerun", RAW_RUN]
+    assert len(as_json("query-datasets", repo, "--find-all")) == 10
+    assert fed("verify", repo).stdout.strip() == "verified 10 files: 0 problems"
+    # The names are free again, and a new tag under an old name starts empty.
+    fed("register-collection", repo, "HSC/tags/r")
+    assert as_json("query-datasets", repo, "-c", "HSC/tags/r") == []
 
 
 # -- as a real program ----------------------------------------------------------

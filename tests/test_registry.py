@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import threading
 import uuid
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -83,8 +84,8 @@ class Journal:
 
     def new(self) -> list[tuple]:
         """Entries appended since the last call, checked to continue the sequence."""
-        entries = list(self.registry.db.journal_entries(after=self.seq))
-        seqs = [e[0] for e in entries]
+        entries = list(self.registry.db.entries(after=self.seq))
+        seqs = [e.seq for e in entries]
         assert seqs == list(range(self.seq + 1, self.seq + 1 + len(seqs))), seqs
         assert self.registry.db.last_seq() == (seqs[-1] if seqs else self.seq)
         if seqs:
@@ -92,7 +93,7 @@ class Journal:
         return entries
 
     def kinds(self) -> list[str]:
-        return [e[1] for e in self.new()]
+        return [e.kind for e in self.new()]
 
 
 def db_url_of(repo: Path) -> str:
@@ -350,7 +351,7 @@ def test_identical_reinsert_is_a_noop(registry: Registry) -> None:
             {"instrument": "HSC", "detector": 4, "full_name": "1_04", "purpose": "SCIENCE"}]
     assert registry.insert_dimension_records("detector", more) == 1
     entries = journal.new()
-    assert [(e[1], e[2]["dimension"], e[2]["record"]["detector"]) for e in entries] == [
+    assert [(e.kind, e.change.dimension, e.change.record["detector"]) for e in entries] == [
         ("dimension_record", "detector", 4)]
 
 
@@ -405,12 +406,12 @@ def test_band_records_created_from_physical_filters(registry: Registry) -> None:
         {"instrument": "HSC", "physical_filter": "HSC-G", "band": "g"},
         {"instrument": "HSC", "physical_filter": "HSC-G2", "band": "g"}]) == 2
     assert [b["band"] for b in registry.dimensions.query("band")] == ["g"]
-    kinds = [(e[2]["dimension"]) for e in journal.new()]
+    kinds = [e.change.dimension for e in journal.new()]
     assert sorted(kinds) == ["band", "physical_filter", "physical_filter"]
     # An existing band is reused, not re-created.
     registry.insert_dimension_records("physical_filter", [
         {"instrument": "HSC", "physical_filter": "HSC-G3", "band": "g"}])
-    assert [e[2]["dimension"] for e in journal.new()] == ["physical_filter"]
+    assert [e.change.dimension for e in journal.new()] == ["physical_filter"]
 
 
 MALFORMED_RECORDS = [
@@ -436,6 +437,21 @@ MALFORMED_RECORDS = [
     ("instrument", {"instrument": "X" * 200}, DataIdError, "too long"),
     ("detector", {"instrument": "HSC", "detector": 2**70}, DataIdError, "range"),
     ("detector", [("instrument", "HSC")], InputError, "mapping"),
+    # Strings must be strings: a list, mapping or number is not stored as its repr.
+    ("detector", {"instrument": "HSC", "detector": 9, "full_name": ["a", "b"]}, InputError,
+     "detector field 'full_name' needs a string, got ['a', 'b'] (list)"),
+    ("detector", {"instrument": "HSC", "detector": 9, "purpose": {"x": 1}}, InputError,
+     "detector field 'purpose' needs a string, got {'x': 1} (dict)"),
+    ("detector", {"instrument": "HSC", "detector": 9, "full_name": 100}, InputError,
+     "needs a string, got 100 (int)"),
+    ("instrument", {"instrument": "HSC", "visit_max": [1]}, InputError,
+     "instrument field 'visit_max' needs a int, got [1] (list)"),
+    ("exposure", {"instrument": "HSC", "exposure": 5, "physical_filter": "HSC-R",
+                  "day_obs": 20130617, "exposure_time": {"s": 30}}, InputError,
+     "exposure field 'exposure_time' needs a float, got {'s': 30} (dict)"),
+    ("exposure", {"instrument": "HSC", "exposure": 5, "physical_filter": "HSC-R",
+                  "day_obs": 20130617, "exposure_time": True}, InputError,
+     "needs a float, got True (bool)"),
     ("camera", {"camera": "x"}, ConfigError, "camera"),
 ]
 
@@ -453,6 +469,32 @@ def test_malformed_records_are_refused(registry: Registry) -> None:
     assert [r["instrument"] for r in registry.dimensions.query("instrument")] == ["HSC"]
     assert registry.dimensions.query("detector") == []
     assert registry.dimensions.query("exposure") == []
+
+
+def test_record_fields_take_their_declared_types(registry_url: str, tmp_path: Path) -> None:
+    """Numbers where numbers are declared (text from CSV is parsed), text where text is."""
+    universe = DimensionUniverse.from_yaml(
+        "dimensions:\n  camera:\n    key: string\n"
+        "    metadata: {label: string, pixels: int, gain: float, cooled: bool}\n")
+    reg = Registry.create(registry_url, site="NCSA", universe=universe)
+    try:
+        reg.insert_dimension_records("camera", [
+            {"camera": "a", "label": "A", "pixels": 4096, "gain": 1, "cooled": True},
+            {"camera": "b", "label": "B", "pixels": "2048", "gain": "1.5", "cooled": "no"},
+            {"camera": "c", "pixels": 8.0, "gain": 2.5, "cooled": 1}])
+        assert reg.dimensions.query("camera") == [
+            {"camera": "a", "label": "A", "pixels": 4096, "gain": 1.0, "cooled": True},
+            {"camera": "b", "label": "B", "pixels": 2048, "gain": 1.5, "cooled": False},
+            {"camera": "c", "label": None, "pixels": 8, "gain": 2.5, "cooled": True}]
+        journal = Journal(reg)
+        for field, value in [("label", 7), ("label", ["x"]), ("pixels", "many"),
+                             ("pixels", [1]), ("gain", "fast"), ("gain", {"a": 1}),
+                             ("cooled", "maybe"), ("cooled", 2), ("cooled", [True])]:
+            with pytest.raises(InputError, match=f"camera field '{field}' needs a"):
+                reg.insert_dimension_records("camera", [{"camera": "d", field: value}])
+        assert journal.new() == [] and len(reg.dimensions.query("camera")) == 3
+    finally:
+        reg.close()
 
 
 def test_queried_records_can_be_inserted_again_and_copied(
@@ -562,7 +604,7 @@ def test_register_dataset_type_twice_is_a_noop(registry: Registry, registry_url:
     # The same definition, even spelled with implied dimensions, changes nothing.
     assert registry.register_dataset_type("calexp", ["visit", "detector", "physical_filter"],
                                           "NumpyArray") is False
-    assert [e[2] for e in journal.new()] == [
+    assert [asdict(e.change) for e in journal.new()] == [
         registry.get_dataset_type("calexp").to_dict()]
     other = Registry.open(registry_url)
     try:
@@ -936,8 +978,8 @@ def test_certify_find_and_decertify(raw_butler: Butler) -> None:
         find(timespan=Timespan.from_values("2013-06-17T12:00", "2013-06-17T14:00"))
     with pytest.raises(CalibrationError, match="needs a time"):
         find()
-    with pytest.raises(DataIdError, match="no exposure record"):
-        find(exposure=1)
+    # An exposure without a record here: no dataset can be valid for it here.
+    assert find(exposure=1) is None
 
     # Overlapping validity for the same type + data ID is refused, nothing changes.
     before = _calibs(reg, "calib")
@@ -1012,7 +1054,7 @@ def test_bad_certifications(raw_butler: Butler) -> None:
         Timespan.from_values("tomorrow", None)
     with pytest.raises(InputError, match="1.5"):
         Timespan.from_values(None, 1.5)
-    assert [e[1] for e in journal.new()] == ["collection"]
+    assert [e.kind for e in journal.new()] == ["collection"]
 
 
 def test_calibration_lookup_through_a_chain(raw_butler: Butler) -> None:
@@ -1042,14 +1084,14 @@ def test_every_mutation_is_journaled(raw_butler: Butler) -> None:
     journal = Journal(reg)
     reg.insert_dimension_records("detector", [{"instrument": "HSC", "detector": 50}])
     (entry,) = journal.new()
-    assert entry[1] == "dimension_record" and entry[2]["record"]["detector"] == 50
+    assert entry.kind == "dimension_record" and entry.change.record["detector"] == 50
     reg.register_dataset_type("flat", BIAS_DIMS, "NumpyArray")
     assert journal.kinds() == ["dataset_type"]
     ref = b.put({"v": 1}, "raw", RAW_ID)
     entries = journal.new()
-    assert [e[1] for e in entries] == ["collection", "dataset"]
-    assert entries[0][2]["name"] == "HSC/raw/all" and entries[0][2]["owner"] == "NCSA"
-    assert entries[1][2] == {"id": str(ref.id)}  # readers take the rest from the rows
+    assert [e.kind for e in entries] == ["collection", "dataset"]
+    assert entries[0].change.name == "HSC/raw/all" and entries[0].change.owner == "NCSA"
+    assert asdict(entries[1].change) == {"id": str(ref.id)}  # the rest is in the rows
     ref2 = b.put({"v": 2}, "raw", RAW_ID, detector=2)
     assert journal.kinds() == ["dataset"]
     reg.register_collection("tagged")
@@ -1060,7 +1102,7 @@ def test_every_mutation_is_journaled(raw_butler: Butler) -> None:
     reg.collections.set_doc("tagged", "the best")
     assert journal.kinds() == ["doc"]
     ds.associate("tagged", [ref, ref2])
-    assert [(e[1], sorted(e[2]["ids"])) for e in journal.new()] == [
+    assert [(e.kind, sorted(e.change.ids)) for e in journal.new()] == [
         ("associate", sorted([str(ref.id), str(ref2.id)]))]
     assert ds.disassociate("tagged", [ref2]) == 1
     assert journal.kinds() == ["disassociate"]
@@ -1074,7 +1116,7 @@ def test_every_mutation_is_journaled(raw_butler: Butler) -> None:
     ds.decertify("calib", bias.dataset_type, Timespan.from_values("2013-06-18", None))
     assert journal.kinds() == ["decertify"]
     b.remove([ref2])
-    assert [(e[1], e[2]["ids"]) for e in journal.new()] == [("remove_dataset", [str(ref2.id)])]
+    assert [(e.kind, e.change.ids) for e in journal.new()] == [("remove_dataset", [str(ref2.id)])]
     assert ds.remove([ref2]) == []  # already gone
     assert journal.new() == []
     reg.collections.set_chain("chain", [])
@@ -1083,11 +1125,11 @@ def test_every_mutation_is_journaled(raw_butler: Butler) -> None:
     assert b.remove_runs(["calib/v1"]) == 1
     assert journal.kinds() == ["remove_dataset", "remove_collection"]
     # The whole journal is one gap-free sequence with increasing timestamps.
-    entries = list(reg.db.journal_entries())
-    assert [e[0] for e in entries] == list(range(1, reg.db.last_seq() + 1))
-    times = [e[3] for e in entries]
+    entries = list(reg.db.entries())
+    assert [e.seq for e in entries] == list(range(1, reg.db.last_seq() + 1))
+    times = [e.created_at for e in entries]
     assert times == sorted(times)
-    assert [e[0] for e in reg.db.journal_entries(after=3, limit=2)] == [4, 5]
+    assert [e.seq for e in reg.db.entries(after=3, upto=5)] == [4, 5]
 
 
 def test_failed_mutations_append_nothing(raw_butler: Butler) -> None:
@@ -1192,12 +1234,12 @@ def test_concurrent_writers(repo: Path) -> None:
             assert sorted(r.data_id["detector"] for r in refs if r.run == run) == list(range(50))
             assert b.get("metric", instrument="HSC", detector=49, collections=run) == {
                 "thread": index, "detector": 49}
-        entries = list(b.registry.db.journal_entries())
-        seqs = [e[0] for e in entries]
+        entries = list(b.registry.db.entries())
+        seqs = [e.seq for e in entries]
         assert seqs == list(range(1, len(seqs) + 1))
         assert b.registry.db.last_seq() == len(seqs)
-        assert sum(e[1] == "dataset" for e in entries) == 100
-        assert {e[2]["id"] for e in entries if e[1] == "dataset"} == {str(r.id) for r in refs}
+        assert sum(e.kind == "dataset" for e in entries) == 100
+        assert {e.change.id for e in entries if e.kind == "dataset"} == {str(r.id) for r in refs}
 
 
 def test_concurrent_writers_into_one_new_run(repo: Path) -> None:
@@ -1228,5 +1270,5 @@ def test_concurrent_writers_into_one_new_run(repo: Path) -> None:
     with Butler(repo) as b:
         refs = b.query_datasets("metric", "shared/run")
         assert sorted(r.data_id["detector"] for r in refs) == list(range(20))
-        kinds = [e[1] for e in b.registry.db.journal_entries()]
+        kinds = [e.kind for e in b.registry.db.entries()]
         assert kinds.count("collection") == 1 and kinds.count("dataset_type") == 1

@@ -21,8 +21,8 @@ from test_cli import fails, fed
 
 from federation.errors import ConfigError
 from federation.sites import load_site, parse_site
-from federation.sync.engine import open_site
-from federation.sync.outbox import INDEX, OutboxIndex
+from federation.sync.remote.outbox import INDEX, OutboxIndex
+from federation.sync.site_access import open_site
 
 
 @pytest.fixture

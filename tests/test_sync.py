@@ -13,8 +13,6 @@ import sqlalchemy as sa
 import yaml
 from conftest import (
     HSC_RECORDS,
-    NETWORK_MATRIX,
-    backend_url,
     insert_hsc_records,
     populate_ncsa,
     repo_state,
@@ -22,9 +20,8 @@ from conftest import (
 
 from federation.datastore.storage_classes import get_storage_class
 from federation.errors import CollectionError, MissingDatasetError
-from federation.model import CollectionType, DatasetRef, IdMode, make_dataset_id
-from federation.registry.datasets import ref_key
-from federation.sync.engine import SyncConflictError
+from federation.model import CollectionType, DatasetRef, IdMode, make_dataset_id, ref_key
+from federation.sync.report import SyncConflictError
 from federation.timespan import Timespan
 
 RUN2 = "HSC/runs/RC2/w_2024_01/DM-2"
@@ -60,8 +57,10 @@ def raw_ref(butler, exposure: int, detector: int, collections="HSC/raw/all") -> 
 
 
 def put_replica(butler, obj, dataset_type: str, run: str, *, owner: str = "NCSA",
-                id_mode: str = "deterministic", **data_id) -> DatasetRef:
-    """Write a dataset into a run owned by ``owner`` as if it had been replicated here."""
+                id_mode: str = "deterministic", version: int | None = None,
+                **data_id) -> DatasetRef:
+    """Write a dataset into a run owned by ``owner`` as if it had been replicated here
+    (``version``: its creation version at the owner; default this site's journal entry)."""
     reg = butler.registry
     reg.collections.register(run, CollectionType.RUN, owner=owner)
     dtype = reg.get_dataset_type(dataset_type)
@@ -69,7 +68,8 @@ def put_replica(butler, obj, dataset_type: str, run: str, *, owner: str = "NCSA"
     ref = DatasetRef(make_dataset_id(IdMode(id_mode), dtype.name, key, run), dtype, full, run)
     staged = butler.datastore.stage_put(ref, obj, get_storage_class(dtype.storage_class))
     with reg.transaction():
-        reg.datasets.insert(run, [(ref, staged.stored)], keys=[key], check_owner=False)
+        reg.datasets.insert(run, [(ref, staged.stored)], keys=[key], check_owner=False,
+                            versions=None if version is None else [version])
         staged.commit()
     staged.finish()
     return ref
@@ -107,9 +107,7 @@ def assert_conflict_refused(fed, src: str, dst: str, *kinds: str, **options):
     return conflicts
 
 
-@pytest.fixture(params=NETWORK_MATRIX)
-def db_url(request):
-    return backend_url(request)
+REACHES = ("local", "sftp", "http")  # see conftest.pytest_generate_tests
 
 
 @pytest.fixture
@@ -178,10 +176,14 @@ def test_same_uuid_same_checksum_is_skipped(fed):
 
 
 def test_same_uuid_different_checksum_is_a_conflict(fed):
+    """The same creation (UUID and version) with other bytes: a damaged or forged copy."""
+    with fed.butler("NCSA") as b:
+        ncsa = raw_ref(b, 903335, 2)
+        (version,) = b.registry.datasets.versions([ncsa.id]).values()
     with fed.butler("IN2P3") as b:
         setup_types(b)
         ref = put_replica(b, np.full(8, -1), "raw", "HSC/raw/all", instrument="HSC",
-                          exposure=903335, detector=2)
+                          exposure=903335, detector=2, version=version)
     conflicts = assert_conflict_refused(fed, "NCSA", "IN2P3", "dataset")
     (conflict,) = [c for c in conflicts if c.kind == "dataset"]
     assert conflict.subject == str(ref.id)

@@ -1,14 +1,9 @@
 """A selected chain that gains a child brings the child's existing datasets."""
 
 import numpy as np
-import pytest
-from conftest import NETWORK_MATRIX, backend_url, populate_ncsa
+from conftest import populate_ncsa
 
-
-@pytest.fixture(params=NETWORK_MATRIX)
-def db_url(request):
-    """SQLite, PostgreSQL, and (on SQLite) pulling through SFTP and HTTP."""
-    return backend_url(request)
+REACHES = ("local", "sftp", "http")  # see conftest.pytest_generate_tests
 
 
 def test_chain_gaining_a_child_is_snapshotted(federation):

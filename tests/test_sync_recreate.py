@@ -1,14 +1,9 @@
 """A dataset deleted at its owner and re-created with the same deterministic UUID."""
 
 import numpy as np
-import pytest
-from conftest import NETWORK_MATRIX, backend_url, populate_ncsa, repo_state
+from conftest import populate_ncsa, repo_state
 
-
-@pytest.fixture(params=NETWORK_MATRIX)
-def db_url(request):
-    """SQLite, PostgreSQL, and (on SQLite) pulling through SFTP and HTTP."""
-    return backend_url(request)
+REACHES = ("local", "sftp", "http")  # see conftest.pytest_generate_tests
 
 
 def test_recreated_dataset_reaches_replicas_but_stale_paths_do_not_resurrect(federation):
@@ -46,7 +41,7 @@ def test_slot_freed_in_one_batch_and_reused_in_a_later_one(federation, monkeypat
         old = ncsa.find_dataset("raw", raw, collections="HSC/raw/all")
         ncsa.remove([old])
         new = ncsa.put(np.full(8, 7), "raw", raw)  # a random UUID in the freed slot
-    monkeypatch.setattr(reader, "BATCH_ENTRIES", 1)  # the removal and the put: two batches
+    monkeypatch.setattr(reader, "BATCH", 1)  # the removal and the put: two batches
     report = federation.sync("NCSA", "IN2P3")
     assert not report.conflicts
     with federation.butler("NCSA") as a, federation.butler("IN2P3") as b:

@@ -17,8 +17,10 @@ from conftest import populate_ncsa, repo_state
 from test_sync import put_replica
 
 from federation.faults import hooked
-from federation.sync.bundle import export_bundle, import_bundle
-from federation.sync.engine import SyncConflictError
+from federation.sync.bundle.export import export_bundle
+from federation.sync.bundle.importer import import_bundle
+from federation.sync.options import SyncOptions
+from federation.sync.report import SyncConflictError
 from federation.sync.selection import Selection
 
 POINTS = ["sync planned", "batch planned"]
@@ -69,11 +71,11 @@ def assert_cursor_is_true(fed, cursor: int) -> None:
     """Everything NCSA journaled up to ``cursor`` (and still holds) is at IN2P3."""
     with fed.butler("NCSA") as src:
         ids, types = set(), set()
-        for entry in src.registry.db.journal_entries(0, upto=cursor):
+        for entry in src.registry.db.entries(0, upto=cursor):
             if entry.kind == "dataset":
-                ids.add(entry.payload["id"])
+                ids.add(entry.change.id)
             elif entry.kind == "dataset_type":
-                types.add(entry.payload["name"])
+                types.add(entry.change.name)
         live = {str(i) for i in src.registry.datasets.versions([uuid.UUID(i) for i in ids])}
     with fed.butler("IN2P3") as dst:
         here = {str(i) for i in dst.registry.datasets.versions([uuid.UUID(i) for i in live])}
@@ -135,7 +137,7 @@ def test_a_conflict_written_during_a_sync_is_never_applied(fed, point):
     with fed.butler("IN2P3") as b:  # IN2P3 holds a replica NCSA is about to contradict
         b.registry.register_dataset_type("flat", ["detector"], "NumpyArray")
         put_replica(b, np.full(4, -1.0), "flat", "HSC/calib/gen/DM-2", instrument="HSC",
-                    detector=0)
+                    detector=0, id_mode="random")  # NCSA's flat will want the same slot
     fired = []
 
     def contradict():
@@ -170,10 +172,11 @@ def test_writer_during_an_export_lands_in_this_bundle_or_the_next(fed, tmp_path)
         result = export_bundle(fed.site("NCSA"), first, since=0, selection=Selection())
     assert writer.calls == 1
     root = fed.root / "repos" / "NCSA"
-    report = import_bundle(first, fed.site("IN2P3"), files_from=root, sites=fed.sites())
+    report = import_bundle(first, fed.site("IN2P3"), SyncOptions(), files_from=root,
+                           sites=fed.sites())
     assert report.cursor == result.header.to_seq
     assert_cursor_is_true(fed, report.cursor)
     second = tmp_path / "second.jsonl.gz"
     export_bundle(fed.site("NCSA"), second, since=result.header.to_seq, selection=Selection())
-    import_bundle(second, fed.site("IN2P3"), files_from=root, sites=fed.sites())
+    import_bundle(second, fed.site("IN2P3"), SyncOptions(), files_from=root, sites=fed.sites())
     assert state(fed, "IN2P3") == state(fed, "NCSA")

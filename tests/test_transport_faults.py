@@ -35,11 +35,12 @@ from federation.butler import FileDataset
 from federation.cli.main import cli
 from federation.datastore.checksum import CHUNK
 from federation.errors import FederationError
+from federation.operations.sync import sync_sites as sync
 from federation.sites import list_sites, load_site
-from federation.sync.applier import STAGING
-from federation.sync.engine import SyncOptions, sync
-from federation.sync.outbox import INDEX, publish, sha256_of
+from federation.sync.fetcher import STAGING
+from federation.sync.options import SyncOptions
 from federation.sync.progress import Progress
+from federation.sync.remote.outbox import INDEX, publish, sha256_of
 from federation.sync.report import Report
 from federation.sync.selection import Selection
 

@@ -167,6 +167,51 @@ def test_long_chains(engine: sa.Engine) -> None:
     assert "nested too deeply" in str(exc)
 
 
+def test_thousands_of_alternatives_run_on_sqlite(engine: sa.Engine) -> None:
+    """SQLite refuses expression trees deeper than 1000; a flat OR of 5,000 is one."""
+    ors = " OR ".join(f"visit = {v}" for v in range(5000)) + " OR visit = 903330"
+    assert visits(engine, ors) == {1, 2, 3, 7, 903330}
+    # Equalities on one column, mixed with other terms, merge into one IN list.
+    mixed = " OR ".join(f"visit = {v} OR detector = 5" for v in range(2, 5000)) \
+        + " OR visit IN (903331..903332) OR band = 'g'"
+    assert visits(engine, mixed) == {1, 2, 3, 7, 903331, 903332}
+    # What cannot be merged is grouped into a shallow tree.
+    pairs = " OR ".join(f"(visit = {v} AND detector = {v % 2})" for v in range(903000, 904500))
+    assert rows(engine, pairs) == {(v, v % 2) for v in HSC}
+    ands = " AND ".join(f"visit != {v}" for v in range(10, 1500))
+    assert visits(engine, ands) == {1, 2, 3, 7, *HSC}
+    assert visits(engine, f"NOT ({ors})") == set(HSC) - {903330}
+
+
+def test_merged_alternatives_keep_their_meaning(engine: sa.Engine) -> None:
+    assert visits(engine, "visit = 1 OR band = 'r' OR visit = 903331 OR visit IN (2, :more)",
+                  {"more": [3]}) == {1, 2, 3, 903331, *[v for v in HSC if v % 2 == 0]}
+    assert visits(engine, "visit IN (903330..903334:2) OR visit = 3 OR NOT visit > 2") == {
+        1, 2, 3, 903330, 903332, 903334}
+    assert rows(engine, "visit = :v OR (visit = 903335 AND detector = 1) OR visit = 903336",
+                {"v": 7}) == {(7, 0), (903335, 1), (903336, 0), (903336, 1)}
+
+
+@pytest.mark.parametrize("text", ["visit = 9223372036854775808", "visit > -9223372036854775809",
+                                  "visit IN (1, 99999999999999999999)",
+                                  "visit IN (1..9223372036854775808)", "visit = :big",
+                                  "visit = '9223372036854775808'"])
+def test_integers_beyond_64_bits_are_refused(engine: sa.Engine, text: str) -> None:
+    exc = error(text, {"big": 2**64})
+    assert "is out of range for a 64-bit integer" in str(exc)
+    assert "\n" not in str(exc)
+    assert visits(engine, "visit = 9223372036854775807 OR visit < -9223372036854775807") == set()
+
+
+def test_limits_of_one_expression() -> None:
+    exc = error("NOT (" * 65 + "visit = 1" + ")" * 65)
+    assert str(exc).startswith("where expression is nested too deeply at column ")
+    assert "more than 64 levels" in str(exc)
+    assert compile_where("NOT (" * 60 + "visit = 1" + ")" * 60, resolve) is not None
+    exc = error("visit IN (:many)", {"many": list(range(20_001))})
+    assert "more than 20000 values" in str(exc)
+
+
 def test_hostile_string_is_data(engine: sa.Engine) -> None:
     text = "instrument = 'x'' OR 1=1; DROP TABLE t; --'"
     assert visits(engine, 'instrument = "x\' OR 1=1; DROP TABLE t; --"') == {7}

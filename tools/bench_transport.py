@@ -176,7 +176,7 @@ def build_source(shape: Shape) -> float:
     """The source repository holding the shape's files as datasets, published; seconds."""
     from federation.butler import Butler, FileDataset
     from federation.sites import load_site
-    from federation.sync.outbox import publish
+    from federation.sync.remote.outbox import publish
 
     begin = time.perf_counter()
     Butler.create(shape.source_root, site=SOURCE)
@@ -220,7 +220,6 @@ def host_key_setup(sshd, web, shape: Shape) -> list[str]:
     import paramiko
 
     from federation.sites import load_site
-    from federation.transport.factory import sftp_settings
     from federation.transport.sftp import HostKeyError, connect
 
     fingerprint = subprocess.run(["ssh-keygen", "-lf", str(sshd.known_hosts)],
@@ -234,7 +233,7 @@ def host_key_setup(sshd, web, shape: Shape) -> list[str]:
     openssh_cipher = f"{found.group(1)} (MAC {found.group(2)})" if found else "?"
     version = subprocess.run(["ssh", "-V"], capture_output=True, text=True).stderr.split(",")[0]
 
-    settings = sftp_settings(load_site(SOURCE, shape.remote_sites("sftp")))
+    settings = load_site(SOURCE, shape.remote_sites("sftp")).files
     client = connect(settings)
     transport = client.get_transport()
     fed_cipher = f"{transport.remote_cipher} (MAC {transport.remote_mac})"
@@ -278,8 +277,9 @@ def fed_pull(shape: Shape, transport: str, jobs: int,
     """Wall and CPU seconds (this process, all threads) of one sync from NCSA (over
     ``transport``) into a fresh, empty IN2P3."""
     from federation.butler import Butler
+    from federation.operations.sync import sync_sites as sync
     from federation.sites import list_sites, load_site
-    from federation.sync.engine import SyncOptions, sync
+    from federation.sync.options import SyncOptions
     from federation.sync.selection import Selection
 
     dest_root = shape.base / DESTINATION

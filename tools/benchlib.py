@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 import math
+import os
+import resource
+import shutil
+import statistics
+import subprocess
 import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 DETECTORS = 100  # per exposure, so N datasets are N distinct data IDs
@@ -76,3 +85,82 @@ def print_rows(title: str, header: tuple, body: list[tuple]) -> None:
     for row in body:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)))
     print(line)
+
+
+# -- timing ----------------------------------------------------------------------------
+
+
+def cpu_seconds() -> float:
+    """User + system seconds of this process (all threads) and of the children it waited for."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set size of this process so far, in MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class Timer:
+    """Wall seconds and CPU seconds (see :func:`cpu_seconds`) of a block."""
+
+    def __enter__(self) -> Timer:
+        self.cpu = cpu_seconds()
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.seconds = time.perf_counter() - self.start
+        self.cpu = cpu_seconds() - self.cpu
+
+
+def run_measured(argv: Sequence[str], *, cwd: str | os.PathLike | None = None,
+                 capture_stderr: bool = True) -> dict[str, Any]:
+    """Run a process to its end: wall seconds, CPU seconds and peak RSS of that process
+    (its waited-for children included, from ``wait4``), exit status, stdout and stderr.
+
+    Output goes to temporary files rather than pipes, so the process is reaped by
+    ``wait4`` itself and its resource usage is its own.
+    """
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(list(argv), stdout=out, stderr=err if capture_stderr else None,
+                                cwd=cwd)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        return {"seconds": seconds, "cpu_seconds": usage.ru_utime + usage.ru_stime,
+                "peak_rss_mib": usage.ru_maxrss / 1024, "returncode": proc.returncode,
+                "stdout": out.read().decode(errors="replace"),
+                "stderr": err.read().decode(errors="replace")}
+
+
+def settle(seconds: float) -> None:
+    """Flush what is pending on disk (deletions included) and wait, before a timed run."""
+    os.sync()
+    time.sleep(seconds)
+
+
+def remove(*paths: Path) -> None:
+    for path in paths:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+
+
+def median(values: Sequence[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def pair_ratios(numerators: Sequence[float], denominators: Sequence[float]) -> list[float]:
+    """Ratio of each interleaved pair (run i of A over run i of B)."""
+    return [a / b for a, b in zip(numerators, denominators, strict=False) if b > 0]
+
+
+def fmt(value: float | None, spec: str = ".3f", suffix: str = "") -> str:
+    """A number for a table cell; an empty cell when there is none."""
+    return "" if value is None else f"{value:{spec}}{suffix}"

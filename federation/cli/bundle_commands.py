@@ -38,12 +38,12 @@ def export(source, since, collections, dataset_types, where, bind, files, output
     of records, then a manifest of the files they need, then a checksum trailer.
     Import it with 'fed import BUNDLE DEST --files-from DIR'.
     """
-    from federation.sites import load_site
-    from federation.sync.bundle import export_bundle, parse_since
+    from federation.operations.sync import export as run_export
+    from federation.sync.bundle.format import parse_since
 
     selection = make_selection(collections, dataset_types, where, bind, files)
-    result = export_bundle(load_site(source, sites_dir), output, since=parse_since(since),
-                           selection=selection, with_files=with_files)
+    result = run_export(source, output, since=parse_since(since), selection=selection,
+                        with_files=with_files, sites_dir=sites_dir)
     if as_json:
         render.as_json(result.to_dict())
         return
@@ -73,15 +73,14 @@ def import_(bundle, destination, files_from, dry_run, on_conflict, jobs, wait, s
     files in --files-from); if anything is wrong nothing is written. It is
     then applied as 'fed sync' would, advancing the cursor batch by batch.
     """
-    from federation.sites import list_sites, load_site
-    from federation.sync.bundle import import_bundle
+    from federation.operations.sync import import_ as run_import
+    from federation.sync.options import SyncOptions
 
-    site = load_site(destination, sites_dir)
+    options = SyncOptions(dry_run=dry_run, on_conflict=on_conflict, jobs=jobs, lock_timeout=wait)
     run_and_report(f"{bundle.name} -> {destination}", as_json, dry_run,
-                   lambda progress: import_bundle(
-                       bundle, site, files_from=files_from, dry_run=dry_run,
-                       on_conflict=on_conflict, jobs=jobs, sites=list_sites(sites_dir),
-                       lock_timeout=wait, progress=progress))
+                   lambda progress: run_import(bundle, destination, options,
+                                               files_from=files_from, sites_dir=sites_dir,
+                                               progress=progress))
 
 
 @click.group()
@@ -96,12 +95,12 @@ def bundle() -> None:
 def bundle_show(path, records, as_json) -> None:
     """Summarise a bundle: header, records by kind, manifest, integrity (exit 1 if damaged)."""
     from federation.errors import InputError
-    from federation.sync.bundle import Bundle, inspect
+    from federation.operations.sync import bundle_records
+    from federation.operations.sync import bundle_show as inspect
 
     if records:
-        with Bundle(path) as opened:
-            for raw in opened.records():
-                click.echo(raw.decode().rstrip("\n"))
+        for raw in bundle_records(path):
+            click.echo(raw.decode().rstrip("\n"))
         summary = inspect(path)
         if summary.error:
             raise InputError(summary.error)

@@ -1,4 +1,4 @@
-"""`fed site ...`, `fed sync`, `fed export`, `fed import` and `fed bundle show`."""
+"""`fed site ...`, `fed sync` and `fed log`: thin wrappers over federation.operations."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from federation.cli import render
+from federation.cli import render, sync_render
 
 SITES = click.option("--sites", "sites_dir", type=click.Path(file_okay=False, path_type=Path),
                      envvar="FED_SITES", default=None,
@@ -55,13 +55,12 @@ def apply_options(func):
 
 def make_selection(collections, dataset_types, where, bind, files):
     from federation.inputs import parse_assignments
+    from federation.registry.where import parse_where
     from federation.sync.selection import Selection
 
     selection = Selection.make(collections, dataset_types, where,
                                parse_assignments(bind, "--bind"), files)
     if where:  # refuse an unparsable expression before touching anything
-        from federation.registry.where import parse_where
-
         parse_where(where)
     return selection
 
@@ -76,28 +75,26 @@ def site() -> None:
 @SITES
 @render.JSON_OPTION
 def site_list(sites_dir, as_json) -> None:
-    """List the defined sites."""
-    from federation.sites import list_sites
+    """List the defined sites (and definition files that cannot be read, with why)."""
+    from federation.operations.sites import list_entries
 
-    found = list_sites(sites_dir)
+    entries = list_entries(sites_dir)
     if as_json:
-        render.as_json([s.to_dict() for s in found])
+        render.as_json([e.site.to_dict() if e.site else {"file": str(e.path), "error": e.error}
+                        for e in entries])
         return
-    render.table(["name", "transport", "registry", "root", "owns", "flags"],
-                 [[s.name, s.transport, s.registry or "(published bundles)", _where(s),
-                   list(s.owns),
-                   ", ".join(f for f, on in (("read-only", s.read_only),
-                                             ("keep-deleted", s.keep_deleted)) if on)]
-                  for s in found])
-
-
-def _where(definition) -> str:
-    if definition.transport == "sftp":
-        block = definition.remote
-        return f"sftp://{block['host']}:{block.get('port', 22)}{block['root']}"
-    if definition.transport == "http":
-        return definition.remote["url"]
-    return str(definition.root)
+    rows = []
+    for entry in entries:
+        s = entry.site
+        if s is None:
+            rows.append([entry.path.stem, "", "", "", "", f"error: {entry.error}"])
+            continue
+        registry = s.registry.url if not s.is_remote else "(published bundles)"
+        rows.append([s.name, s.transport, registry, s.files.describe(),
+                     list(s.owns), ", ".join(f for f, on in (("read-only", s.read_only),
+                                                             ("keep-deleted", s.keep_deleted))
+                                             if on)])
+    render.table(["name", "transport", "registry", "root", "owns", "flags"], rows)
 
 
 @site.command("show")
@@ -105,52 +102,27 @@ def _where(definition) -> str:
 @SITES
 def site_show(name, sites_dir) -> None:
     """Show one site's definition."""
-    from federation.sites import load_site
+    from federation.operations.sites import show
 
-    render.as_json(load_site(name, sites_dir).to_dict())
+    render.as_json(show(name, sites_dir))
 
 
 @site.command("check")
 @click.argument("names", nargs=-1)
 @SITES
 def site_check(names, sites_dir) -> None:
-    """Check that sites' repositories are reachable and match their definitions."""
-    from federation.errors import FederationError
-    from federation.sites import list_sites, load_site
-    from federation.sync.engine import open_site
+    """Check that sites' repositories (or published outboxes) are reachable and belong to
+    their definitions; exit 1 if any is not."""
+    from federation.operations.sites import check
 
-    sites = [load_site(n, sites_dir) for n in names] or list_sites(sites_dir)
-    if not sites:
-        raise click.UsageError("no site definitions found (see --sites)")
-    bad = 0
-    for definition in sites:
-        try:
-            if definition.is_remote:
-                click.echo(f"{definition.name}: ok ({_check_remote(definition)})")
-                continue
-            with open_site(definition) as butler:
-                seq = butler.registry.db.last_seq()
-            click.echo(f"{definition.name}: ok (journal at {seq})")
-        except FederationError as exc:
-            bad += 1
-            click.echo(f"{definition.name}: {exc}")
-    if bad:
+    results = check(list(names), sites_dir)
+    for result in results:
+        if result.ok:
+            click.echo(f"{result.name}: ok ({result.detail})")
+        else:
+            click.echo(f"error: {result.name}: {result.detail}", err=True)
+    if not all(r.ok for r in results):
         sys.exit(1)
-
-
-def _check_remote(definition) -> str:
-    """Connect (host key and credentials checked) and read the outbox index."""
-    from federation.sync.outbox import fetch_index
-    from federation.transport.factory import transport_for
-
-    outbox = transport_for(definition, "outbox")
-    try:
-        index = fetch_index(outbox, definition.name)
-        if index is None:
-            return f"reachable at {outbox.describe()}; nothing published yet"
-        return f"published up to journal entry {index.last_seq} in {len(index.bundles)} bundles"
-    finally:
-        outbox.close()
 
 
 @site.command("init")
@@ -158,23 +130,10 @@ def _check_remote(definition) -> str:
 @SITES
 def site_init(name, sites_dir) -> None:
     """Create the repository a site definition describes (and its PostgreSQL database)."""
-    from federation.butler import Butler
-    from federation.errors import ConfigError
-    from federation.sites import load_site
-    from federation.sync.provision import ensure_database
+    from federation.operations.sites import init
 
-    definition = load_site(name, sites_dir)
-    if definition.is_remote:
-        raise ConfigError(f"site {name} is reached over {definition.transport}: create its "
-                          "repository on the machine that runs it")
-    ensure_database(definition.registry)
-    Butler.create(definition.root, db=_db_for(definition), site=definition.name)
+    definition = init(name, sites_dir)
     click.echo(f"created repository for site {definition.name} at {definition.root}")
-
-
-def _db_for(definition) -> str | None:
-    default = f"sqlite:///{definition.root / 'registry.sqlite3'}"
-    return None if definition.registry == default else definition.registry
 
 
 @click.command()
@@ -188,34 +147,64 @@ def sync(source, destination, collections, dataset_types, where, bind, files, dr
 
     Reads SOURCE's journal after DESTINATION's cursor for this selection (a
     new selection first takes a snapshot), transfers and verifies files, then
-    imports records in batches, advancing the cursor with each.
+    imports records in batches, advancing the cursor with each. A DESTINATION
+    reached over SFTP is pushed to (see 'fed receive').
     """
-    from federation.sites import list_sites, load_site
-    from federation.sync.engine import SyncOptions
-    from federation.sync.engine import sync as run_sync
+    from federation.operations.sync import sync as run_sync
+    from federation.sync.options import SyncOptions
 
     selection = make_selection(collections, dataset_types, where, bind, files)
-    src, dst = load_site(source, sites_dir), load_site(destination, sites_dir)
     options = SyncOptions(selection, dry_run, on_conflict, jobs, wait)
     run_and_report(f"{source} -> {destination}", as_json, dry_run,
-                   lambda progress: run_sync(src, dst, options, sites=list_sites(sites_dir),
+                   lambda progress: run_sync(source, destination, options, sites_dir=sites_dir,
                                              progress=progress))
 
 
 def run_and_report(title: str, as_json: bool, dry_run: bool, run) -> None:
     """Run a sync or import with a progress bar; print its report (or its conflicts).
 
-    Exits 1 when files failed to arrive; a conflict error propagates after its report.
+    Exits 1 when files failed to arrive, or when a dry run found conflicts; a
+    conflict error propagates after its report.
     """
     from federation.cli.transfer_progress import TransferProgress
-    from federation.sync.engine import SyncConflictError
+    from federation.sync.report import SyncConflictError
 
     with TransferProgress(title) as progress:
         try:
             report = run(progress)
         except SyncConflictError as exc:
-            render.report(exc.report, as_json, dry_run=True, title="conflicts")
+            sync_render.report(exc.report, as_json, dry_run=False, title="conflicts",
+                               refused=True)
             raise
-    render.report(report, as_json, dry_run=dry_run, title=title)
-    if report.failed:
+    sync_render.report(report, as_json, dry_run=dry_run, title=title)
+    if report.failed or (dry_run and report.conflicts):
         sys.exit(1)
+
+
+@click.command("log")
+@click.argument("site_name", metavar="[SITE]", required=False)
+@click.option("--since", default=None, metavar="WHEN",
+              help="Only operations started since WHEN: a date/time (2026-12-01T08:00) or a "
+                   "duration back from now (30m, 12h, 7d).")
+@click.option("--limit", type=click.IntRange(1), default=None,
+              help="Only the last N operations of each site.")
+@SITES
+@render.JSON_OPTION
+def log(site_name, since, limit, sites_dir, as_json) -> None:
+    """Show the sync log: every sync, import, receive, publish and push of SITE (default:
+    every site whose repository is on this machine), oldest first.
+
+    Each line says who ran it, when, between which sites, the journal range its
+    cursor moved over, what it applied, the files and bytes it moved, and how it
+    ended (ok, failed, conflict, interrupted, error).
+    """
+    from federation.operations.sync import log as read_log
+    from federation.operations.sync import parse_since_time
+
+    found = read_log(site_name, since=parse_since_time(since) if since else None,
+                     limit=limit, sites_dir=sites_dir)
+    if as_json:
+        render.as_json([{"site": s.site, "error": s.error,
+                         "entries": [e.to_dict() for e in s.entries]} for s in found])
+        return
+    sync_render.sync_log(found)

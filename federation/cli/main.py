@@ -1,7 +1,8 @@
-"""The `fed` command: thin click wrappers over `federation.operations` and the Butler.
+"""The `fed` command: parses arguments, calls one `federation.operations` function, prints.
 
 Library imports happen inside the commands so that `fed --help` stays fast.
 User errors print one line (``error: ...``) and exit 1; ``-v`` shows tracebacks.
+Confirmation questions are asked here and handed to the operations as callbacks.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ BIND = click.option("--bind", multiple=True, metavar="KEY=VALUE",
                     help="Value for a :KEY bind parameter in --where (repeatable).")
 COLLECTIONS = click.option("--collections", "-c", multiple=True, metavar="NAME|GLOB",
                            help="Collections to search, in order (repeatable).")
+DATASET_TYPES = click.option("--dataset-type", "-t", "dataset_types", multiple=True,
+                             metavar="NAME|GLOB", help="Dataset types (repeatable; default all).")
+DRY_RUN = click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
+YES = click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 
 
 class FedGroup(click.Group):
@@ -62,6 +67,19 @@ def _bind(values: tuple[str, ...]) -> dict:
     return parse_assignments(values, "--bind")
 
 
+def _need_collections(collections: tuple[str, ...]) -> None:
+    if not collections:
+        raise click.UsageError("give at least one --collections to search")
+
+
+def _confirm(yes: bool, question: str) -> None:
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise click.UsageError("refusing to delete without confirmation: pass --yes")
+    click.confirm(question, abort=True)
+
+
 # -- repository set-up ---------------------------------------------------------
 
 
@@ -71,21 +89,18 @@ def _bind(values: tuple[str, ...]) -> dict:
               help="Registry database URL (default: SQLite file inside REPO), e.g. "
                    "postgresql+psycopg://user@host/dbname.")
 @click.option("--site", default="local", show_default=True, help="This repository's site name.")
-@click.option("--universe", type=click.Path(dir_okay=False, exists=True),
+@click.option("--universe", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="Dimension universe YAML (default: the built-in astronomy universe).")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True),
+@click.option("--config", "config_file",
+              type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="YAML with per-dataset-type file 'templates'.")
-def create(repo: Path, db: str | None, site: str, universe: str | None,
-           config_file: str | None) -> None:
+def create(repo: Path, db: str | None, site: str, universe: Path | None,
+           config_file: Path | None) -> None:
     """Create an empty repository at REPO."""
-    from federation.butler import Butler
-    from federation.config import RepoConfig
-    from federation.dimensions.universe import DimensionUniverse
+    from federation.operations.repo import create as run
 
-    templates = RepoConfig.read_overrides(config_file).get("templates") if config_file else None
-    root = Butler.create(repo, db=db, site=site, templates=templates,
-                         universe=DimensionUniverse.from_file(universe) if universe else None)
-    click.echo(f"created repository {root} (site {site})")
+    created = run(repo, db=db, site=site, universe_file=universe, config_file=config_file)
+    click.echo(f"created repository {created.root} (site {created.site})")
 
 
 @cli.command("register-dataset-type")
@@ -100,12 +115,10 @@ def register_dataset_type(repo: Path, name: str, storage_class: str,
     Storage classes: Bytes, JSON, YAML, NumpyArray, FitsImage, FitsTable.
     Registering an identical definition again does nothing.
     """
-    from federation.butler import Butler
+    from federation.operations.repo import register_dataset_type as run
 
-    with Butler(repo) as butler:
-        new = butler.registry.register_dataset_type(name, dimensions, storage_class)
-        dtype = butler.registry.get_dataset_type(name)
-    click.echo(f"{'registered' if new else 'already registered'}: {dtype}")
+    result = run(repo, name, storage_class, dimensions)
+    click.echo(f"{'registered' if result.new else 'already registered'}: {result.dataset_type}")
 
 
 @cli.command("insert-dimension-records")
@@ -113,16 +126,18 @@ def register_dataset_type(repo: Path, name: str, storage_class: str,
 @click.argument("file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @click.option("--dimension", help="Dimension of the records (needed for CSV files).")
 def insert_dimension_records(repo: Path, file: Path, dimension: str | None) -> None:
-    """Insert dimension records from a YAML or CSV FILE.
+    """Insert dimension records from a YAML or CSV FILE (UTF-8).
 
     YAML: a mapping of dimension -> list of records, or a list with
     --dimension. CSV: a header row of field names, with --dimension.
-    Identical records already present are skipped; differing ones are an error.
+    Field values are checked against the universe: text fields take text,
+    numeric fields numbers. Identical records already present are skipped;
+    differing ones are an error, and then nothing is inserted.
     """
-    from federation.operations import insert_dimension_records as run
+    from federation.operations.repo import insert_dimension_records as run
 
-    for name, (given, new) in run(repo, file, dimension).items():
-        click.echo(f"{name}: {new} inserted, {given - new} already present")
+    for counts in run(repo, file, dimension):
+        click.echo(f"{counts.dimension}: {counts.new} inserted, {counts.present} already present")
 
 
 @cli.command("register-collection")
@@ -133,13 +148,10 @@ def insert_dimension_records(repo: Path, file: Path, dimension: str | None) -> N
 @click.option("--doc", default=None, help="Documentation string for the collection.")
 def register_collection(repo: Path, name: str, ctype: str, doc: str | None) -> None:
     """Create a collection, or update its documentation."""
-    from federation.butler import Butler
+    from federation.operations.membership import register_collection as run
 
-    with Butler(repo) as butler:
-        new = butler.registry.collections.register(name, ctype, doc or "")
-        if doc is not None and not new:
-            butler.registry.collections.set_doc(name, doc)
-    click.echo(f"{'created' if new else 'exists'}: {name} ({ctype})")
+    result = run(repo, name, ctype, doc)
+    click.echo(f"{'created' if result.new else 'exists'}: {result.name} ({result.type})")
 
 
 @cli.command("ingest-files")
@@ -158,15 +170,21 @@ def register_collection(repo: Path, name: str, ctype: str, doc: str | None) -> N
               help="Data ID value common to every row (repeatable).")
 def ingest_files(repo: Path, dataset_type: str, run: str, table: Path, transfer: str,
                  id_mode: str, prefix: Path | None, data_id: tuple[str, ...]) -> None:
-    """Ingest the files listed in TABLE (CSV or YAML: a 'file' column + data ID columns)."""
+    """Ingest the files listed in TABLE (CSV or YAML: a 'file' column + data ID columns).
+
+    Only regular files can be ingested. The table is checked whole before
+    any file is touched, and everything is registered in one transaction:
+    one bad row (named by its line) and nothing is ingested.
+    """
     from federation.inputs import parse_assignments
-    from federation.operations import ingest_files as run_ingest
+    from federation.operations.repo import ingest_files as run_ingest
 
     common = parse_assignments(data_id, "--data-id")
     with render.progress(None, "ingest") as advance:
-        refs = run_ingest(repo, dataset_type, run, table, transfer=transfer, id_mode=id_mode,
-                          prefix=prefix, data_id=common, progress=advance)
-    click.echo(f"ingested {len(refs)} {dataset_type} datasets into {run} ({transfer})")
+        result = run_ingest(repo, dataset_type, run, table, transfer=transfer, id_mode=id_mode,
+                            prefix=prefix, data_id=common, progress=advance)
+    click.echo(f"ingested {len(result.refs)} {result.dataset_type} datasets into {result.run} "
+               f"({result.transfer})")
 
 
 # -- queries -------------------------------------------------------------------
@@ -185,29 +203,11 @@ def ingest_files(repo: Path, dataset_type: str, run: str, table: Path, transfer:
 def query_datasets(repo: Path, dataset_types, collections, where, bind, find_all, show_uri,
                    as_json) -> None:
     """List datasets of DATASET_TYPES (names or globs; default all) in --collections."""
-    from federation.butler import Butler
+    from federation.operations.queries import query_datasets as run
 
-    with Butler(repo) as butler:
-        refs = butler.query_datasets(list(dataset_types) or None, list(collections) or ["*"],
-                                     where=where, bind=_bind(bind), find_first=not find_all)
-        uris = {r.id: _uri(butler, r) for r in refs} if show_uri else {}
-    if as_json:
-        render.as_json([r.to_dict() | ({"uri": uris[r.id]} if show_uri else {}) for r in refs])
-        return
-    headers = ["type", "run", "id", "data ID"] + (["uri"] if show_uri else [])
-    render.table(headers, [
-        [r.dataset_type.name, r.run, r.id,
-         " ".join(f"{k}={v}" for k, v in r.required_data_id.items())]
-        + ([uris[r.id]] if show_uri else []) for r in refs])
-
-
-def _uri(butler, ref) -> str:
-    from federation.errors import MissingDatasetError
-
-    try:
-        return butler.get_uri(ref)
-    except MissingDatasetError as exc:
-        return f"({exc})"
+    result = run(repo, dataset_types, collections=collections, where=where, bind=_bind(bind),
+                 find_all=find_all, show_uri=show_uri)
+    render.dataset_query(result, as_json)
 
 
 @cli.command("query-collections")
@@ -218,15 +218,9 @@ def _uri(butler, ref) -> str:
 @JSON
 def query_collections(repo: Path, patterns, types, as_json) -> None:
     """List collections whose names match PATTERNS (globs; default all)."""
-    from federation.butler import Butler
+    from federation.operations.queries import query_collections as run
 
-    with Butler(repo) as butler:
-        found, seen = [], set()
-        for pattern in patterns or ["*"]:
-            for coll in butler.registry.collections.query(pattern, types or None):
-                if coll.name not in seen:
-                    seen.add(coll.name)
-                    found.append(coll)
+    found = run(repo, patterns, types)
     if as_json:
         render.as_json([c.to_dict() for c in found])
         return
@@ -242,23 +236,9 @@ def query_collections(repo: Path, patterns, types, as_json) -> None:
 @JSON
 def query_dimension_records(repo: Path, dimension, where, bind, as_json) -> None:
     """List the records of DIMENSION."""
-    from federation.butler import Butler
+    from federation.operations.queries import query_dimension_records as run
 
-    with Butler(repo) as butler:
-        records = butler.query_dimension_records(dimension, where=where, bind=_bind(bind))
-    rows = [{k: (v.to_dict() if hasattr(v, "to_dict") else v) for k, v in r.items()}
-            for r in records]
-    if as_json:
-        render.as_json(rows)
-        return
-    headers = list(rows[0]) if rows else []
-    render.table(headers, [[_record_cell(r[h]) for h in headers] for r in rows])
-
-
-def _record_cell(value):
-    if isinstance(value, dict):
-        return f"{value.get('begin') or '-inf'} .. {value.get('end') or '+inf'}"
-    return value
+    render.dimension_records(run(repo, dimension, where=where, bind=_bind(bind)), as_json)
 
 
 @cli.command("query-dataset-types")
@@ -267,10 +247,9 @@ def _record_cell(value):
 @JSON
 def query_dataset_types(repo: Path, pattern: str, as_json: bool) -> None:
     """List dataset types whose names match PATTERN (a glob)."""
-    from federation.butler import Butler
+    from federation.operations.queries import query_dataset_types as run
 
-    with Butler(repo) as butler:
-        types = butler.registry.dataset_types.query(pattern)
+    types = run(repo, pattern)
     if as_json:
         render.as_json([t.to_dict() for t in types])
         return
@@ -292,29 +271,47 @@ def query_dataset_types(repo: Path, pattern: str, as_json: bool) -> None:
 @click.option("--doc", default=None, help="Documentation string for the chain.")
 def collection_chain(repo: Path, parent: str, children, mode: str, doc: str | None) -> None:
     """Create or change the CHAINED collection PARENT (a search path of CHILDREN)."""
-    from federation.operations import collection_chain as run
+    from federation.operations.membership import collection_chain as run
 
-    new = run(repo, parent, list(children), mode=mode, doc=doc)
-    click.echo(f"{parent} -> [{', '.join(new)}]")
+    chain = run(repo, parent, list(children), mode=mode, doc=doc)
+    click.echo(f"{chain.parent} -> [{', '.join(chain.children)}]")
 
 
 @cli.command()
 @REPO
 @click.argument("tag")
 @COLLECTIONS
-@click.option("--dataset-type", "-t", "dataset_types", multiple=True,
-              help="Dataset types to tag (default all).")
+@DATASET_TYPES
 @WHERE
 @click.option("--doc", default="", help="Documentation string if TAG is created.")
 def associate(repo: Path, tag: str, collections, dataset_types, where, doc) -> None:
     """Add the datasets found in --collections to the TAGGED collection TAG."""
-    from federation.operations import associate as run
+    from federation.operations.membership import associate as run
 
-    if not collections:
-        raise click.UsageError("give at least one --collections to search")
-    found, new = run(repo, tag, collections=collections, dataset_types=dataset_types,
-                     where=where, doc=doc)
-    click.echo(f"{tag}: {new} datasets tagged, {found - new} already there")
+    _need_collections(collections)
+    result = run(repo, tag, collections=collections, dataset_types=dataset_types, where=where,
+                 doc=doc)
+    click.echo(f"{tag}: {result.new} datasets tagged, {result.already} already there")
+
+
+@cli.command()
+@REPO
+@click.argument("tag")
+@COLLECTIONS
+@DATASET_TYPES
+@WHERE
+def disassociate(repo: Path, tag: str, collections, dataset_types, where) -> None:
+    """Remove the datasets found in --collections from the TAGGED collection TAG.
+
+    Every dataset the search finds (not just the first per data ID) leaves
+    TAG if it is there; the datasets themselves stay in their runs. Search
+    TAG itself to untag by data ID: fed disassociate REPO TAG -c TAG --where ...
+    """
+    from federation.operations.membership import disassociate as run
+
+    _need_collections(collections)
+    result = run(repo, tag, collections=collections, dataset_types=dataset_types, where=where)
+    click.echo(f"{tag}: {result.removed} datasets untagged, {result.not_tagged} were not tagged")
 
 
 @cli.command("certify-calibrations")
@@ -329,12 +326,37 @@ def associate(repo: Path, tag: str, collections, dataset_types, where, doc) -> N
 def certify_calibrations(repo: Path, input_run, calibration_collection, dataset_type,
                          begin_date, end_date, where, doc) -> None:
     """Certify DATASET_TYPE datasets of INPUT_RUN into CALIBRATION_COLLECTION."""
-    from federation.operations import certify_calibrations as run
+    from federation.operations.membership import certify_calibrations as run
 
-    count = run(repo, input_run, calibration_collection, dataset_type, begin=begin_date,
-                end=end_date, where=where, doc=doc)
-    click.echo(f"certified {count} {dataset_type} datasets in {calibration_collection} "
+    result = run(repo, input_run, calibration_collection, dataset_type, begin=begin_date,
+                 end=end_date, where=where, doc=doc)
+    click.echo(f"certified {result.count} {dataset_type} datasets in {calibration_collection} "
                f"from {begin_date or '-inf'} to {end_date or '+inf'}")
+
+
+@cli.command()
+@REPO
+@click.argument("collection")
+@click.argument("dataset_type")
+@click.option("--begin-date", default=None, help="Start of the span, ISO 8601 (default: -inf).")
+@click.option("--end-date", default=None, help="End of the span, ISO 8601 (default: +inf).")
+@WHERE
+def decertify(repo: Path, collection, dataset_type, begin_date, end_date, where) -> None:
+    """Remove DATASET_TYPE validity from the CALIBRATION collection COLLECTION.
+
+    Between --begin-date and --end-date (default: all time), lookups in
+    COLLECTION then find no DATASET_TYPE dataset: validity ranges inside the
+    span are removed, ranges reaching outside it are trimmed or split. --where
+    limits this to the data IDs it selects among the certified datasets. The
+    datasets themselves stay in their runs.
+    """
+    from federation.operations.membership import decertify as run
+
+    result = run(repo, collection, dataset_type, begin=begin_date, end=end_date, where=where)
+    selected = "" if result.data_ids is None else f" for {result.data_ids} data IDs"
+    click.echo(f"decertified {dataset_type} in {collection}{selected} from "
+               f"{begin_date or '-inf'} to {end_date or '+inf'}: {result.changed} validity "
+               "ranges removed, trimmed or split")
 
 
 # -- removal -------------------------------------------------------------------
@@ -345,54 +367,76 @@ def certify_calibrations(repo: Path, input_run, calibration_collection, dataset_
 @click.argument("dataset_types", nargs=-1)
 @COLLECTIONS
 @WHERE
-@click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
-@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@DRY_RUN
+@YES
 def prune_datasets(repo: Path, dataset_types, collections, where, dry_run, yes) -> None:
     """Remove datasets (records and files) found in --collections."""
-    from federation.operations import find_for_pruning
-    from federation.operations import prune_datasets as run
+    from federation.operations.removal import prune_datasets as run
 
-    if not collections:
-        raise click.UsageError("give at least one --collections to search")
-    refs = find_for_pruning(repo, collections=collections, dataset_types=dataset_types,
-                            where=where)
-    for ref in refs[:20]:
-        click.echo(f"  {ref}")
-    if len(refs) > 20:
-        click.echo(f"  ... and {len(refs) - 20} more")
-    if dry_run or not refs:
-        click.echo(f"{len(refs)} datasets would be removed" if dry_run else "nothing to remove")
+    _need_collections(collections)
+
+    def confirm(refs) -> None:
+        render.ref_listing(refs)
+        _confirm(yes, f"remove these {len(refs)} datasets and their files?")
+
+    result = run(repo, dataset_types, collections=collections, where=where, dry_run=dry_run,
+                 confirm=confirm)
+    if result.done:
+        click.echo(f"removed {len(result.refs)} datasets")
         return
-    _confirm(yes, f"remove these {len(refs)} datasets and their files?")
-    click.echo(f"removed {run(repo, refs)} datasets")
+    render.ref_listing(result.refs)
+    click.echo(f"{len(result.refs)} datasets would be removed" if dry_run
+               else "nothing to remove")
 
 
 @cli.command("remove-runs")
 @REPO
 @click.argument("patterns", nargs=-1, required=True)
 @click.option("--force", is_flag=True, help="Also remove the runs from chains that hold them.")
-@click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
-@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@DRY_RUN
+@YES
 def remove_runs(repo: Path, patterns, force, dry_run, yes) -> None:
     """Remove RUN collections (names or globs) with all their datasets and files."""
-    from federation.operations import find_runs
-    from federation.operations import remove_runs as run
+    from federation.operations.removal import remove_runs as run
 
-    runs = find_runs(repo, patterns)
-    render.table(["run", "datasets"], runs)
-    if dry_run or not runs:
-        return
-    _confirm(yes, f"remove {len(runs)} runs and their datasets?")
-    removed = run(repo, [name for name, _ in runs], unlink_chains=force)
-    click.echo(f"removed {len(runs)} runs ({removed} datasets)")
+    def confirm(runs) -> None:
+        render.table(["run", "datasets"], [[r.name, r.datasets] for r in runs])
+        _confirm(yes, f"remove {len(runs)} runs and their datasets?")
+
+    result = run(repo, patterns, unlink_chains=force, dry_run=dry_run, confirm=confirm)
+    if result.done:
+        click.echo(f"removed {len(result.runs)} runs ({result.removed} datasets)")
+    else:
+        render.table(["run", "datasets"], [[r.name, r.datasets] for r in result.runs])
 
 
-def _confirm(yes: bool, question: str) -> None:
-    if yes:
-        return
-    if not sys.stdin.isatty():
-        raise click.UsageError("refusing to delete without confirmation: pass --yes")
-    click.confirm(question, abort=True)
+@cli.command("remove-collections")
+@REPO
+@click.argument("patterns", nargs=-1, required=True)
+@click.option("--force", is_flag=True,
+              help="Also take the collections out of chains that hold them.")
+@DRY_RUN
+@YES
+def remove_collections(repo: Path, patterns, force, dry_run, yes) -> None:
+    """Remove TAGGED, CHAINED and CALIBRATION collections (names or globs).
+
+    Their datasets stay in their runs: only the tags, certifications or
+    chain links go. RUN collections are refused (use fed remove-runs, which
+    removes their datasets too). A collection held by a chain that is not
+    removed as well is refused unless --force takes it out of that chain.
+    All the collections are removed in one transaction, or none.
+    """
+    from federation.operations.removal import remove_collections as run
+
+    def confirm(found) -> None:
+        render.collection_removals(found)
+        _confirm(yes, f"remove {len(found)} collections?")
+
+    result = run(repo, patterns, unlink_chains=force, dry_run=dry_run, confirm=confirm)
+    if result.done:
+        click.echo(f"removed {len(result.collections)} collections (their datasets stay)")
+    else:
+        render.collection_removals(result.collections)
 
 
 # -- checking ------------------------------------------------------------------
@@ -401,33 +445,21 @@ def _confirm(yes: bool, question: str) -> None:
 @cli.command()
 @REPO
 @COLLECTIONS
-@click.option("--dataset-type", "-t", "dataset_types", multiple=True)
+@DATASET_TYPES
 @WHERE
 @JSON
 def verify(repo: Path, collections, dataset_types, where, as_json) -> None:
     """Re-hash files against their recorded size and xxh3 checksum.
 
-    Exits 1 if any file is missing or does not match.
+    Exits 1 if any file is missing or does not match; each problem says
+    which value is the file's and which its record's.
     """
-    from federation.butler import Butler
+    from federation.operations.repo import verify as run
 
-    with Butler(repo) as butler:
-        refs = None
-        if collections or dataset_types or where:
-            refs = butler.query_datasets(list(dataset_types) or None, list(collections) or ["*"],
-                                         where=where, find_first=False)
-        with render.progress(None, "verify") as advance:
-            report = butler.verify(refs, progress=advance)
-    if as_json:
-        render.as_json({"checked": report.checked, "held_elsewhere": report.held_elsewhere,
-                        "problems": [{"id": str(i), "path": p, "problem": m}
-                                     for i, p, m in report.problems]})
-    else:
-        for dataset_id, path, problem in report.problems:
-            click.echo(f"{problem}: {path} ({dataset_id})")
-        click.echo(f"verified {report.checked} files: {len(report.problems)} problems"
-                   + (f", {report.held_elsewhere} held at other sites"
-                      if report.held_elsewhere else ""))
+    with render.progress(None, "verify") as advance:
+        report = run(repo, collections=collections, dataset_types=dataset_types, where=where,
+                     progress=advance)
+    render.verify_report(report, as_json)
     if report.problems:
         sys.exit(1)
 
@@ -437,6 +469,7 @@ def _register_federation_commands() -> None:
 
     cli.add_command(federation_commands.site)
     cli.add_command(federation_commands.sync)
+    cli.add_command(federation_commands.log)
     cli.add_command(remote_commands.publish)
     cli.add_command(remote_commands.receive)
     for command in (bundle_commands.export, bundle_commands.import_, bundle_commands.bundle):

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from federation.cli import render
+from federation.cli import render, sync_render
 from federation.cli.federation_commands import SITES, site
 
 
@@ -24,10 +24,9 @@ def publish(name, wait, sites_dir, as_json) -> None:
     keep their own cursors; the bundle holds records only, files are fetched
     from the datastore as each puller's selection needs them.
     """
-    from federation.sites import load_site
-    from federation.sync.outbox import publish as run
+    from federation.operations.sync import publish_site
 
-    result = run(load_site(name, sites_dir), lock_timeout=wait)
+    result = publish_site(name, lock_timeout=wait, sites_dir=sites_dir)
     if as_json:
         render.as_json(result.to_dict())
     elif result.bundle is None:
@@ -56,18 +55,18 @@ def receive(name, on_conflict, jobs, wait, sites_dir, as_json) -> None:
     written; applied bundles move to INBOX/done. A bundle that fails stays in
     the inbox, and the ones after it wait.
     """
-    from federation.sites import list_sites, load_site
-    from federation.sync.push import receive as run
+    from federation.operations.sync import receive_site
+    from federation.sync.options import SyncOptions
 
-    results = run(load_site(name, sites_dir), jobs=jobs, on_conflict=on_conflict,
-                  sites=list_sites(sites_dir), lock_timeout=wait)
+    options = SyncOptions(on_conflict=on_conflict, jobs=jobs, lock_timeout=wait)
+    results = receive_site(name, options, sites_dir=sites_dir)
     if as_json:
         render.as_json([{"bundle": b} | r.to_dict() for b, r in results])
         return
     if not results:
         click.echo(f"{name}: the inbox is empty")
     for bundle, report in results:
-        render.report(report, False, dry_run=False, title=bundle)
+        sync_render.report(report, False, dry_run=False, title=bundle)
     if any(r.failed for _, r in results):
         sys.exit(1)
 
@@ -87,18 +86,14 @@ def site_trust(name, fingerprint, yes, sites_dir) -> None:
     an unknown or changed key stops them.
     """
     from federation.errors import FederationError
-    from federation.sites import load_site
-    from federation.transport.factory import sftp_settings
-    from federation.transport.sftp import scan_host_key, trust_host_key
+    from federation.operations.sites import offered_key, trust_key
 
-    settings = sftp_settings(load_site(name, sites_dir))
-    key = scan_host_key(settings)
-    offered = key.fingerprint
-    click.echo(f"{settings.address} offers {key.get_name()} key {offered}")
-    if fingerprint is not None and fingerprint != offered:
-        raise FederationError(f"the key offered by {settings.address} ({offered}) does not match "
-                              f"--fingerprint {fingerprint}; nothing trusted")
+    offered = offered_key(name, sites_dir)
+    click.echo(f"{offered.address} offers {offered.key_type} key {offered.fingerprint}")
+    if fingerprint is not None and fingerprint != offered.fingerprint:
+        raise FederationError(f"the key offered by {offered.address} ({offered.fingerprint}) "
+                              f"does not match --fingerprint {fingerprint}; nothing trusted")
     if fingerprint is None and not yes and not click.confirm("Trust this key?", default=False):
         raise FederationError("not trusted")
-    path = trust_host_key(settings, key)
+    path = trust_key(offered, sites_dir)
     click.echo(f"trusted: recorded in {path}")

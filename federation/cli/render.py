@@ -6,9 +6,15 @@ import json
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:
+    from federation.butler import VerifyReport
+    from federation.model import DatasetRef
+    from federation.operations.queries import DatasetQuery, DimensionRecordQuery
+    from federation.operations.removal import CollectionSummary
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
@@ -74,3 +80,67 @@ def report(result: Any, as_json_output: bool, *, dry_run: bool, title: str) -> N
         click.echo(f"failed: {path} ({dataset_id}): {reason}")
     if result.cursor is not None and not dry_run:
         click.echo(f"cursor now at source journal entry {result.cursor}")
+
+
+# -- repository command results --------------------------------------------------
+
+
+def dataset_query(result: DatasetQuery, as_json_output: bool) -> None:
+    """Datasets found by `fed query-datasets`: type, run, id, data ID (and URI)."""
+    def uri(found) -> str:
+        return found.uri if found.uri is not None else f"({found.no_uri})"
+
+    if as_json_output:
+        as_json([f.ref.to_dict() | ({"uri": uri(f)} if result.show_uri else {})
+                 for f in result.datasets])
+        return
+    headers = ["type", "run", "id", "data ID"] + (["uri"] if result.show_uri else [])
+    table(headers, [
+        [f.ref.dataset_type.name, f.ref.run, f.ref.id,
+         " ".join(f"{k}={v}" for k, v in f.ref.required_data_id.items())]
+        + ([uri(f)] if result.show_uri else []) for f in result.datasets])
+
+
+def dimension_records(result: DimensionRecordQuery, as_json_output: bool) -> None:
+    """Records of one dimension; a timespan shows as ``begin .. end``."""
+    rows = [{k: (v.to_dict() if hasattr(v, "to_dict") else v) for k, v in r.items()}
+            for r in result.records]
+    if as_json_output:
+        as_json(rows)
+        return
+    headers = result.fields
+    table(headers, [[_record_cell(r[h]) for h in headers] for r in rows])
+
+
+def _record_cell(value: Any) -> Any:
+    if isinstance(value, dict):
+        return f"{value.get('begin') or '-inf'} .. {value.get('end') or '+inf'}"
+    return value
+
+
+def ref_listing(refs: Sequence[DatasetRef], limit: int = 20) -> None:
+    """The first ``limit`` datasets, one per line, and how many more there are."""
+    for ref in refs[:limit]:
+        click.echo(f"  {ref}")
+    if len(refs) > limit:
+        click.echo(f"  ... and {len(refs) - limit} more")
+
+
+def collection_removals(found: Sequence[CollectionSummary]) -> None:
+    """Collections `fed remove-collections` would remove, with what they hold."""
+    table(["collection", "type", "members", "in chains"],
+          [[c.name, c.type, c.members, c.chains] for c in found])
+
+
+def verify_report(report: VerifyReport, as_json_output: bool) -> None:
+    """Problems found by `fed verify`, then the count of files checked."""
+    if as_json_output:
+        as_json({"checked": report.checked, "held_elsewhere": report.held_elsewhere,
+                 "problems": [{"id": str(p.dataset_id), "path": p.path, "problem": p.problem}
+                              for p in report.problems]})
+        return
+    for problem in report.problems:
+        click.echo(f"{problem.problem}: {problem.path} ({problem.dataset_id})")
+    click.echo(f"verified {report.checked} files: {len(report.problems)} problems"
+               + (f", {report.held_elsewhere} held at other sites"
+                  if report.held_elsewhere else ""))

@@ -17,7 +17,6 @@ import warnings
 from types import ModuleType
 from typing import IO, Any
 
-import numpy as np
 import yaml
 
 from federation.errors import DatastoreError
@@ -173,23 +172,32 @@ class YamlFormatter(_TextFormatter):
         return yaml.safe_load(text)
 
 
+def _numpy() -> ModuleType:
+    """numpy, imported when an array is first stored or read (it costs a tenth of a second
+    of start-up that most commands never need)."""
+    import numpy
+
+    return numpy
+
+
 class NumpyFormatter(Formatter):
     """A numpy array as a ``.npy`` file, never pickled."""
 
     name, extension, storage_class = "npy", ".npy", "NumpyArray"
 
     def validate(self, obj: Any) -> None:
-        if not isinstance(obj, np.ndarray):
+        if not isinstance(obj, _numpy().ndarray):
             raise self._reject(obj, "numpy.ndarray")
         if obj.dtype.hasobject:
             raise self._reject(obj, "a numpy.ndarray without Python objects (dtype=object)")
 
-    def _write(self, obj: np.ndarray, stream: IO[bytes]) -> None:
+    def _write(self, obj: Any, stream: IO[bytes]) -> None:
         # A stream, not a path: np.save would append ".npy" to a temporary name.
-        np.save(stream, obj, allow_pickle=False)
+        _numpy().save(stream, obj, allow_pickle=False)
 
-    def _read(self, path: pathlib.Path) -> np.ndarray:
+    def _read(self, path: pathlib.Path) -> Any:
         with open(path, "rb") as stream:
+            np = _numpy()
             result = np.load(stream, allow_pickle=False)
             if not isinstance(result, np.ndarray):  # e.g. an .npz archive
                 raise ValueError(f"not a .npy file (found {_type_name(result)})")
@@ -223,7 +231,7 @@ class FitsImageFormatter(Formatter):
     def validate(self, obj: Any) -> None:
         fits = _astropy_fits(self.storage_class)
         expected = "numpy.ndarray or astropy.io.fits HDU/HDUList"
-        if isinstance(obj, np.ndarray):
+        if isinstance(obj, _numpy().ndarray):
             if obj.dtype.kind not in "iuf":
                 raise self._reject(obj, f"{expected} of numeric dtype (not {obj.dtype})")
         elif not isinstance(obj, fits.HDUList | fits.PrimaryHDU | fits.ImageHDU
@@ -232,7 +240,7 @@ class FitsImageFormatter(Formatter):
 
     def _prepare(self, obj: Any) -> Any:
         fits = _astropy_fits(self.storage_class)
-        if isinstance(obj, np.ndarray):
+        if isinstance(obj, _numpy().ndarray):
             return fits.HDUList([fits.PrimaryHDU(obj)])
         if isinstance(obj, fits.HDUList):
             return obj

@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from federation.datastore.checksum import file_checksum, verify_file
+from federation.datastore.checksum import (
+    file_checksum,
+    file_kind,
+    regular_file_checksum,
+    verify_file,
+)
 from federation.datastore.storage_classes import StorageClass
 from federation.datastore.templates import FileTemplates
 from federation.errors import DatastoreError, InputError
@@ -111,7 +117,8 @@ class PosixDatastore:
                              f"{', '.join(TRANSFER_MODES)}")
         absolute = os.path.abspath(source)
         try:
-            size, checksum = file_checksum(absolute)
+            # Only regular files: a FIFO or a device would block or never end.
+            size, checksum = regular_file_checksum(absolute)
         except OSError as exc:
             raise InputError(f"cannot read {absolute}: {exc.strerror}") from None
         name = storage_class.formatter.name
@@ -152,8 +159,15 @@ class PosixDatastore:
 
     def read(self, stored: StoredFile, storage_class: StorageClass) -> Any:
         path = self.path_of(stored)
-        if not path.exists():
-            raise DatastoreError(f"file {path} of a registered dataset is missing")
+        try:
+            mode = path.stat().st_mode
+        except FileNotFoundError:
+            raise DatastoreError(f"file {path} of a registered dataset is missing") from None
+        except OSError as exc:
+            raise DatastoreError(f"cannot read {path}: {exc.strerror}") from None
+        if not stat.S_ISREG(mode):  # a FIFO would block the formatter forever
+            raise DatastoreError(f"file {path} of a registered dataset is {file_kind(mode)}, "
+                                 "not a regular file")
         return storage_class.formatter.read(path)
 
     def exists(self, stored: StoredFile) -> bool:

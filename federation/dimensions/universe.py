@@ -121,9 +121,13 @@ class DimensionUniverse:
     @classmethod
     def from_file(cls, path: str | Path) -> DimensionUniverse:
         try:
-            return cls.from_yaml(Path(path).read_text())
+            text = Path(path).read_bytes().decode("utf-8-sig")
         except OSError as exc:
             raise ConfigError(f"cannot read dimension universe {path}: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"dimension universe {path} is not UTF-8 text (byte "
+                              f"{exc.start})") from None
+        return cls.from_yaml(text)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.config, sort_keys=False)

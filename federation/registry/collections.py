@@ -11,6 +11,12 @@ import sqlalchemy as sa
 from federation.errors import CollectionError
 from federation.model import Collection, CollectionType
 from federation.registry.database import Database
+from federation.registry.journal import (
+    ChainChanged,
+    CollectionCreated,
+    CollectionDocChanged,
+    CollectionRemoved,
+)
 
 _NAME = re.compile(r"[A-Za-z0-9_.+\-]+(/[A-Za-z0-9_.+\-]+)*")
 MAX_NAME = 256  # the width of collection.name
@@ -147,11 +153,10 @@ class Collections:
                 return False
             tomb = self.db.tables.collection_tombstone
             conn.execute(sa.delete(tomb).where(tomb.c.name == name))
-            version = self.db.journal("collection", [
-                {"name": name, "type": str(ctype), "owner": owner, "doc": doc or ""}])
+            version = self.db.append([CollectionCreated(name, str(ctype), owner, doc or "")])
             cid = conn.execute(sa.insert(table).values(
                 name=name, type=str(ctype), owner_site=owner, doc=doc or "",
-                created_version=version, doc_version=version)
+                created_version=version, doc_version=version, created_seq=self.db.head())
                 .returning(table.c.id)).scalar_one()
             self.db.on_rollback(self.forget)
             self._remember(name, cid, ctype, owner)
@@ -173,7 +178,7 @@ class Collections:
         table = self.db.tables.collection
         with self.db.transaction() as conn:
             cid, _ = self.lookup(name, fresh=True)
-            version = self.db.journal("doc", [{"name": name, "doc": doc}])
+            version = self.db.append([CollectionDocChanged(name, doc)])
             conn.execute(sa.update(table).where(table.c.id == cid).values(
                 doc=doc, doc_version=version))
 
@@ -208,7 +213,7 @@ class Collections:
                 conn.execute(sa.insert(chain), [
                     {"parent_id": cid, "position": i, "child_id": c}
                     for i, c in enumerate(child_ids)])
-            version = self.db.journal("chain", [{"name": name, "children": list(children)}])
+            version = self.db.append([ChainChanged(name, list(children))])
             table = self.db.tables.collection
             conn.execute(sa.update(table).where(table.c.id == cid).values(chain_version=version))
 
@@ -293,7 +298,7 @@ class Collections:
                     f"run {name!r} still holds datasets; remove them (or the whole run) first")
             conn.execute(sa.delete(table).where(table.c.id == cid))
             owner = self._by_name[name][2] if name in self._by_name else self.site
-            version = self.db.journal("remove_collection", [{"name": name}])
+            version = self.db.append([CollectionRemoved(name)])
             tomb = self.db.tables.collection_tombstone
             conn.execute(sa.delete(tomb).where(tomb.c.name == name))
             conn.execute(sa.insert(tomb).values(name=name, owner_site=owner, version=version))

@@ -8,37 +8,34 @@ logic (overlapping certifications, slot conflicts) cannot race.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, NamedTuple
+from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
 from federation.dimensions.universe import DimensionUniverse
 from federation.errors import ConfigError, SchemaVersionError
-from federation.model import compact_json
 from federation.registry.journal import Change, decode, encode
 from federation.registry.journal import JournalEntry as Entry
 from federation.registry.schema import SCHEMA_VERSION, Tables, build_tables
 
+CHUNK = 1000  # values per IN (...) list: well under both databases' parameter limits
 
-class JournalEntry(NamedTuple):
-    """One change: its local sequence number, kind, payload and provenance.
 
-    ``origin`` is None for changes made at this site; ``version`` is the
-    change's sequence number at its origin.
-    """
+def chunked(items: Sequence, size: int = CHUNK) -> Iterator[Sequence]:
+    """Consecutive slices of at most ``size`` items."""
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
 
-    seq: int
-    kind: str
-    payload: dict[str, Any]
-    created_at: float
-    origin: str | None
-    version: int
+
+#: the values of an ``IN`` list given at execution (``column.in_(IN_VALUES)``): the
+#: statement is compiled once, however many values and chunks it runs with
+IN_VALUES = sa.bindparam("in_values", expanding=True)
 
 
 def make_engine(url: str) -> sa.Engine:
@@ -57,6 +54,29 @@ def make_engine(url: str) -> sa.Engine:
         return sa.create_engine(parsed, pool_pre_ping=True)
     raise ConfigError(
         f"unsupported database {parsed.get_backend_name()!r}: use sqlite or postgresql")
+
+
+def same_database(a: str, b: str) -> bool:
+    """Whether two registry URLs name the same database (SQLite: the same file)."""
+    try:
+        first, second = sa.engine.make_url(a), sa.engine.make_url(b)
+    except sa.exc.ArgumentError:
+        return False
+    if first.get_backend_name() != second.get_backend_name():
+        return False
+    if first.get_backend_name() == "sqlite":
+        return Path(first.database or "").resolve() == Path(second.database or "").resolve()
+    return (first.host, first.port or 5432, first.database, first.username,
+            dict(first.query)) == (second.host, second.port or 5432, second.database,
+                                   second.username, dict(second.query))
+
+
+def shown_url(url: str) -> str:
+    """A database URL for messages, without its password."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return repr(url)
 
 
 def _configure_sqlite(engine: sa.Engine) -> None:
@@ -100,6 +120,8 @@ class Database:
             raise ConfigError(f"cannot open registry database: {_first_line(exc)}") from None
         except sa.exc.ProgrammingError:
             raise ConfigError("database holds no federation registry (no 'meta' table)") from None
+        except sa.exc.DatabaseError as exc:  # e.g. a file that is not an SQLite database
+            raise ConfigError(f"cannot open registry database: {_first_line(exc)}") from None
         return dict(rows)
 
     @staticmethod
@@ -115,8 +137,10 @@ class Database:
                 f"release reads schema version {SCHEMA_VERSION}"
             )
 
-    def create(self, site: str) -> None:
-        """Create every table and record the schema version, universe and site."""
+    def create(self, site: str) -> str:
+        """Create every table and record the schema version, universe, site and a new
+        instance id (returned)."""
+        instance = uuid.uuid4().hex
         with self.engine.begin() as conn:
             if sa.inspect(conn).has_table("meta"):
                 raise ConfigError("database already holds a federation registry")
@@ -125,8 +149,10 @@ class Database:
                 {"key": "schema_version", "value": str(SCHEMA_VERSION)},
                 {"key": "site", "value": site},
                 {"key": "universe", "value": self.universe.to_yaml()},
+                {"key": "instance", "value": instance},
             ])
             conn.execute(sa.insert(self.tables.journal_head), {"id": 1, "last_seq": 0})
+        return instance
 
     # -- transactions --------------------------------------------------------
 
@@ -168,6 +194,16 @@ class Database:
             return
         with self.engine.connect() as conn:
             yield conn
+
+    def select_in(self, stmt: sa.Select, values: Iterable[Any]) -> Iterator[sa.Row]:
+        """Rows of ``stmt`` (written with ``column.in_(IN_VALUES)``) for all ``values``,
+        a chunk of them per execution."""
+        values = list(values)
+        if not values:
+            return
+        with self.reading() as conn:
+            for chunk in chunked(values):
+                yield from conn.execute(stmt, {"in_values": list(chunk)})
 
     @contextmanager
     def pinned(self) -> Iterator[sa.Connection]:
@@ -275,30 +311,6 @@ class Database:
         finally:
             self._local.origin = previous
 
-    def journal(self, kind: str, payloads: Sequence[dict[str, Any] | str]) -> int:
-        """Append one journal entry per payload inside the current transaction.
-
-        A payload is a JSON-able dict, or a string already holding its JSON.
-        Returns the change's *version*: its sequence number at the site where
-        it was first made (here, unless inside :meth:`importing`).
-        """
-        origin = getattr(self._local, "origin", None)
-        if not payloads:
-            return origin[1] if origin else 0
-        conn = self._local.conn
-        head = self.tables.journal_head
-        last = conn.execute(
-            sa.update(head).where(head.c.id == 1)
-            .values(last_seq=head.c.last_seq + len(payloads))
-            .returning(head.c.last_seq)).scalar_one()
-        first = last - len(payloads) + 1
-        now = time.time()
-        site, origin_seq = origin if origin else (None, None)
-        rows = [(first + i, kind, p if type(p) is str else compact_json(p), now, site, origin_seq)
-                for i, p in enumerate(payloads)]
-        self.bulk_insert(self.tables.journal, self._JOURNAL_COLUMNS, rows)
-        return origin_seq if origin else first
-
     def append(self, changes: Sequence[Change]) -> int:
         """Append one journal entry per change inside the current transaction.
 
@@ -322,6 +334,24 @@ class Database:
         self.bulk_insert(self.tables.journal, self._JOURNAL_COLUMNS, rows)
         return origin_seq if origin else first
 
+    def append_replicated(self, changes: Sequence[tuple[Change, str, int]]) -> None:
+        """Append entries for changes made elsewhere, each with its origin site and its
+        version there (a bulk :meth:`importing` + :meth:`append`), in the current
+        transaction."""
+        if not changes:
+            return
+        conn = self._local.conn
+        head = self.tables.journal_head
+        last = conn.execute(
+            sa.update(head).where(head.c.id == 1)
+            .values(last_seq=head.c.last_seq + len(changes))
+            .returning(head.c.last_seq)).scalar_one()
+        first = last - len(changes) + 1
+        now = time.time()
+        rows = [(first + i, change.kind, encode(change), now, origin, version)
+                for i, (change, origin, version) in enumerate(changes)]
+        self.bulk_insert(self.tables.journal, self._JOURNAL_COLUMNS, rows)
+
     def entries(self, after: int = 0, upto: int | None = None) -> Iterator[Entry]:
         """Stream typed journal entries after a cursor (up to ``upto``), oldest first."""
         j = self.tables.journal
@@ -335,21 +365,10 @@ class Database:
                 yield Entry(seq, created, origin, seq if origin_seq is None else origin_seq,
                             decode(kind, payload))
 
-    def journal_entries(self, after: int = 0, limit: int | None = None,
-                        upto: int | None = None) -> Iterator[JournalEntry]:
-        """Stream journal entries after a cursor (and up to ``upto``), oldest first."""
-        j = self.tables.journal
-        stmt = sa.select(j.c.seq, j.c.kind, j.c.payload, j.c.created_at, j.c.origin,
-                         j.c.origin_seq).where(j.c.seq > after).order_by(j.c.seq)
-        if upto is not None:
-            stmt = stmt.where(j.c.seq <= upto)
-        if limit is not None:
-            stmt = stmt.limit(limit)
-        with self.reading() as conn:
-            for seq, kind, payload, created, origin, origin_seq in conn.execution_options(
-                    yield_per=5000).execute(stmt):
-                yield JournalEntry(seq, kind, json.loads(payload), created, origin,
-                                   seq if origin_seq is None else origin_seq)
+    def head(self) -> int:
+        """The last journal sequence number, as the current transaction sees it."""
+        head = self.tables.journal_head
+        return self.current().execute(sa.select(head.c.last_seq)).scalar_one()
 
     def last_seq(self) -> int:
         head = self.tables.journal_head

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from federation.errors import DatasetTypeError
 from federation.model import DatasetType
 from federation.registry.database import Database
+from federation.registry.journal import DatasetTypeRegistered
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
 MAX_NAME = 128  # the width of dataset_type.name
@@ -61,7 +62,9 @@ class DatasetTypes:
                 dimensions=",".join(dataset_type.dimensions.names),
                 storage_class=dataset_type.storage_class,
             ).returning(table.c.id)).scalar_one()
-            self.db.journal("dataset_type", [dataset_type.to_dict()])
+            self.db.append([DatasetTypeRegistered(dataset_type.name,
+                                                  list(dataset_type.dimensions.names),
+                                                  dataset_type.storage_class)])
             self.db.on_rollback(self.forget)
             self._remember(tid, dataset_type)
         return True
@@ -101,6 +104,11 @@ class DatasetTypes:
                 return None
             self._remember(row.id, self._from_row(row))
         return self._by_name[name]
+
+    def find(self, name: str) -> DatasetType | None:
+        """The registered definition, or None."""
+        found = self._lookup(name)
+        return None if found is None else found[1]
 
     def get(self, name: str) -> DatasetType:
         found = self._lookup(name)

@@ -15,26 +15,20 @@ from federation.errors import (
     ExpressionError,
     MissingDatasetError,
 )
-from federation.model import CollectionType, DatasetRef, DatasetType, StoredFile, data_id_key
+from federation.model import CollectionType, DatasetRef, DatasetType, StoredFile, ref_key
 from federation.registry.collections import Collections
-from federation.registry.database import Database
+from federation.registry.database import IN_VALUES, Database, chunked
 from federation.registry.dataset_types import DatasetTypes
 from federation.registry.dimensions import DimensionRecords
+from federation.registry.journal import (
+    DatasetCreated,
+    DatasetsRemoved,
+)
+from federation.registry.memberships import Memberships
 from federation.timespan import Timespan
 
-CHUNK = 1000
 
-
-def chunked(items: Sequence, size: int = CHUNK) -> Iterator[Sequence]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
-
-
-def ref_key(ref: DatasetRef) -> str:
-    return data_id_key([ref.data_id[n] for n in ref.dataset_type.dimensions.required])
-
-
-class Datasets:
+class Datasets(Memberships):
     """Dataset rows, collection memberships and datastore records."""
 
     def __init__(self, db: Database, dims: DimensionRecords, types: DatasetTypes,
@@ -87,7 +81,7 @@ class Datasets:
             db_id = uuid_value(ref.id)
             rows.append((db_id, type_ids[name], key, now, *[data_id.get(d) for d in dims]))
             # The journal names the dataset; readers take the rest from its rows.
-            journal.append(f'{{"id":"{ref.id}"}}')
+            journal.append(DatasetCreated(str(ref.id)))
             if stored is not None:
                 file_rows.append((db_id, stored.path, stored.formatter, stored.size,
                                   stored.checksum, held_at))
@@ -97,7 +91,7 @@ class Datasets:
             raise ConflictError("two datasets with the same type and data ID in one insert")
         with self.db.transaction():
             run_id, _ = self.collections.lookup(run, CollectionType.RUN, fresh=True)
-            first = self.db.journal("dataset", journal)
+            first = self.db.append(journal)
             if versions is None:
                 versions = range(first, first + len(rows))
             rows = [(r[0], r[1], run_id, r[2], r[3], v, *r[4:])
@@ -109,6 +103,8 @@ class Datasets:
                                     prepared=True)
             except self.db.integrity_errors:
                 raise self._explain_conflict(run, rows, file_rows) from None
+            if held_at is None and file_rows and self.trash(limit=1):
+                self.forget_trash([r[1] for r in file_rows])  # paths used again are no trash
             # Tombstones of earlier deletions stay: replicas compare their versions with
             # this creation's, whichever arrives first.
 
@@ -381,178 +377,6 @@ class Datasets:
                 + (f", nor are {len(missing) - 1} more" if len(missing) > 1 else ""))
         return [stored[ref.id] for ref in refs]
 
-    # -- tags ------------------------------------------------------------------
-
-    def associate(self, collection: str, refs: Sequence[DatasetRef], *,
-                  check_owner: bool = True) -> int:
-        """Add datasets to a TAGGED collection; returns how many were new."""
-        cid, _ = self.collections.lookup(collection, CollectionType.TAGGED)
-        if check_owner:
-            self.collections.check_writable(collection)
-        tg = self.db.tables.tag
-        new = []
-        with self.db.transaction() as conn:
-            cid, _ = self.collections.lookup(collection, CollectionType.TAGGED, fresh=True)
-            wanted = {}
-            for ref in self._stored(refs):
-                slot = (self.types.id_of(ref.dataset_type.name), ref_key(ref))
-                if slot in wanted and wanted[slot] != ref.id:
-                    raise ConflictError(f"two datasets for one slot of {collection!r}: {ref}")
-                wanted[slot] = ref.id
-            for (tid, key), dataset_id in wanted.items():
-                row = conn.execute(sa.select(tg.c.dataset_id).where(
-                    tg.c.collection_id == cid, tg.c.dataset_type_id == tid,
-                    tg.c.data_id_key == key)).first()
-                if row is None:
-                    new.append({"collection_id": cid, "dataset_id": dataset_id,
-                                "dataset_type_id": tid, "data_id_key": key})
-                elif row.dataset_id != dataset_id:
-                    raise ConflictError(
-                        f"TAGGED collection {collection!r} already holds {self.get(row.dataset_id)}"
-                        f" (id {row.dataset_id}); cannot also tag {dataset_id}")
-            if new:
-                version = self.db.journal("associate", [
-                    {"collection": collection, "ids": [str(r["dataset_id"]) for r in new]}])
-                conn.execute(sa.insert(tg), [r | {"version": version} for r in new])
-                gone = self.db.tables.tag_removed
-                for chunk in chunked([r["dataset_id"] for r in new]):
-                    conn.execute(sa.delete(gone).where(gone.c.collection_id == cid,
-                                                       gone.c.dataset_id.in_(chunk)))
-        return len(new)
-
-    def disassociate(self, collection: str, refs: Sequence[DatasetRef], *,
-                     check_owner: bool = True) -> int:
-        cid, _ = self.collections.lookup(collection, CollectionType.TAGGED)
-        if check_owner:
-            self.collections.check_writable(collection)
-        tg = self.db.tables.tag
-        gone = self.db.tables.tag_removed
-        with self.db.transaction() as conn:
-            cid, _ = self.collections.lookup(collection, CollectionType.TAGGED, fresh=True)
-            present = []
-            for chunk in chunked(list(dict.fromkeys(r.id for r in refs))):
-                # Only what was really tagged is removed and journaled: no-ops leave no trace.
-                present += conn.execute(sa.select(tg.c.dataset_id).where(
-                    tg.c.collection_id == cid, tg.c.dataset_id.in_(chunk))).scalars().all()
-            if not present:
-                return 0
-            version = self.db.journal("disassociate", [
-                {"collection": collection, "ids": [str(i) for i in present]}])
-            for chunk in chunked(present):
-                conn.execute(sa.delete(tg).where(tg.c.collection_id == cid,
-                                                 tg.c.dataset_id.in_(chunk)))
-                conn.execute(sa.delete(gone).where(gone.c.collection_id == cid,
-                                                   gone.c.dataset_id.in_(chunk)))
-            conn.execute(sa.insert(gone), [{"collection_id": cid, "dataset_id": i,
-                                            "version": version} for i in present])
-        return len(present)
-
-    # -- calibrations ----------------------------------------------------------
-
-    def certify(self, collection: str, refs: Sequence[DatasetRef], timespan: Timespan, *,
-                check_owner: bool = True) -> int:
-        """Certify datasets over a validity range; overlaps for a type + data ID are refused."""
-        cid, _ = self.collections.lookup(collection, CollectionType.CALIBRATION)
-        if check_owner:
-            self.collections.check_writable(collection)
-        c = self.db.tables.calib
-        new = []
-        with self.db.transaction() as conn:
-            cid, _ = self.collections.lookup(collection, CollectionType.CALIBRATION, fresh=True)
-            rows, seen = [], {}
-            for ref in self._stored(refs):
-                slot = (self.types.id_of(ref.dataset_type.name), ref_key(ref))
-                if slot in seen:
-                    raise CalibrationError(
-                        f"{ref} and {seen[slot]} would both be valid during {timespan}")
-                seen[slot] = ref
-                rows.append({"collection_id": cid, "dataset_id": ref.id,
-                             "dataset_type_id": slot[0], "data_id_key": slot[1],
-                             "timespan_begin": timespan.begin, "timespan_end": timespan.end})
-            for row in rows:
-                clash = conn.execute(sa.select(c.c.dataset_id, c.c.timespan_begin,
-                                               c.c.timespan_end).where(
-                    c.c.collection_id == cid, c.c.dataset_type_id == row["dataset_type_id"],
-                    c.c.data_id_key == row["data_id_key"], c.c.timespan_begin < timespan.end,
-                    c.c.timespan_end > timespan.begin)).first()
-                if clash is None:
-                    new.append(row)
-                elif (clash.dataset_id, clash.timespan_begin, clash.timespan_end) != (
-                        row["dataset_id"], timespan.begin, timespan.end):
-                    other = Timespan(clash.timespan_begin, clash.timespan_end)
-                    raise CalibrationError(
-                        f"cannot certify {seen[(row['dataset_type_id'], row['data_id_key'])]} in "
-                        f"{collection!r} for {timespan}: {self.get(clash.dataset_id)} is already "
-                        f"valid for {other}")
-            if new:
-                conn.execute(sa.insert(c), new)
-                version = self.db.journal("certify", [
-                    {"collection": collection, "ids": [str(r["dataset_id"]) for r in new],
-                     "begin": timespan.begin, "end": timespan.end}])
-                self.set_slot_versions(cid, [(r["dataset_type_id"], r["data_id_key"])
-                                             for r in new], version)
-        return len(new)
-
-    def set_slot_versions(self, cid: int, slots: Iterable[tuple[int, str]], version: int
-                          ) -> None:
-        """Record the version of the last change to these calibration slots."""
-        cs = self.db.tables.calib_slot
-        slots = list(dict.fromkeys(slots))
-        conn = self.db.current()
-        for chunk in chunked(slots):
-            conn.execute(sa.delete(cs).where(
-                cs.c.collection_id == cid,
-                sa.tuple_(cs.c.dataset_type_id, cs.c.data_id_key).in_(list(chunk))))
-        conn.execute(sa.insert(cs), [{"collection_id": cid, "dataset_type_id": t,
-                                      "data_id_key": k, "version": version} for t, k in slots])
-
-    def decertify(self, collection: str, dataset_type: DatasetType, timespan: Timespan, *,
-                  data_id_keys: Sequence[str] | None = None, check_owner: bool = True) -> int:
-        """Remove validity within ``timespan``; ranges partly inside are trimmed or split."""
-        cid, _ = self.collections.lookup(collection, CollectionType.CALIBRATION)
-        if check_owner:
-            self.collections.check_writable(collection)
-        c = self.db.tables.calib
-        tid = self.types.id_of(dataset_type.name)
-        with self.db.transaction() as conn:
-            cid, _ = self.collections.lookup(collection, CollectionType.CALIBRATION, fresh=True)
-            cond = [c.c.collection_id == cid, c.c.dataset_type_id == tid,
-                    c.c.timespan_begin < timespan.end, c.c.timespan_end > timespan.begin]
-            if data_id_keys is not None:
-                cond.append(c.c.data_id_key.in_(list(data_id_keys)))
-            rows = conn.execute(sa.select(c).where(*cond)).mappings().all()
-            if not rows:
-                return 0
-            conn.execute(sa.delete(c).where(c.c.id.in_([r["id"] for r in rows])))
-            keep = []
-            for r in rows:
-                base = {k: r[k] for k in ("collection_id", "dataset_id", "dataset_type_id",
-                                          "data_id_key")}
-                if r["timespan_begin"] < timespan.begin:
-                    keep.append(base | {"timespan_begin": r["timespan_begin"],
-                                        "timespan_end": timespan.begin})
-                if r["timespan_end"] > timespan.end:
-                    keep.append(base | {"timespan_begin": timespan.end,
-                                        "timespan_end": r["timespan_end"]})
-            if keep:
-                conn.execute(sa.insert(c), keep)
-            touched = sorted({r["data_id_key"] for r in rows})
-            version = self.db.journal("decertify", [{
-                "collection": collection, "dataset_type": dataset_type.name,
-                "begin": timespan.begin, "end": timespan.end, "data_id_keys": touched}])
-            self.set_slot_versions(cid, [(tid, k) for k in touched], version)
-        return len(rows)
-
-    def certifications(self, collection: str) -> list[tuple[DatasetRef, Timespan]]:
-        cid, _ = self.collections.lookup(collection, CollectionType.CALIBRATION)
-        c = self.db.tables.calib
-        with self.db.reading() as conn:
-            rows = conn.execute(sa.select(c.c.dataset_id, c.c.timespan_begin, c.c.timespan_end)
-                                .where(c.c.collection_id == cid)
-                                .order_by(c.c.data_id_key, c.c.timespan_begin)).all()
-        refs = self.get_many([r.dataset_id for r in rows])
-        return [(refs[r.dataset_id], Timespan(r.timespan_begin, r.timespan_end)) for r in rows]
-
     # -- removal ---------------------------------------------------------------
 
     def remove(self, refs: Sequence[DatasetRef], *, check_owner: bool = True
@@ -574,29 +398,42 @@ class Datasets:
                     (row.dataset_id, StoredFile(row.path, row.formatter, row.size, row.checksum))
                     for row in conn.execute(sa.select(t.file).where(
                         t.file.c.dataset_id.in_(chunk), t.file.c.held_at.is_(None))))
-                version = self.db.journal("remove_dataset", [{"ids": [str(i) for i in chunk]}])
+                version = self.db.append([DatasetsRemoved([str(i) for i in chunk])])
                 self.delete_rows(chunk, version)
         return files
 
-    def delete_rows(self, ids: Sequence[uuid.UUID], version: int, *, kept: bool = False) -> None:
-        """Delete datasets' rows (or, if ``kept``, only mark them) and leave tombstones."""
+    def delete_rows(self, ids: Sequence[uuid.UUID], version: int | Mapping[uuid.UUID, int], *,
+                    kept: bool = False, tombstone: bool = True) -> None:
+        """Delete datasets' rows (or, if ``kept``, only mark them) and leave tombstones with
+        the deletion's version (one for all, or one per dataset) -- unless not
+        ``tombstone``: a dataset replaced by its re-creation."""
         t = self.db.tables
         conn = self.db.current()
         tomb = t.dataset_tombstone
-        rows = conn.execute(
-            sa.select(t.dataset.c.id, t.collection.c.name, t.dataset_type.c.name,
-                      t.dataset.c.data_id_key)
-            .join(t.collection, t.collection.c.id == t.dataset.c.run_id)
-            .join(t.dataset_type, t.dataset_type.c.id == t.dataset.c.dataset_type_id)
-            .where(t.dataset.c.id.in_(list(ids)))).all()
-        conn.execute(sa.delete(tomb).where(tomb.c.dataset_id.in_(list(ids))))
-        if rows:
-            now = time.time()
-            conn.execute(sa.insert(tomb), [
-                {"dataset_id": r[0], "run": r[1], "dataset_type": r[2], "data_id_key": r[3],
-                 "version": version, "kept": kept, "removed_at": now} for r in rows])
+        now = time.time()
+        for chunk in chunked(list(ids)):
+            conn.execute(sa.delete(tomb).where(tomb.c.dataset_id.in_(list(chunk))))
+            if not tombstone:
+                continue
+            rows = conn.execute(
+                sa.select(t.dataset.c.id, t.collection.c.name, t.dataset_type.c.name,
+                          t.dataset.c.data_id_key)
+                .join(t.collection, t.collection.c.id == t.dataset.c.run_id)
+                .join(t.dataset_type, t.dataset_type.c.id == t.dataset.c.dataset_type_id)
+                .where(t.dataset.c.id.in_(list(chunk)))).all()
+            if rows:
+                conn.execute(sa.insert(tomb), [
+                    {"dataset_id": r[0], "run": r[1], "dataset_type": r[2], "data_id_key": r[3],
+                     "version": version if isinstance(version, int) else version[r[0]],
+                     "kept": kept, "removed_at": now} for r in rows])
         if kept:
             return
+        for chunk in chunked(list(ids)):
+            self._drop_rows(conn, list(chunk))
+
+    def _drop_rows(self, conn: sa.Connection, ids: list[uuid.UUID]) -> None:
+        """Delete the rows of datasets, their files going to the trash."""
+        t = self.db.tables
         doomed = conn.execute(sa.select(t.file.c.path).where(
             t.file.c.dataset_id.in_(list(ids)), t.file.c.held_at.is_(None))).scalars().all()
         doomed = [p for p in doomed if not p.startswith("/")]  # in-place ingests stay
@@ -610,22 +447,21 @@ class Datasets:
     def versions(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
         """Creation versions of datasets (see the ``version`` column)."""
         d = self.db.tables.dataset
-        found: dict[uuid.UUID, int] = {}
-        with self.db.reading() as conn:
-            for chunk in chunked(list(ids)):
-                found.update(conn.execute(sa.select(d.c.id, d.c.version).where(
-                    d.c.id.in_(list(chunk)))).all())
-        return found
+        stmt = sa.select(d.c.id, d.c.version).where(d.c.id.in_(IN_VALUES))
+        return dict(self.db.select_in(stmt, dict.fromkeys(ids)))
 
-    def trash(self) -> list[str]:
-        """Paths of removed datasets' files not yet deleted from the datastore."""
+    def trash(self, limit: int | None = None) -> list[str]:
+        """Paths of removed datasets' files not yet deleted from the datastore, that no
+        dataset uses again (at most ``limit`` of them)."""
         t = self.db.tables
+        stmt = sa.select(t.trash.c.path).where(t.trash.c.path.not_in(sa.select(t.file.c.path)))
+        if limit is not None:
+            stmt = stmt.limit(limit)
         with self.db.reading() as conn:
-            return list(conn.execute(sa.select(t.trash.c.path).where(
-                t.trash.c.path.not_in(sa.select(t.file.c.path)))).scalars().all())
+            return list(conn.execute(stmt).scalars().all())
 
-    def empty_trash(self, paths: Sequence[str]) -> None:
-        """Forget trashed paths once their files are deleted."""
+    def forget_trash(self, paths: Sequence[str]) -> None:
+        """Forget trashed paths once their files are deleted (or used again)."""
         t = self.db.tables
         with self.db.transaction() as conn:
             for chunk in chunked(list(paths)):

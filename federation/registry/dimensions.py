@@ -10,9 +10,17 @@ from typing import Any
 import sqlalchemy as sa
 
 from federation.dimensions.universe import Dimension, DimensionGroup
-from federation.errors import DataIdError, DimensionRecordError, InputError
+from federation.errors import (
+    DataIdError,
+    DimensionRecordError,
+    ExpressionError,
+    InputError,
+    MissingRecordError,
+)
 from federation.model import data_id_key
 from federation.registry.database import Database
+from federation.registry.journal import DimensionRecordAdded
+from federation.registry.where import compile_where
 from federation.timespan import MAX_NS, MIN_NS, Timespan, ns_to_iso, to_ns
 
 _CHUNK = 500
@@ -51,38 +59,52 @@ def coerce_key(dim: Dimension, value: Any) -> Any:
 
 
 def _coerce_field(dim: Dimension, field: str, value: Any) -> Any:
+    """Check a record field against its declared kind; text (from CSV) is parsed.
+
+    Strings must be strings and numbers numbers: a list or mapping is refused
+    rather than stored as its Python repr.
+    """
     if value is None or value == "":
         return None
     kind = dim.metadata[field]
-    try:
-        if kind == "string":
-            text = str(value)
-            if len(text) > MAX_STRING:
-                raise InputError(
-                    f"{dim.name} field {field!r} value {text[:40]!r}... is too long "
-                    f"({len(text)} characters; at most {MAX_STRING})")
-            return text
-        if kind == "bool":
-            if isinstance(value, str):
-                if value.lower() in ("true", "yes", "1"):
-                    return True
-                if value.lower() in ("false", "no", "0"):
-                    return False
-                raise ValueError(value)
-            return bool(value)
+    if kind == "string":
+        if not isinstance(value, str):
+            raise _field_error(dim, field, kind, value)
+        if len(value) > MAX_STRING:
+            raise InputError(
+                f"{dim.name} field {field!r} value {value[:40]!r}... is too long "
+                f"({len(value)} characters; at most {MAX_STRING})")
+        return value
+    if kind == "bool":
         if isinstance(value, bool):
-            raise ValueError(value)
+            return value
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        if isinstance(value, str) and value.strip().lower() in _BOOL_TEXT:
+            return _BOOL_TEXT[value.strip().lower()]
+        raise _field_error(dim, field, kind, value)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real | str):
+        raise _field_error(dim, field, kind, value)
+    try:
         if kind == "float":
             return float(value)
         if isinstance(value, float) and not value.is_integer():
             raise ValueError(value)  # int() would silently truncate it
         number = int(value)
-        if not INT_MIN <= number <= INT_MAX:
-            raise InputError(
-                f"{dim.name} field {field!r} value {number} is out of range for a 64-bit integer")
-        return number
     except (TypeError, ValueError, OverflowError):
-        raise InputError(f"{dim.name} field {field!r} needs a {kind}, got {value!r}") from None
+        raise _field_error(dim, field, kind, value) from None
+    if not INT_MIN <= number <= INT_MAX:
+        raise InputError(
+            f"{dim.name} field {field!r} value {number} is out of range for a 64-bit integer")
+    return number
+
+
+_BOOL_TEXT = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+
+
+def _field_error(dim: Dimension, field: str, kind: str, value: Any) -> InputError:
+    return InputError(f"{dim.name} field {field!r} needs a {kind}, got {value!r} "
+                      f"({type(value).__name__})")
 
 
 class DimensionRecords:
@@ -172,9 +194,7 @@ class DimensionRecords:
                 return 0
             self._check_references(dim, new)
             conn.execute(sa.insert(self.db.tables.dimensions[dimension]), new)
-            self.db.journal("dimension_record", [
-                {"dimension": dimension, "record": row} for row in new
-            ])
+            self.db.append([DimensionRecordAdded(dimension, row) for row in new])
 
             # Visible to later steps of this transaction; forgotten if it rolls back.
             new_keys = [tuple(row[k] for k in keys) for row in new]
@@ -227,6 +247,10 @@ class DimensionRecords:
                 cache[key] = found[key]
             # Absent keys are not cached: another writer may add them later.
 
+    def cached(self, dimension: str, key: tuple) -> dict[str, Any] | None:
+        """A record already loaded (see :meth:`prefetch`), without querying for it."""
+        return self._cache[dimension].get(key)
+
     def get(self, dimension: str, key: tuple) -> dict[str, Any] | None:
         cache = self._cache[dimension]
         if key not in cache:
@@ -243,8 +267,6 @@ class DimensionRecords:
     def query(self, dimension: str, where: str | None = None,
               bind: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         """Records of one dimension, optionally filtered by a `where` expression."""
-        from federation.registry.where import compile_where
-
         dim = self.universe[dimension]
         table = self.db.tables.dimensions[dimension]
 
@@ -257,8 +279,6 @@ class DimensionRecords:
             raise_unknown(name if field is None else f"{name}.{field}")
 
         def raise_unknown(text: str):
-            from federation.errors import ExpressionError
-
             raise ExpressionError(
                 f"unknown name {text!r} in where expression for {dimension} records; "
                 f"known: {', '.join(c.name for c in table.c if not c.name.startswith('timespan'))}"
@@ -407,10 +427,7 @@ class DimensionRecords:
         key = tuple(values[k] for k in (*dim.requires, name))
         record = self.get(name, key)
         if record is None:
-            raise DataIdError(
-                f"no {name} record for {_fmt_key((*dim.requires, name), key)}; "
-                f"insert dimension records first"
-            )
+            raise MissingRecordError(name, _fmt_key((*dim.requires, name), key))
         return record
 
     def timespan_of(self, data_id: Mapping[str, Any]) -> Timespan | None:

@@ -9,10 +9,12 @@ from federation.dimensions.universe import DimensionUniverse
 from federation.errors import ConfigError
 from federation.model import CollectionType, DatasetType
 from federation.registry.collections import Collections
+from federation.registry.cursors import CursorStore
 from federation.registry.database import Database, make_engine
 from federation.registry.dataset_types import DatasetTypes
 from federation.registry.datasets import Datasets
 from federation.registry.dimensions import DimensionRecords
+from federation.registry.sync_log import SyncLog
 
 
 class Registry:
@@ -23,14 +25,19 @@ class Registry:
     shortcuts most callers need.
     """
 
-    def __init__(self, db: Database, site: str) -> None:
+    def __init__(self, db: Database, site: str, instance: str = "") -> None:
         self.db = db
         self.site = site
+        #: this repository's identity: a rebuilt repository has another, even under the
+        #: same site name, so that cursors following the old one notice
+        self.instance = instance
         self.universe = db.universe
         self.dimensions = DimensionRecords(db)
         self.dataset_types = DatasetTypes(db)
         self.collections = Collections(db, site)
         self.datasets = Datasets(db, self.dimensions, self.dataset_types, self.collections)
+        self.cursors = CursorStore(db)
+        self.log = SyncLog(db)
 
     @classmethod
     def create(cls, url: str, *, site: str, universe: DimensionUniverse | None = None
@@ -40,8 +47,8 @@ class Registry:
             raise ConfigError(f"invalid site name {site!r}: use letters, digits, '-' and '_'")
         universe = universe or DimensionUniverse.default()
         db = Database(make_engine(url), universe)
-        db.create(site)
-        return cls(db, site)
+        instance = db.create(site)
+        return cls(db, site, instance)
 
     @classmethod
     def open(cls, url: str) -> Registry:
@@ -49,12 +56,12 @@ class Registry:
         engine = make_engine(url)
         meta = Database.read_meta(engine)
         Database.check_version(meta)
-        missing = [key for key in ("site", "universe") if key not in meta]
+        missing = [key for key in ("site", "universe", "instance") if key not in meta]
         if missing:
             raise ConfigError(f"registry database is damaged: its meta table lacks "
                               f"{', '.join(missing)}")
         universe = DimensionUniverse.from_yaml(meta["universe"])
-        return cls(Database(engine, universe), meta["site"])
+        return cls(Database(engine, universe), meta["site"], meta["instance"])
 
     def close(self) -> None:
         self.db.engine.dispose()

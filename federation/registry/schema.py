@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from federation.dimensions.universe import DimensionUniverse
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SQL_TYPES = {
     "string": sa.String(128),
@@ -46,6 +46,7 @@ class Tables:
     sync_cursor: sa.Table
     sync_retry: sa.Table
     trash: sa.Table
+    sync_log: sa.Table
 
 
 def dimension_table_name(name: str) -> str:
@@ -94,6 +95,8 @@ def build_tables(universe: DimensionUniverse) -> Tables:
         sa.Column("created_version", sa.BigInteger, nullable=False, default=0),
         sa.Column("chain_version", sa.BigInteger, nullable=False, default=0),
         sa.Column("doc_version", sa.BigInteger, nullable=False, default=0),
+        # This registry's journal sequence number of the collection's creation here.
+        sa.Column("created_seq", sa.BigInteger, nullable=False, default=0),
         sqlite_autoincrement=True,
     )
     collection_chain = sa.Table(
@@ -174,22 +177,48 @@ def build_tables(universe: DimensionUniverse) -> Tables:
         "trash", md,
         sa.Column("path", sa.Text, primary_key=True),
     )
-    # How far this repository has read each source's journal, per selection.
+    # How far this repository has gone with each peer, per direction and selection
+    # (see federation.registry.cursors).
     sync_cursor = sa.Table(
         "sync_cursor", md,
-        sa.Column("source", sa.String(64), primary_key=True),
+        sa.Column("kind", sa.String(16), primary_key=True),
+        sa.Column("peer", sa.String(64), primary_key=True),
         sa.Column("selection_key", sa.String(64), primary_key=True),
         sa.Column("selection", sa.Text, nullable=False),
         sa.Column("last_seq", sa.BigInteger, nullable=False),
+        sa.Column("covered", sa.Text, nullable=True),
+        sa.Column("instance", sa.String(64), nullable=True),
         sa.Column("updated_at", sa.Float, nullable=False),
     )
-    # Datasets whose file failed to arrive; the next sync of that cursor retries them.
+    # Datasets whose file failed to arrive; the next pull of that cursor retries them.
     sync_retry = sa.Table(
         "sync_retry", md,
-        sa.Column("source", sa.String(64), primary_key=True),
+        sa.Column("peer", sa.String(64), primary_key=True),
         sa.Column("selection_key", sa.String(64), primary_key=True),
         sa.Column("dataset_id", sa.Uuid, primary_key=True),
         sa.Column("reason", sa.Text, nullable=False),
+    )
+    # Every sync, import, receive, publish and push (see federation.registry.sync_log).
+    sync_log = sa.Table(
+        "sync_log", md,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("operation", sa.String(16), nullable=False),
+        sa.Column("user_host", sa.String(256), nullable=False),
+        sa.Column("started", sa.Float, nullable=False, index=True),
+        sa.Column("ended", sa.Float, nullable=True),
+        sa.Column("source", sa.String(64), nullable=False),
+        sa.Column("destination", sa.String(64), nullable=False),
+        sa.Column("selection", sa.Text, nullable=False),
+        sa.Column("cursor_from", sa.BigInteger, nullable=True),
+        sa.Column("cursor_to", sa.BigInteger, nullable=True),
+        sa.Column("counts", sa.Text, nullable=False),
+        sa.Column("files", sa.BigInteger, nullable=False),
+        sa.Column("bytes", sa.BigInteger, nullable=False),
+        sa.Column("conflicts", sa.Integer, nullable=False),
+        sa.Column("failures", sa.Integer, nullable=False),
+        sa.Column("result", sa.String(16), nullable=False),
+        sa.Column("message", sa.Text, nullable=False),
+        sqlite_autoincrement=True,
     )
     calib = sa.Table(
         "calib", md,
@@ -220,7 +249,7 @@ def build_tables(universe: DimensionUniverse) -> Tables:
     return Tables(md, meta, journal_head, journal, dataset_type, collection,
                   collection_chain, dataset, tag, calib, file, dimensions, tag_removed,
                   calib_slot, dataset_tombstone, collection_tombstone, sync_cursor, sync_retry,
-                  trash)
+                  trash, sync_log)
 
 
 def _dimension_table(md: sa.MetaData, universe: DimensionUniverse, name: str) -> sa.Table:

@@ -16,6 +16,7 @@ from typing import Any
 
 import sqlalchemy
 from sqlalchemy.sql import operators
+from sqlalchemy.sql.expression import Grouping
 
 from federation.errors import ExpressionError
 
@@ -64,6 +65,11 @@ _WORDS = {
     "COLON": "':'", "DOT": "'.'", "AND": "AND", "OR": "OR", "RPAR": "')'",
 }
 _LISTS = (list, tuple, set, frozenset)
+# Limits that keep any expression a user can type within what both databases accept.
+MAX_DEPTH = 64  # nesting of AND/OR/NOT
+MAX_VALUES = 20_000  # bound values: SQLite allows 32766 parameters per statement
+_LEAF = 32  # terms per AND/OR group before it is split in two
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 
 
 def _error(message: str, text: str, column: int) -> ExpressionError:
@@ -124,11 +130,32 @@ def parse_where(text: str) -> Any:
         raise _error(msg, text, 1) from None
 
 
+class _Group(Grouping):
+    """Parentheses SQLAlchemy keeps: a plain Grouping of an OR inside an OR is flattened.
+
+    Balanced groups keep long AND/OR chains shallow in SQL; SQLite refuses an
+    expression tree deeper than 1000 (which a flat chain of 1000 terms is).
+    """
+
+    inherit_cache = True
+    operator = None  # not delegated to the element, so and_()/or_() do not flatten it
+
+
+def _balanced(combine: Callable[..., Any], parts: list[Any]) -> Any:
+    """``combine(*parts)`` as a tree of groups at most ``_LEAF`` wide (depth ~log n)."""
+    if len(parts) <= _LEAF:
+        return combine(*parts)
+    middle = len(parts) // 2
+    return combine(_Group(_balanced(combine, parts[:middle])),
+                   _Group(_balanced(combine, parts[middle:])))
+
+
 class _Compiler:
     """Walk a parse tree and build a SQLAlchemy boolean expression."""
 
     def __init__(self, text: str, resolve: Resolver, bind: Mapping[str, Any]):
         self.text, self.resolve, self.bind = text, resolve, bind
+        self.values = 0  # bound values so far, against MAX_VALUES
 
     def fail(self, node: Any, what: str) -> ExpressionError:
         span = node.meta if hasattr(node, "meta") else node  # a Tree or a Token
@@ -136,7 +163,11 @@ class _Compiler:
         return _error(f"invalid where expression at column {col} near {near!r}: {what}",
                       self.text, col)
 
-    def expr(self, tree: Any) -> sqlalchemy.ColumnElement[bool]:
+    def expr(self, tree: Any, depth: int = 0) -> sqlalchemy.ColumnElement[bool]:
+        if depth > MAX_DEPTH:
+            col = tree.meta.start_pos + 1
+            raise _error(f"where expression is nested too deeply at column {col}: more than "
+                         f"{MAX_DEPTH} levels of AND, OR and NOT", self.text, col)
         kids = [c for c in tree.children if hasattr(c, "data")]
         kind = tree.data
         if kind in ("or_", "and_"):  # flatten left-recursive chains: no deep recursion
@@ -145,17 +176,65 @@ class _Compiler:
                 kids = [c for c in kids[0].children if hasattr(c, "data")]
                 terms.append(kids[1])
             terms.append(kids[0])
-            combine = sqlalchemy.or_ if kind == "or_" else sqlalchemy.and_
-            return combine(*(self.expr(k) for k in reversed(terms)))
+            terms.reverse()
+            if kind == "or_":
+                return _balanced(sqlalchemy.or_, self.alternatives(terms, depth + 1))
+            return _balanced(sqlalchemy.and_, [self.expr(k, depth + 1) for k in terms])
         if kind == "not_":
-            return sqlalchemy.not_(self.expr(kids[0]))
+            return sqlalchemy.not_(self.expr(kids[0], depth + 1))
         if kind == "compare":
             return self.compare(tree)
         if kind in ("in_", "not_in"):
-            cond = self.in_list(self.column(kids[0]), kids[1])
+            column = self.column(kids[0])
+            values, ranges = self.in_items(column, kids[1])
+            cond = self.membership(column, values, ranges)
             return sqlalchemy.not_(cond) if kind == "not_in" else cond
         what = "identifier" if kids and kids[0].data == "ident" else "value"
         raise self.fail(tree, f"expected a comparison, not a bare {what}")
+
+    def alternatives(self, terms: list[Any], depth: int) -> list[sqlalchemy.ColumnElement[bool]]:
+        """The terms of an OR, with equalities and IN lists on one column merged into one IN.
+
+        ``detector = 1 OR detector = 2 OR ...`` becomes ``detector IN (1, 2, ...)``:
+        the same rows (also for NULLs), and one shallow expression however long.
+        """
+        merged: dict[tuple[str, ...], tuple[Any, list[Any], list[Any]]] = {}
+        parts: list[Any] = []
+        for term in terms:
+            target = self.equality(term)
+            if target is None:
+                parts.append(self.expr(term, depth))
+                continue
+            key, column, values, ranges = target
+            if key not in merged:
+                merged[key] = (column, [], [])
+                parts.append(key)  # placeholder: keeps the first occurrence's position
+            merged[key][1].extend(values)
+            merged[key][2].extend(ranges)
+        return [self.membership(*merged[p]) if isinstance(p, tuple) else p for p in parts]
+
+    def equality(self, term: Any) -> tuple[tuple[str, ...], Any, list[Any], list[Any]] | None:
+        """(column key, column, values, ranges) of ``ident = value`` or ``ident IN (...)``."""
+        if term.data == "in_":
+            ident, items = [c for c in term.children if hasattr(c, "data")]
+            column = self.column(ident)
+            return (self.ident_key(ident), column, *self.in_items(column, items))
+        if term.data != "compare" or str(term.children[1]) != "=":
+            return None
+        left, _, right = term.children
+        if left.data != "ident":
+            left, right = right, left
+        if left.data != "ident" or right.data == "ident":
+            return None
+        value = self.value(right)
+        if isinstance(value, _LISTS):
+            raise self.fail(right, "a list bind parameter can only be used in IN (...)")
+        column = self.column(left)
+        return self.ident_key(left), column, [self.coerce(column, value, right)], []
+
+    @staticmethod
+    def ident_key(node: Any) -> tuple[str, ...]:
+        return tuple(str(t) for t in node.children)
 
     def column(self, node: Any) -> sqlalchemy.ColumnElement[Any]:
         names = [str(t) for t in node.children]
@@ -169,16 +248,30 @@ class _Compiler:
     def value(self, node: Any) -> Any:
         token = node.children[0]
         if node.data == "int":
-            return int(token)
-        if node.data == "float":
-            return float(token)
-        if node.data == "string":
+            value = int(token)
+        elif node.data == "float":
+            value = float(token)
+        elif node.data == "string":
             quote = token[0]
-            return token[1:-1].replace(quote * 2, quote)
-        name = token[1:]
-        if name not in self.bind:
-            raise self.fail(token, f"no value given for bind parameter {token!s}")
-        return self.bind[name]
+            value = token[1:-1].replace(quote * 2, quote)
+        else:
+            name = token[1:]
+            if name not in self.bind:
+                raise self.fail(token, f"no value given for bind parameter {token!s}")
+            value = self.bind[name]
+        for item in value if isinstance(value, _LISTS) else [value]:
+            self.check_integer(item, node)
+        self.values += len(value) if isinstance(value, _LISTS) else 1
+        if self.values > MAX_VALUES:
+            raise self.fail(node, f"more than {MAX_VALUES} values in one where expression; "
+                                  "use ranges (a..b) for runs of numbers")
+        return value
+
+    def check_integer(self, value: Any, node: Any) -> None:
+        """Integers must fit the registry's 64-bit columns (both databases refuse more)."""
+        if isinstance(value, int) and not isinstance(value, bool) \
+                and not INT_MIN <= value <= INT_MAX:
+            raise self.fail(node, f"integer {value} is out of range for a 64-bit integer")
 
     def compare(self, tree: Any) -> sqlalchemy.ColumnElement[bool]:
         left, op_token, right = tree.children
@@ -205,9 +298,13 @@ class _Compiler:
             if isinstance(value, int) and not isinstance(value, bool):
                 return value
             if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-                return int(value)
+                value = int(value)
+                self.check_integer(value, node)
+                return value
             if isinstance(value, float) and value.is_integer():
-                return int(value)
+                value = int(value)
+                self.check_integer(value, node)
+                return value
         elif wanted is float:
             if isinstance(value, int | float) and not isinstance(value, bool):
                 return value
@@ -221,19 +318,27 @@ class _Compiler:
         name = getattr(column, "key", None) or str(column)
         raise self.fail(node, f"{name} needs a {wanted.__name__} value, not {value!r}")
 
-    def in_list(self, column: Any, items: Any) -> sqlalchemy.ColumnElement[bool]:
+    def in_items(self, column: Any, items: Any) -> tuple[list[Any], list[Any]]:
+        """The coerced values and the range conditions of an IN list."""
         values: list[Any] = []
-        parts: list[sqlalchemy.ColumnElement[bool]] = []
+        ranges: list[sqlalchemy.ColumnElement[bool]] = []
         for item in items.children:
             if item.data == "range":
-                parts.append(self.range(column, item))
+                ranges.append(self.range(column, item))
                 continue
             value = self.value(item)
             values.extend(self.coerce(column, v, item)
                           for v in (value if isinstance(value, _LISTS) else [value]))
+        return values, ranges
+
+    @staticmethod
+    def membership(column: Any, values: list[Any], ranges: list[Any]
+                   ) -> sqlalchemy.ColumnElement[bool]:
+        """``column IN (values)`` OR any of the range conditions."""
+        parts = list(ranges)
         if values or not parts:
             parts.insert(0, column.in_(values))
-        return parts[0] if len(parts) == 1 else sqlalchemy.or_(*parts)
+        return parts[0] if len(parts) == 1 else _balanced(sqlalchemy.or_, parts)
 
     def integer(self, node: Any) -> int:
         value = self.value(node)

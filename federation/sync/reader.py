@@ -1,8 +1,9 @@
-"""Reading a source repository: journal entries or a snapshot, turned into states.
+"""Reading a source for a selection: its journal or a snapshot, as batches of states.
 
-Each batch is self-contained: every dataset comes with its RUN, dataset type
-and dimension records, every chain with its children's definitions, so a
-destination can apply (or plan) one batch without the others.
+Every batch is self-contained: datasets come with their RUN, dataset type and
+dimension records, chains with their children. A snapshot sends RUNs first, so
+that the TAGGED and CALIBRATION batches after them refer to datasets already
+sent; a dataset is sent once per snapshot.
 """
 
 from __future__ import annotations
@@ -12,44 +13,53 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-import sqlalchemy as sa
-
-from federation.model import CollectionType
-from federation.registry.datasets import chunked
+from federation.model import CollectionType, DatasetType
+from federation.registry.journal import (
+    CalibSlotsReplaced,
+    ChainChanged,
+    CollectionCreated,
+    CollectionDocChanged,
+    CollectionRemoved,
+    DatasetCreated,
+    DatasetsCertified,
+    DatasetsDecertified,
+    DatasetsRemoved,
+    DatasetsTagged,
+    DatasetsUntagged,
+    DatasetTypeRegistered,
+    DimensionRecordAdded,
+    JournalEntry,
+)
 from federation.registry.registry import Registry
-from federation.sync.selection import Selection
-from federation.sync.states import (
-    Batch,
-    CalibSlotState,
+from federation.registry.source import Slot, SourceStates
+from federation.registry.states import (
     CollectionRemoval,
     CollectionState,
-    DatasetRemoval,
     DatasetState,
     DatasetTypeState,
-    FileInfo,
     RecordState,
     State,
     TagState,
 )
+from federation.sync.batch import Batch, Marked
+from federation.sync.selection import Selection
 
-BATCH_ENTRIES = 5000
+BATCH = 5000  # journal entries or datasets per batch
 
 
 class SourceReader:
-    """Turns a source registry's journal (or current state) into batches of states."""
+    """Batches of states describing what a selection of a source holds or changed."""
 
     def __init__(self, registry: Registry, selection: Selection, *,
                  here: str | None = None) -> None:
-        """``here``: a site whose files count as the source's own (a mirror reads the
-        registry of a remote site, whose files it records as held at that site)."""
         self.registry = registry
         self.selection = selection
-        self.here = here
-        self.tables = registry.db.tables
+        self.states = SourceStates(registry, here=here)
         self.collections: set[str] = set()
-        self.type_names: set[str] = set()
+        self.types: dict[str, DatasetType] = {}
         self.type_ids: set[int] = set()
-        self._preloaded: set[str] = set()
+        self._runs: set[str] = set()
+        self._run_ids: set[int] = set()
 
     @contextmanager
     def window(self) -> Iterator[int]:
@@ -61,330 +71,288 @@ class SourceReader:
         """
         with self.registry.db.pinned():
             upto = self.registry.db.last_seq()
-            self.collections = self.selected_collections()
-            types = [t for t in self.registry.dataset_types.query()
-                     if self.selection.matches_type(t.name)]
-            self.type_names = {t.name for t in types}
-            self.type_ids = {self.registry.dataset_types.id_of(t.name) for t in types}
+            self.collections = self._selected_collections()
+            self.types = {t.name: t for t in self.registry.dataset_types.query()
+                          if self.selection.matches_type(t.name)}
+            self.type_ids = {self.registry.dataset_types.id_of(n) for n in self.types}
+            colls = self.registry.collections
+            self._runs = {n for n in self.collections if colls.lookup(n)[1] is CollectionType.RUN}
+            self._run_ids = {colls.lookup(n)[0] for n in self._runs}
             yield upto
 
-    # -- selection -------------------------------------------------------------
-
-    def selected_collections(self) -> set[str]:
+    def _selected_collections(self) -> set[str]:
         """Collections matching the selection, with the children of matching chains."""
         colls = self.registry.collections
         names = {c.name for c in colls.query() if self.selection.matches_collection(c.name)}
         stack = list(names)
         while stack:
             name = stack.pop()
-            if colls.exists(name) and colls.lookup(name)[1] is CollectionType.CHAINED:
+            if colls.lookup(name)[1] is CollectionType.CHAINED:
                 for child in colls.children(name):
                     if child not in names:
                         names.add(child)
                         stack.append(child)
         return names
 
-    def _where_filter(self, ids: list[uuid.UUID]) -> set[uuid.UUID]:
-        if not self.selection.where or not ids:
-            return set(ids)
-        return self.registry.datasets.ids_matching(
-            ids, self.selection.where, self.selection.bind_dict,
-            [self.registry.dataset_types.get(n) for n in self.type_names])
+    def pull(self, upto: int, cursor: int | None, covered: set[str] | None,
+             retries: Sequence[uuid.UUID] = ()) -> Marked:
+        """Everything a destination at ``cursor`` needs to reach ``upto``: failed files
+        again, a snapshot if it has nothing yet (or of collections the selection
+        covers since its last sync), then the journal."""
+        if retries:
+            yield self.retry_batch(retries), None
+        if cursor is None:
+            for batch in self.snapshot():
+                yield batch, None
+            yield Batch(), upto
+            return
+        added = self.collections - covered if covered is not None else set()
+        added -= self.states.created_after(added, cursor)  # the journal brings those whole
+        if added:  # e.g. a selected chain gained a child: bring what it already holds
+            for batch in self.snapshot(added):
+                yield batch, None
+        for batch, mark in self.journal(cursor, upto):
+            batch.repeats = bool(added or retries)
+            yield batch, mark
 
-    # -- journal ---------------------------------------------------------------
+    # -- journal -------------------------------------------------------------------
 
-    def journal(self, after: int, upto: int) -> Iterator[Batch]:
+    def journal(self, after: int, upto: int) -> Marked:
         """Batches for the journal entries in ``(after, upto]``."""
-        pending: list = []
-        for entry in self.registry.db.journal_entries(after, upto=upto):
+        pending: list[JournalEntry] = []
+        last = after
+        for entry in self.registry.db.entries(after, upto=upto):
             pending.append(entry)
-            if len(pending) >= BATCH_ENTRIES:
-                yield self._batch_for_entries(pending)
+            last = entry.seq
+            if len(pending) >= BATCH:
+                yield self._batch_for(pending), last
                 pending = []
-        if pending:
-            yield self._batch_for_entries(pending)
-        elif after < upto:
-            yield Batch([], upto)
+        if pending or last < upto:
+            yield self._batch_for(pending), upto
 
-    def _batch_for_entries(self, entries: list) -> Batch:
+    def _batch_for(self, entries: list[JournalEntry]) -> Batch:
         wanted = _Wanted()
+        selected = self.collections
         full = self.selection.is_full
         for entry in entries:
-            kind, p = entry.kind, entry.payload
-            if kind == "dataset":
-                wanted.datasets.append(uuid.UUID(p["id"]))
-            elif kind in ("associate", "disassociate"):
-                if p["collection"] in self.collections:
-                    wanted.tags.extend((p["collection"], uuid.UUID(i)) for i in p["ids"])
-            elif kind == "certify":
-                if p["collection"] in self.collections:
-                    wanted.calib_ids.extend((p["collection"], uuid.UUID(i)) for i in p["ids"])
-            elif kind in ("decertify", "calib_slot"):
-                if p["collection"] in self.collections:
-                    wanted.slots.extend((p["collection"], p["dataset_type"], k)
-                                        for k in p["data_id_keys"] or [])
-            elif kind in ("collection", "doc", "chain", "remove_collection"):
-                if self.selection.matches_collection(p["name"]) or p["name"] in self.collections:
-                    wanted.collections.append(p["name"])
-            elif kind == "remove_dataset":
-                wanted.removed.extend(uuid.UUID(i) for i in p["ids"])
-            elif kind == "dataset_type" and self.selection.matches_type(p["name"]):
-                wanted.types.add(p["name"])
-            elif kind == "dimension_record" and full:
-                wanted.records.append((p["dimension"], p["record"]))
-        return Batch(self._states(wanted, from_journal=True), entries[-1].seq)
+            change = entry.change
+            kind = type(change)
+            if kind is DatasetCreated:
+                wanted.datasets.append(uuid.UUID(change.id))
+            elif kind in (DatasetsTagged, DatasetsUntagged):
+                if change.collection in selected:
+                    wanted.tags.extend((change.collection, uuid.UUID(i)) for i in change.ids)
+            elif kind is DatasetsCertified:
+                if change.collection in selected:
+                    wanted.certified.extend((change.collection, uuid.UUID(i))
+                                            for i in change.ids)
+            elif kind in (DatasetsDecertified, CalibSlotsReplaced):
+                if change.collection in selected:
+                    wanted.slots.extend((change.collection, change.dataset_type, k)
+                                        for k in change.data_id_keys or [])
+            elif kind in (CollectionCreated, CollectionDocChanged, ChainChanged,
+                          CollectionRemoved):
+                if self.selection.matches_collection(change.name) or change.name in selected:
+                    wanted.collections.append(change.name)
+            elif kind is DatasetsRemoved:
+                wanted.removed.extend(uuid.UUID(i) for i in change.ids)
+            elif kind is DatasetTypeRegistered:
+                if change.name in self.types:
+                    wanted.types.add(change.name)
+            elif kind is DimensionRecordAdded and full:
+                wanted.records.append((change.dimension, change.record))
+        ids = self.states.matching(wanted.datasets, type_ids=self.type_ids,
+                                   run_ids=self._run_ids, where=self.selection.where,
+                                   bind=self.selection.bind_dict,
+                                   dataset_types=list(self.types.values()))
+        wanted.datasets = ids
+        return self._batch(wanted)
 
-    # -- snapshot --------------------------------------------------------------
+    # -- snapshot ------------------------------------------------------------------
 
     def snapshot(self, collections: Iterable[str] | None = None) -> Iterator[Batch]:
-        """Batches describing the current state of the selected (or given) collections."""
+        """Batches describing the current state of the selected (or given) collections:
+        their definitions, then RUNs (with their deletions), then TAGGED and
+        CALIBRATION memberships."""
         names = sorted(self.collections if collections is None else collections)
-        removed = self._removed_collections() if collections is None else []
+        removed = [] if collections is not None else [
+            r for r in self.states.removed_collections()
+            if self.selection.matches_collection(r.name)]
+        yield self._batch(_Wanted(collections=names + [r.name for r in removed],
+                                  types=set(self.types)))
         colls = self.registry.collections
-        t = self.tables
-        yield Batch(self._states(_Wanted(collections=names + removed,
-                                         types=set(self.type_names)), from_journal=False), 0)
-        with self.registry.db.reading() as conn:
-            for name in removed:  # so that a stale path cannot bring them back
-                yield from self._run_tombstones(conn, name)
-            for name in names:
-                if not colls.exists(name):
-                    continue
-                cid, ctype = colls.lookup(name)
-                if ctype is CollectionType.RUN:
-                    ids = conn.execute(sa.select(t.dataset.c.id).where(
-                        t.dataset.c.run_id == cid,
-                        t.dataset.c.dataset_type_id.in_(self.type_ids))).scalars().all()
-                    for chunk in chunked(ids, BATCH_ENTRIES):
-                        yield Batch(self._states(_Wanted(datasets=list(chunk)),
-                                                 from_journal=False), 0)
-                    yield from self._run_tombstones(conn, name)
-                elif ctype is CollectionType.TAGGED:
-                    ids = conn.execute(sa.select(t.tag.c.dataset_id).where(
-                        t.tag.c.collection_id == cid)).scalars().all()
-                    ids += conn.execute(sa.select(t.tag_removed.c.dataset_id).where(
-                        t.tag_removed.c.collection_id == cid)).scalars().all()
-                    for chunk in chunked(ids, BATCH_ENTRIES):
-                        yield Batch(self._states(_Wanted(tags=[(name, i) for i in chunk]),
-                                                 from_journal=False), 0)
-                elif ctype is CollectionType.CALIBRATION:
-                    slots = conn.execute(sa.select(
-                        t.calib_slot.c.dataset_type_id, t.calib_slot.c.data_id_key).where(
-                        t.calib_slot.c.collection_id == cid)).all()
-                    wanted = _Wanted(slots=[
-                        (name, self.registry.dataset_types.by_id(tid).name, key)
-                        for tid, key in slots])
-                    yield Batch(self._states(wanted, from_journal=False), 0)
+        kinds = {name: colls.lookup(name)[1] for name in names}
+        for name in [r.name for r in removed] + [n for n in names
+                                                 if kinds[n] is CollectionType.RUN]:
+            yield from self._run_snapshot(name, removed=kinds.get(name) is None)
+        for name in names:
+            if kinds[name] is CollectionType.TAGGED:
+                present, gone = self.states.tags(name)
+                ids = list(present) + list(gone)
+                for start in range(0, len(ids), BATCH):
+                    chunk = ids[start:start + BATCH]
+                    yield self._batch(_Wanted(tags=[(name, i) for i in chunk]))
+            elif kinds[name] is CollectionType.CALIBRATION:
+                slots = self.states.calib_slots(name)
+                for start in range(0, len(slots), BATCH):
+                    yield self._batch(_Wanted(slots=slots[start:start + BATCH]))
 
-    def _removed_collections(self) -> list[str]:
-        """Selected collections their owner has removed (their tombstones)."""
-        tomb = self.tables.collection_tombstone
-        with self.registry.db.reading() as conn:
-            names = conn.execute(sa.select(tomb.c.name).order_by(tomb.c.name)).scalars().all()
-        return [n for n in names if self.selection.matches_collection(n)]
+    def _run_snapshot(self, run: str, *, removed: bool) -> Iterator[Batch]:
+        """A RUN's datasets (unless the run is gone), then the deletions made in it, so that
+        a stale path cannot bring them back."""
+        if not removed:
+            for states in self.states.run_datasets(run, self.type_ids, chunk=BATCH):
+                if self.selection.where:
+                    keep = set(self.states.matching(
+                        [s.uuid for s in states], type_ids=self.type_ids,
+                        where=self.selection.where, bind=self.selection.bind_dict,
+                        dataset_types=list(self.types.values())))
+                    states = [s for s in states if s.uuid in keep]
+                if states:
+                    out = _Out()
+                    self._add_datasets(states, out)
+                    yield out.batch(self.registry)
+        for removals in self.states.run_removals(run, chunk=BATCH):
+            removals = [r for r in removals if self.selection.matches_type(r.dataset_type)]
+            if removals:
+                out = _Out()
+                out.removals.extend(removals)
+                yield out.batch(self.registry)
 
-    def _run_tombstones(self, conn: sa.Connection, run: str) -> Iterator[Batch]:
-        """Removals of the datasets that were in a RUN."""
-        tomb = self.tables.dataset_tombstone
-        removed = conn.execute(sa.select(tomb.c.dataset_id).where(
-            tomb.c.run == run)).scalars().all()
-        for chunk in chunked(removed, BATCH_ENTRIES):
-            yield Batch(self._states(_Wanted(removed=list(chunk)), from_journal=False), 0)
-
-    def retry_batch(self, ids: list[uuid.UUID]) -> Batch:
+    def retry_batch(self, ids: Sequence[uuid.UUID]) -> Batch:
         """Datasets whose files failed earlier, with their tags and certifications."""
-        t = self.tables
-        wanted = _Wanted(datasets=list(ids))
-        with self.registry.db.reading() as conn:
-            for chunk in chunked(list(ids)):
-                for name, dataset_id in conn.execute(
-                        sa.select(t.collection.c.name, t.tag.c.dataset_id)
-                        .join(t.tag, t.tag.c.collection_id == t.collection.c.id)
-                        .where(t.tag.c.dataset_id.in_(list(chunk)))):
-                    if name in self.collections:
-                        wanted.tags.append((name, dataset_id))
-                for name, dataset_id in conn.execute(
-                        sa.select(t.collection.c.name, t.calib.c.dataset_id)
-                        .join(t.calib, t.calib.c.collection_id == t.collection.c.id)
-                        .where(t.calib.c.dataset_id.in_(list(chunk)))):
-                    if name in self.collections:
-                        wanted.calib_ids.append((name, dataset_id))
-        return Batch(self._states(wanted, from_journal=False), 0)
+        tagged, certified = self.states.memberships(ids)
+        selected = self.collections
+        return self._batch(_Wanted(
+            datasets=list(ids), tags=[p for p in tagged if p[0] in selected],
+            certified=[p for p in certified if p[0] in selected]), retry=True)
 
-    # -- state assembly --------------------------------------------------------
+    # -- assembly ------------------------------------------------------------------
 
-    def _states(self, wanted: _Wanted, *, from_journal: bool) -> list[State]:
+    def _batch(self, wanted: _Wanted, *, retry: bool = False) -> Batch:
         out = _Out()
-        registry = self.registry
         for name in wanted.types:
-            out.add_type(registry.dataset_types.get(name))
+            out.add_type(self.types[name])
         for dimension, record in wanted.records:
-            out.records[(dimension, _record_key(registry, dimension, record))] = record
+            out.records[(dimension, self._record_key(dimension, record))] = record
         for name in wanted.collections:
             self._collection(name, out)
-        datasets = self._selected_datasets(wanted.datasets, by_run=from_journal)
-        self._add_datasets(datasets, out)
-        self._tags(wanted.tags, out)
-        slots = list(wanted.slots) + self._slots_of(wanted.calib_ids)
-        self._calib_slots(slots, out)
-        self._removals(wanted.removed, out)
-        return out.ordered(registry)
+        self._add_datasets(self.states.datasets(wanted.datasets), out)
+        self._tags(wanted.tags, out, include_all=retry)
+        slots = list(wanted.slots)
+        keys = self.states.slot_keys([i for _, i in wanted.certified])
+        slots += [(name, *keys[i]) for name, i in wanted.certified if i in keys]
+        self._calib_slots(slots, out, include_all=retry)
+        out.removals.extend(r for r in self.states.removals(wanted.removed)
+                            if self.selection.matches_type(r.dataset_type))
+        return out.batch(self.registry)
 
-    def _selected_datasets(self, ids: list[uuid.UUID], *, by_run: bool) -> list[uuid.UUID]:
-        """Datasets of selected types (and, from the journal, selected runs) matching `where`."""
-        if not ids:
-            return []
-        d = self.tables.dataset
-        keep = []
-        run_ids = {self.registry.collections.lookup(n)[0] for n in self.collections
-                   if self.registry.collections.exists(n)}
-        with self.registry.db.reading() as conn:
-            for chunk in chunked(ids):
-                stmt = sa.select(d.c.id).where(d.c.id.in_(list(chunk)),
-                                               d.c.dataset_type_id.in_(self.type_ids))
-                if by_run:
-                    stmt = stmt.where(d.c.run_id.in_(run_ids))
-                keep.extend(conn.execute(stmt).scalars().all())
-        return list(self._where_filter(keep)) if keep else []
+    def _add_datasets(self, states: Iterable[DatasetState], out: _Out) -> None:
+        states = [s for s in states if s.id not in out.datasets]
+        self._prefetch_records(states)
+        for state in states:
+            out.datasets[state.id] = state
+            dataset_type = self.types.get(state.dataset_type) or \
+                self.registry.dataset_types.get(state.dataset_type)
+            out.add_type(dataset_type)
+            self._collection(state.run, out)
+            self._records_for(dataset_type.dimensions.required, state.data_id, out)
 
-    def _add_datasets(self, ids: Sequence[uuid.UUID], out: _Out) -> None:
-        ids = [i for i in ids if str(i) not in out.datasets]
-        if not ids:
-            return
-        refs = self.registry.datasets.get_many(ids)
-        versions = self.registry.datasets.versions(ids)
-        files = {i: (f, held) for i, f, held in self.registry.datasets.iter_files(ids)}
-        for dataset_id, ref in refs.items():
-            stored, held = files.get(dataset_id, (None, None))
-            info = None if stored is None else FileInfo(stored.path, stored.formatter,
-                                                        stored.size, stored.checksum)
-            out.datasets[str(dataset_id)] = DatasetState(
-                str(dataset_id), ref.dataset_type.name, ref.run, ref.required_data_id, info,
-                held if held != self.here else None, versions.get(dataset_id, 0))
-            out.add_type(ref.dataset_type)
-            self._collection(ref.run, out)
-            self._records_for(ref.dataset_type.dimensions.names, ref.data_id, out)
+    def _prefetch_records(self, states: Sequence[DatasetState]) -> None:
+        """Load the records the datasets' data IDs name, a bulk query per dimension."""
+        universe, dims = self.registry.universe, self.registry.dimensions
+        keys: dict[str, set[tuple]] = {}
+        for state in states:
+            data_id = state.data_id
+            for name in data_id:
+                dim = universe[name]
+                keys.setdefault(name, set()).add(tuple(data_id[k] for k in (*dim.requires, name)))
+        for name, wanted in keys.items():
+            dims.prefetch(name, wanted)
 
-    def _records_for(self, names: Sequence[str], data_id: dict[str, Any], out: _Out) -> None:
-        dims = self.registry.dimensions
+    def _records_for(self, names: Sequence[str], values: dict[str, Any], out: _Out) -> None:
+        """The records of a data ID's dimensions, and of the dimensions they imply."""
+        universe, dims = self.registry.universe, self.registry.dimensions
         for name in names:
-            if name not in self._preloaded:  # small tables: one query instead of one per key
-                dims.preload(name)
-                self._preloaded.add(name)
-            dim = self.registry.universe[name]
-            key = tuple(data_id[k] for k in (*dim.requires, name))
+            dim = universe[name]
+            key = tuple(values[k] for k in (*dim.requires, name))
             if (name, key) in out.records:
                 continue
             record = dims.get(name, key)
-            if record is not None:
-                out.records[(name, key)] = record
+            if record is None:
+                continue
+            out.records[(name, key)] = record
+            if dim.implies:
+                self._records_for(dim.implies, {**values, **record}, out)
 
     def _collection(self, name: str, out: _Out) -> None:
         if name in out.collections or name in out.removed_collections:
             return
-        t = self.tables.collection
-        with self.registry.db.reading() as conn:
-            row = conn.execute(sa.select(t).where(t.c.name == name)).first()
-            if row is None:
-                tomb = self.tables.collection_tombstone
-                gone = conn.execute(sa.select(tomb).where(tomb.c.name == name)).first()
-                if gone is not None:
-                    out.removed_collections[name] = CollectionRemoval(
-                        name, gone.owner_site, gone.version)
-                return
-        children = None
-        if row.type == CollectionType.CHAINED:
-            children = self.registry.collections.children(name)
-        out.collections[name] = CollectionState(
-            name, row.type, row.owner_site, row.created_version, row.doc, row.doc_version,
-            children, row.chain_version)
-        for child in children or []:
-            self._collection(child, out)
+        state = self.states.collection(name)
+        if isinstance(state, CollectionRemoval):
+            out.removed_collections[name] = state
+        elif state is not None:
+            out.collections[name] = state
+            for child in state.children or []:
+                self._collection(child, out)
 
-    def _tags(self, pairs: list[tuple[str, uuid.UUID]], out: _Out) -> None:
-        t = self.tables
+    def _needed(self, ids: Iterable[uuid.UUID], out: _Out, include_all: bool
+                ) -> set[uuid.UUID]:
+        """The datasets among ``ids`` a membership may be sent for (selected types, `where`),
+        adding to the batch those not sent through their RUN's own batches."""
+        ids = list(dict.fromkeys(ids))
+        keep = set(self.states.matching(ids, type_ids=self.type_ids,
+                                        where=self.selection.where,
+                                        bind=self.selection.bind_dict,
+                                        dataset_types=list(self.types.values())))
+        states = self.states.datasets([i for i in ids if i in keep])
+        extra = states if include_all else [s for s in states if s.run not in self._runs]
+        self._add_datasets(extra, out)
+        return {s.uuid for s in states}
+
+    def _tags(self, pairs: list[tuple[str, uuid.UUID]], out: _Out, include_all: bool) -> None:
         by_collection: dict[str, list[uuid.UUID]] = {}
         for name, dataset_id in pairs:
             by_collection.setdefault(name, []).append(dataset_id)
+        colls = self.registry.collections
         for name, ids in by_collection.items():
-            if not self.registry.collections.exists(name):
-                self._collection(name, out)
-                continue
-            cid, _ = self.registry.collections.lookup(name)
             self._collection(name, out)
-            present, absent = {}, {}
-            with self.registry.db.reading() as conn:
-                for chunk in chunked(list(dict.fromkeys(ids))):
-                    present.update(conn.execute(sa.select(t.tag.c.dataset_id, t.tag.c.version)
-                                                .where(t.tag.c.collection_id == cid,
-                                                       t.tag.c.dataset_id.in_(chunk))).all())
-                    absent.update(conn.execute(
-                        sa.select(t.tag_removed.c.dataset_id, t.tag_removed.c.version).where(
-                            t.tag_removed.c.collection_id == cid,
-                            t.tag_removed.c.dataset_id.in_(chunk))).all())
-            selected = set(self._selected_datasets(list(present), by_run=False))
-            present = {i: v for i, v in present.items() if i in selected}
-            self._add_datasets(list(present), out)
-            for dataset_id, version in absent.items():
+            if not colls.exists(name):
+                continue
+            present, gone = self.states.tags(name, ids)
+            selected = self._needed(present, out, include_all)
+            for dataset_id, version in gone.items():
                 out.tags.append(TagState(name, str(dataset_id), False, version))
             for dataset_id, version in present.items():
-                if str(dataset_id) in out.datasets:
+                if dataset_id in selected:
                     out.tags.append(TagState(name, str(dataset_id), True, version))
 
-    def _slots_of(self, pairs: list[tuple[str, uuid.UUID]]) -> list[tuple[str, str, str]]:
-        refs = self.registry.datasets.get_many([i for _, i in pairs])
-        from federation.registry.datasets import ref_key
+    def _calib_slots(self, slots: list[Slot], out: _Out, include_all: bool) -> None:
+        for slot in dict.fromkeys(slots):
+            if slot[1] not in self.types:
+                continue
+            state = self.states.calib_slot(slot)
+            if state is None:
+                continue
+            ids = [uuid.UUID(entry[0]) for entry in state.entries]
+            if ids and not self._needed(ids, out, include_all):
+                continue
+            self._collection(state.collection, out)
+            out.slots.append(state)
 
-        return [(name, refs[i].dataset_type.name, ref_key(refs[i]))
-                for name, i in pairs if i in refs]
-
-    def _calib_slots(self, slots: list[tuple[str, str, str]], out: _Out) -> None:
-        t = self.tables
-        colls = self.registry.collections
-        with self.registry.db.reading() as conn:
-            for name, type_name, key in dict.fromkeys(slots):
-                if type_name not in self.type_names or not colls.exists(name):
-                    continue
-                cid, _ = colls.lookup(name)
-                tid = self.registry.dataset_types.id_of(type_name)
-                version = conn.execute(sa.select(t.calib_slot.c.version).where(
-                    t.calib_slot.c.collection_id == cid, t.calib_slot.c.dataset_type_id == tid,
-                    t.calib_slot.c.data_id_key == key)).scalar()
-                rows = conn.execute(sa.select(
-                    t.calib.c.dataset_id, t.calib.c.timespan_begin, t.calib.c.timespan_end)
-                    .where(t.calib.c.collection_id == cid, t.calib.c.dataset_type_id == tid,
-                           t.calib.c.data_id_key == key)
-                    .order_by(t.calib.c.timespan_begin)).all()
-                ids = [r[0] for r in rows]
-                if ids and not self._where_filter(ids):
-                    continue
-                self._collection(name, out)
-                self._add_datasets(ids, out)
-                out.slots.append(CalibSlotState(name, type_name, key,
-                                                [(str(r[0]), r[1], r[2]) for r in rows],
-                                                version or 0))
-
-    def _removals(self, ids: list[uuid.UUID], out: _Out) -> None:
-        tomb = self.tables.dataset_tombstone
-        with self.registry.db.reading() as conn:
-            for chunk in chunked(list(dict.fromkeys(ids))):
-                for row in conn.execute(sa.select(tomb).where(tomb.c.dataset_id.in_(chunk))):
-                    # An archive keeps the data but still passes the deletion on.
-                    if not self.selection.matches_type(row.dataset_type):
-                        continue
-                    out.removals.append(DatasetRemoval(str(row.dataset_id), row.run,
-                                                       row.dataset_type, row.data_id_key,
-                                                       row.version))
+    def _record_key(self, dimension: str, record: dict[str, Any]) -> tuple:
+        dim = self.registry.universe[dimension]
+        return tuple(record[k] for k in (*dim.requires, dimension))
 
 
 class _Wanted:
-    """What a batch must describe, as collected from journal entries."""
+    """What a batch must describe, as collected from journal entries or a snapshot."""
 
     def __init__(self, **kwargs: Any) -> None:
         self.datasets: list[uuid.UUID] = []
         self.tags: list[tuple[str, uuid.UUID]] = []
-        self.calib_ids: list[tuple[str, uuid.UUID]] = []
-        self.slots: list[tuple[str, str, str]] = []
+        self.certified: list[tuple[str, uuid.UUID]] = []
+        self.slots: list[Slot] = []
         self.collections: list[str] = []
         self.removed: list[uuid.UUID] = []
         self.types: set[str] = set()
@@ -403,14 +371,17 @@ class _Out:
         self.removed_collections: dict[str, CollectionRemoval] = {}
         self.datasets: dict[str, DatasetState] = {}
         self.tags: list[TagState] = []
-        self.slots: list[CalibSlotState] = []
-        self.removals: list[DatasetRemoval] = []
+        self.slots: list = []
+        self.removals: list = []
 
-    def add_type(self, dataset_type) -> None:
+    def add_type(self, dataset_type: DatasetType) -> None:
         if dataset_type.name not in self.types:
             self.types[dataset_type.name] = DatasetTypeState(
                 dataset_type.name, list(dataset_type.dimensions.names),
                 dataset_type.storage_class)
+
+    def batch(self, registry: Registry) -> Batch:
+        return Batch(self.ordered(registry))
 
     def ordered(self, registry: Registry) -> list[State]:
         order = {name: i for i, name in enumerate(registry.universe.dimensions)}
@@ -445,8 +416,3 @@ def _children_first(chains: list[CollectionState]) -> list[CollectionState]:
     for chain in chains:
         visit(chain)
     return result
-
-
-def _record_key(registry: Registry, dimension: str, record: dict[str, Any]) -> tuple:
-    dim = registry.universe[dimension]
-    return tuple(record[k] for k in (*dim.requires, dimension))

@@ -1,13 +1,30 @@
-"""What planning or applying a batch found: actions, conflicts, counts, failed files."""
+"""What a sync, import or receive did (or, dry, would do): counts, conflicts, failed files.
+
+A report holds counts, not objects, so that its size does not grow with the
+number of datasets synced; conflicts and failures are kept in full up to
+:data:`KEEP` each (and counted beyond).
+"""
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from federation.errors import ConflictError
-from federation.sync.states import CalibSlotState, DatasetState, State, TagState, identity
+from federation.registry.states import (
+    CalibSlotState,
+    CollectionRemoval,
+    CollectionState,
+    DatasetState,
+    DatasetTypeState,
+    RecordState,
+    State,
+    TagState,
+)
+
+KEEP = 1000
 
 
 @dataclass
@@ -33,16 +50,16 @@ class Conflict:
 
 @dataclass
 class Plan:
-    """What applying a batch would do: an action per state, and the conflicts."""
+    """What applying a batch would do: an action per state (see
+    :mod:`federation.sync.planner`), and the conflicts."""
 
     actions: list[tuple[State, str]] = field(default_factory=list)
     conflicts: list[Conflict] = field(default_factory=list)
 
 
-
 @dataclass
 class Report:
-    """What a sync or import did (or, dry, would do)."""
+    """Counts by ``"<kind> <action>"``, conflicts, failed files, bytes moved, cursor."""
 
     counts: Counter = field(default_factory=Counter)
     conflicts: list[Conflict] = field(default_factory=list)
@@ -52,35 +69,67 @@ class Report:
     resumed_files: int = 0  # partial downloads continued rather than started over
     resumed_bytes: int = 0
     cursor: int | None = None
-    _seen: set = field(default_factory=set, repr=False)
+    more_conflicts: int = 0  # beyond the ones kept
+    _context_seen: set = field(default_factory=set, repr=False)
 
     def add(self, plan: Plan, failed: set[str] = frozenset()) -> None:
-        """Count each object once, however many batches mention it.
+        """Count a planned batch; states left out because a file they need failed count
+        as ``failed``.
 
-        States left out because a file they need failed count as "failed".
+        Datasets, memberships and deletions come once per operation; the dimension
+        records, dataset types and collections they need come with every batch
+        that needs them, and are counted once, by what their first mention did.
         """
+        counts = self.counts
         for state, action in plan.actions:
-            if refers_to(state, failed):
-                self.counts[f"{state.kind} failed"] += 1
-                continue
-            ident = identity(state)
-            if ident not in self._seen:
-                self._seen.add(ident)
-                self.counts[f"{state.kind} {action}"] += 1
-        for conflict in plan.conflicts:
-            if conflict not in self.conflicts:
+            if type(state) in _CONTEXT:
+                ident = _identity(state)
+                if ident in self._context_seen:
+                    continue
+                self._context_seen.add(ident)
+            if failed and refers_to(state, failed):
+                counts[f"{state.kind} failed"] += 1
+            else:  # a refresh changes bookkeeping only: to a user, nothing changed
+                counts[f"{state.kind} {'skip' if action == 'refresh' else action}"] += 1
+        self.add_conflicts(plan.conflicts)
+
+    def add_conflicts(self, conflicts: Iterable[Conflict]) -> None:
+        for conflict in conflicts:
+            if len(self.conflicts) >= KEEP:
+                self.more_conflicts += 1
+            elif conflict not in self.conflicts:
                 self.conflicts.append(conflict)
+
+    @property
+    def conflict_count(self) -> int:
+        return len(self.conflicts) + self.more_conflicts
+
+    @property
+    def failed_ids(self) -> set[str]:
+        return {dataset_id for dataset_id, _, _ in self.failed}
 
     def to_dict(self) -> dict[str, Any]:
         return {"counts": dict(sorted(self.counts.items())),
                 "conflicts": [c.to_dict() for c in self.conflicts],
+                "more_conflicts": self.more_conflicts,
                 "failed_files": [{"id": i, "path": p, "reason": r} for i, p, r in self.failed],
                 "files": self.files, "bytes": self.bytes,
                 "resumed": {"files": self.resumed_files, "bytes": self.resumed_bytes},
                 "cursor": self.cursor}
 
 
+_CONTEXT = (RecordState, DatasetTypeState, CollectionState, CollectionRemoval)
+
+
+def _identity(state: State) -> int | str:
+    """A compact identity of a context state (a hash for a record: its content)."""
+    if isinstance(state, RecordState):
+        return hash((state.dimension, tuple(sorted(state.record.items(), key=str))))
+    return f"{state.kind}:{state.name}"
+
+
 def refers_to(state: State, ids: set[str]) -> bool:
+    """Whether a state names one of the datasets ``ids``."""
     if not ids:
         return False
     if isinstance(state, DatasetState):
@@ -98,6 +147,6 @@ class SyncConflictError(ConflictError):
     def __init__(self, report: Report) -> None:
         self.report = report
         first = report.conflicts[0]
-        more = len(report.conflicts) - 1
-        super().__init__(f"{len(report.conflicts)} conflict(s), nothing applied: {first}"
+        more = report.conflict_count - 1
+        super().__init__(f"{report.conflict_count} conflict(s), nothing applied: {first}"
                          + (f" (and {more} more; see --dry-run)" if more else ""))

@@ -2,26 +2,42 @@
 
 Paths are POSIX paths relative to the site's datastore root, or absolute for
 files a site holds outside it. Implementations never trust what they are
-given: :func:`check_relative` refuses paths that would leave the root.
+given: :func:`check_relative` refuses paths that would leave the root, and
+:func:`walk` checks every name and size a server lists.
 """
 
 from __future__ import annotations
 
 import abc
+import logging
 import os
 import posixpath
+import tempfile
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import xxhash
 
-from federation.datastore.checksum import CHUNK
+from federation.datastore.checksum import CHUNK, file_checksum
 from federation.errors import DatastoreError
 
 #: Called from transfer threads with each chunk's byte count, for progress bars.
 OnBytes = Callable[[int], None]
+#: Bytes of one directory listing a network transport reads at most.
+MAX_LISTING = 64 << 20
+#: Directory levels a listing descends at most, well beyond what datastore templates make
+#: (about 10). A web server follows links: a loop there would otherwise list the same files
+#: under ever longer names, until the server's own limit (40 links on Linux) stops it.
+MAX_DEPTH = 32
+#: Largest size a listing may give a file (the largest a POSIX file can have).
+MAX_SIZE = (1 << 63) - 1
+#: One entry of a directory as a server lists it: its name, whether it is a directory, and
+#: (for a file) its size. Nothing in it is trusted until :func:`walk` checked it.
+Entry = tuple[str, bool, object]
+
+log = logging.getLogger(__name__)
 
 
 class TransportError(DatastoreError):
@@ -34,6 +50,8 @@ class MissingFileError(TransportError):
 
 @dataclass(frozen=True)
 class RemoteFile:
+    """A file of a site: its path relative to the root (or absolute) and its size."""
+
     path: str
     size: int
 
@@ -58,12 +76,82 @@ def check_relative(path: str) -> str:
     return posixpath.normpath(path)
 
 
+def check_prefix(prefix: str) -> str:
+    """A directory to list: "" (the root) or a normalized relative path (trailing "/" allowed)."""
+    stripped = prefix.rstrip("/")
+    if not prefix:
+        return ""
+    if not stripped:  # "/" alone
+        raise TransportError(f"path {prefix!r} escapes the datastore root")
+    return check_relative(stripped)
+
+
+def safe_name(name: object) -> bool:
+    """Whether a listed name can be one component of a datastore path: a non-empty UTF-8
+    string of at most 255 bytes without "/", "\\", NUL or other control characters, and
+    not "." or ".."."""
+    if not isinstance(name, str) or name in ("", ".", ".."):
+        return False
+    if any(c in "/\\" or ord(c) < 32 or ord(c) == 127 for c in name):
+        return False
+    try:
+        return len(name.encode("utf-8")) <= 255
+    except UnicodeEncodeError:  # undecodable bytes of a local name
+        return False
+
+
+def walk(scan: Callable[[str], Iterable[Entry]], prefix: str, where: str
+         ) -> Iterator[RemoteFile]:
+    """Every file under the directory ``prefix``, from ``scan(directory)`` listing one
+    directory at a time (depth first; only one listing open at a time).
+
+    A missing directory (``scan`` raising FileNotFoundError or NotADirectoryError) yields
+    nothing. Names that could not be datastore paths are skipped with a warning; a size
+    that is not a non-negative integer, or nesting deeper than MAX_DEPTH, refuses the
+    listing: ``where`` names the site in the message. An escaping ``prefix`` is refused
+    at once, before anything is listed.
+    """
+    return _walk(scan, check_prefix(prefix), where)
+
+
+def _walk(scan: Callable[[str], Iterable[Entry]], top: str, where: str) -> Iterator[RemoteFile]:
+    pending = [(top, 0)]
+    while pending:
+        directory, depth = pending.pop()
+        try:
+            for name, is_dir, size in scan(directory):
+                if not safe_name(name):
+                    log.warning("%s: skipping the name %r listed in %s/", where, name,
+                                directory)
+                    continue
+                path = f"{directory}/{name}" if directory else name
+                if not is_dir:
+                    yield RemoteFile(path, _checked_size(size, path, where))
+                elif depth < MAX_DEPTH:
+                    pending.append((path, depth + 1))
+                else:
+                    raise TransportError(f"{where}: {path} is nested more than {MAX_DEPTH} "
+                                         "directories deep (a directory loop on the server?)")
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+
+
+def _checked_size(size: object, path: str, where: str) -> int:
+    if isinstance(size, int) and not isinstance(size, bool) and 0 <= size <= MAX_SIZE:
+        return size
+    raise TransportError(f"{where}: the listing gives {path} an invalid size {size!r}")
+
+
 class Transport(abc.ABC):
     """Read and write files of one site's datastore."""
 
     #: whether :meth:`fetch_many` moves a group of small files faster than one
     #: :meth:`fetch` each (so that callers should group them)
     batches = False
+    #: whether :meth:`put`, :meth:`delete` and :meth:`rename` may work (False: they raise)
+    writable = True
+    #: bytes of one directory listing read at most from a server (None: a local walk)
+    max_listing: int | None = None
 
     @abc.abstractmethod
     def stat(self, path: str) -> RemoteFile | None:
@@ -82,8 +170,6 @@ class Transport(abc.ABC):
         size the caller expects (its record's), sparing a transport a round trip;
         the caller still checks what arrived.
         """
-        from federation.datastore.checksum import file_checksum
-
         self.get(path, local)
         got = file_checksum(local)
         if on_bytes is not None:
@@ -102,15 +188,37 @@ class Transport(abc.ABC):
                 yield request, exc
 
     def read_bytes(self, path: str, limit: int = 64 << 20) -> bytes:
-        """A small file's content (an outbox index), at most ``limit`` bytes."""
-        import tempfile
+        """A small file's content (an outbox index); TransportError as soon as more than
+        ``limit`` bytes arrive, so a huge file is never read whole."""
+        received = 0
 
-        with tempfile.TemporaryDirectory() as folder:
+        def count(nbytes: int) -> None:
+            nonlocal received
+            received += nbytes
+            if received > limit:
+                raise TransportError(f"{path} is larger than {limit} bytes")
+
+        with tempfile.TemporaryDirectory(prefix="fed-read-") as folder:
             local = Path(folder) / "file"
-            self.get(path, local)
+            self.fetch(path, local, on_bytes=count)
             if local.stat().st_size > limit:
                 raise TransportError(f"{path} is larger than {limit} bytes")
             return local.read_bytes()
+
+    @abc.abstractmethod
+    def list(self, prefix: str = "") -> Iterator[RemoteFile]:
+        """Every regular file under the relative directory ``prefix`` ("" for the whole
+        site), recursively and in no particular order, with paths relative to the root.
+
+        Links to files are listed with their target's size; links to directories are not
+        followed where the transport can tell them apart. A missing directory yields
+        nothing; a prefix that escapes the root is refused like any path.
+        """
+
+    @abc.abstractmethod
+    def rename(self, src: str, dst: str) -> None:
+        """Rename ``src`` to ``dst`` atomically, replacing ``dst`` (POSIX rename) and creating
+        its directory; MissingFileError if ``src`` does not exist."""
 
     @abc.abstractmethod
     def put(self, local: Path, path: str) -> None:

@@ -4,13 +4,16 @@ Partial downloads resume with ``Range`` requests guarded by ``If-Range`` on
 the ETag the first response carried, so a file that changed on the server
 is fetched again from the start rather than spliced. Sizes are checked
 against ``Content-Length``/``Content-Range``; the caller checks xxh3.
+Files are listed through nginx's JSON directory index
+(``autoindex on; autoindex_format json;``), read with a bounded size.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import threading
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote, urljoin, urlsplit
 
@@ -18,7 +21,9 @@ import requests
 
 from federation.datastore.checksum import CHUNK
 from federation.transport.base import (
+    MAX_LISTING,
     Counters,
+    Entry,
     MissingFileError,
     OnBytes,
     PartialDownload,
@@ -26,22 +31,16 @@ from federation.transport.base import (
     Transport,
     TransportError,
     remote_join,
+    walk,
 )
 from federation.transport.retry import RetryPolicy, TransientError
 
 RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
 MAX_REDIRECTS = 5
 _RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
-
-
-@dataclass(frozen=True)
-class HTTPSettings:
-    """The ``http:`` block of a site definition."""
-
-    url: str
-    verify: bool | str = True  # False, or a CA bundle path, for private certificates
-    timeout: float = 30.0
-    retry: RetryPolicy = RetryPolicy()
+_DIGITS = re.compile(r"[0-9]{1,19}")
+DEFAULT_RETRY = RetryPolicy()
+_LISTING_HINT = "list files over HTTP with nginx 'autoindex on; autoindex_format json;'"
 
 
 def base_url(url: str) -> str:
@@ -53,11 +52,19 @@ def base_url(url: str) -> str:
 
 
 class HTTPTransport(Transport):
-    """Files under a base URL; read-only."""
+    """Files under the base URL ``url``; read-only. ``verify`` is False or a CA bundle path
+    for private certificates; ``timeout`` is per request, ``retry`` bounds the retries of
+    transient failures (network errors, 5xx, 429)."""
 
-    def __init__(self, settings: HTTPSettings, *, url: str | None = None) -> None:
-        self.settings = settings
-        self.base = base_url(url or settings.url)
+    writable = False
+    max_listing = MAX_LISTING
+
+    def __init__(self, url: str, *, verify: bool | str = True, timeout: float = 30.0,
+                 retry: RetryPolicy = DEFAULT_RETRY) -> None:
+        self.base = base_url(url)
+        self.verify = verify
+        self.timeout = timeout
+        self.retry = retry
         self.counters = Counters()
         self._local = threading.local()  # one requests.Session per worker thread
         self._sessions: list[requests.Session] = []
@@ -72,7 +79,7 @@ class HTTPTransport(Transport):
         if session is None:
             session = requests.Session()
             session.max_redirects = MAX_REDIRECTS
-            session.verify = self.settings.verify
+            session.verify = self.verify
             session.headers["User-Agent"] = "federation"
             session.headers["Accept-Encoding"] = "identity"  # sizes are of the bytes stored
             self._local.session = session
@@ -88,7 +95,7 @@ class HTTPTransport(Transport):
         """One request; network failures and 5xx are transient, other errors are not."""
         try:
             response = self._session.request(method, url, headers=headers, stream=True,
-                                             timeout=self.settings.timeout)
+                                             timeout=self.timeout)
         except requests.TooManyRedirects:
             raise TransportError(f"{url}: more than {MAX_REDIRECTS} redirects") from None
         except requests.exceptions.SSLError as exc:
@@ -101,17 +108,20 @@ class HTTPTransport(Transport):
         return response
 
     def _call(self, what: str, func):
-        return self.settings.retry.call(what, func)
+        return self.retry.call(what, func)
 
     def stat(self, path: str) -> RemoteFile | None:
         url = self.url(path)
 
         def head() -> RemoteFile | None:
             with self._request("HEAD", url) as response:
-                if response.status_code == 404:
+                if response.status_code == 404 or _is_directory(response, url):
                     return None
                 _raise_for(response, url)
-                return RemoteFile(path, int(response.headers.get("Content-Length", 0)))
+                length = response.headers.get("Content-Length", "0")
+                if not _DIGITS.fullmatch(length):
+                    raise TransportError(f"{url}: invalid Content-Length {length[:40]!r}")
+                return RemoteFile(path, int(length))
         return self._call(f"stat {url}", head)
 
     def get(self, path: str, local: Path) -> None:
@@ -133,7 +143,7 @@ class HTTPTransport(Transport):
             if download.offset:
                 headers = {"Range": f"bytes={download.offset}-", "If-Range": state["etag"]}
             with self._request("GET", url, headers) as response:
-                if response.status_code == 404:
+                if response.status_code == 404 or _is_directory(response, url):
                     raise FileNotFoundError(url)
                 if response.status_code == 416:  # asked for bytes past the end
                     download.restart()
@@ -179,11 +189,84 @@ class HTTPTransport(Transport):
         raise TransportError(f"{self.base} is published read-only over HTTP; cannot delete "
                              f"{path}")
 
+    def rename(self, src: str, dst: str) -> None:
+        raise TransportError(f"{self.base} is published read-only over HTTP; cannot rename "
+                             f"{src}")
+
+    def list(self, prefix: str = "") -> Iterator[RemoteFile]:
+        """One JSON directory index per directory, at most ``max_listing`` bytes each. The
+        server follows links, so a link loop there ends at the depth limit, with an error."""
+        return walk(self._scan, prefix, self.base)
+
+    def _scan(self, directory: str) -> list[Entry]:
+        url = urljoin(self.base, quote(directory) + "/") if directory else self.base
+
+        def attempt() -> bytes:
+            with self._request("GET", url) as response:
+                if response.status_code == 404:
+                    raise FileNotFoundError(url)
+                if response.status_code == 403:
+                    raise TransportError(f"{url}: the server offers no directory listing "
+                                         f"(HTTP 403); {_LISTING_HINT}")
+                _raise_for(response, url)
+                return _read_bounded(response, self.max_listing, url)
+
+        return _parse_listing(self._call(f"list {url}", attempt), url)
+
     def close(self) -> None:
         with self._lock:
             for session in self._sessions:
                 session.close()
             self._sessions.clear()
+
+
+def _is_directory(response: requests.Response, url: str) -> bool:
+    """Whether a file's URL led to a directory (a redirect to the name with a "/")."""
+    return not url.endswith("/") and response.url.endswith("/")
+
+
+def _read_bounded(response: requests.Response, limit: int | None, url: str) -> bytes:
+    length = response.headers.get("Content-Length", "")
+    if limit is not None and _DIGITS.fullmatch(length) and int(length) > limit:
+        raise TransportError(f"{url}: the directory listing is larger than {limit} bytes")
+    body = bytearray()
+    try:
+        for chunk in response.iter_content(CHUNK):
+            body += chunk
+            if limit is not None and len(body) > limit:
+                raise TransportError(f"{url}: the directory listing is larger than {limit} "
+                                     "bytes")
+    except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError,
+            requests.Timeout) as exc:
+        raise TransientError(f"connection lost: {_short(exc)}") from None
+    return bytes(body)
+
+
+def _parse_listing(body: bytes, url: str) -> list[Entry]:
+    """The entries of an nginx JSON directory index; names and sizes are checked later.
+    Each JSON object becomes a small tuple as it is decoded (or None for what is not a
+    file or a directory), so a large listing does not also cost a dict per entry."""
+    try:
+        items = json.loads(body, object_hook=_entry)
+    except (ValueError, RecursionError):
+        items = None
+    if not isinstance(items, list):
+        raise TransportError(f"{url}: the directory listing is not a JSON index; "
+                             f"{_LISTING_HINT}")
+    for item in items:
+        if item is not None and not isinstance(item, tuple):
+            raise TransportError(f"{url}: the directory listing holds a malformed entry "
+                                 f"{str(item)[:80]!r}")
+    return [item for item in items if item is not None]
+
+
+def _entry(item: dict) -> Entry | None:
+    kind = item.get("type")
+    if kind == "directory":
+        return item.get("name"), True, None
+    if kind == "file":
+        return item.get("name"), False, item.get("size")
+    return None  # "other" (sockets, devices) and anything unknown: not files of the site
 
 
 def _expected_total(response: requests.Response, download: PartialDownload) -> int | None:

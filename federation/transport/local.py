@@ -4,24 +4,29 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat as stat_mode
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import xxhash
 
 from federation.datastore.checksum import CHUNK
 from federation.transport.base import (
+    Entry,
     MissingFileError,
     OnBytes,
     RemoteFile,
     Transport,
     TransportError,
     check_relative,
+    walk,
 )
 
 
 class LocalTransport(Transport):
-    """Files under ``root``; absolute paths (in-place ingests) are read as they are."""
+    """Files under ``root``. Absolute paths (in-place ingests) may be read as they are;
+    writing, renaming, deleting and listing take relative paths only."""
 
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root).resolve()
@@ -29,23 +34,25 @@ class LocalTransport(Transport):
     def describe(self) -> str:
         return str(self.root)
 
-    def _path(self, path: str) -> Path:
-        if os.path.isabs(path):
+    def _path(self, path: str, *, absolute: bool = False) -> Path:
+        if absolute and os.path.isabs(path):
             return Path(path)
         return self.root.joinpath(*check_relative(path).split("/"))
 
     def stat(self, path: str) -> RemoteFile | None:
+        """Size of a regular file (or a link to one); None if missing or not a file."""
         try:
-            return RemoteFile(path, self._path(path).stat().st_size)
-        except FileNotFoundError:
+            found = self._path(path, absolute=True).stat()
+        except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as exc:
             raise TransportError(f"cannot stat {path}: {exc.strerror}") from None
+        return RemoteFile(path, found.st_size) if stat_mode.S_ISREG(found.st_mode) else None
 
     def get(self, path: str, local: Path) -> None:
         try:
-            shutil.copyfile(self._path(path), local)
-        except FileNotFoundError:
+            shutil.copyfile(self._path(path, absolute=True), local)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise MissingFileError(f"{path} is missing at the source") from None
         except OSError as exc:
             raise TransportError(f"cannot copy {path}: {exc.strerror}") from None
@@ -55,26 +62,30 @@ class LocalTransport(Transport):
         """Copy and hash in one pass over the bytes (a local copy always starts over)."""
         digest = xxhash.xxh3_128()
         copied = 0
+        source = self._path(path, absolute=True)
         try:
-            with open(self._path(path), "rb", buffering=0) as src, \
-                    open(local, "wb", buffering=0) as dst:
-                while chunk := src.read(CHUNK):
-                    digest.update(chunk)
-                    dst.write(chunk)
-                    copied += len(chunk)
-                    if on_bytes is not None:
-                        on_bytes(len(chunk))
-        except FileNotFoundError:
+            with open(source, "rb", buffering=0) as src:
+                if not stat_mode.S_ISREG(os.fstat(src.fileno()).st_mode):
+                    raise MissingFileError(f"{path} is not a regular file at the source")
+                with open(local, "wb", buffering=0) as dst:
+                    while chunk := src.read(CHUNK):
+                        digest.update(chunk)
+                        dst.write(chunk)
+                        copied += len(chunk)
+                        if on_bytes is not None:
+                            on_bytes(len(chunk))
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise MissingFileError(f"{path} is missing at the source") from None
         except OSError as exc:
             raise TransportError(f"cannot copy {path}: {exc.strerror}") from None
         return copied, digest.hexdigest()
 
     def put(self, local: Path, path: str) -> None:
+        """Copy to a temporary name beside the target, then rename it into place."""
         target = self._path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
         temp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:12]}")
         try:
+            target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(local, temp)
             os.replace(temp, target)
         except OSError as exc:
@@ -82,4 +93,44 @@ class LocalTransport(Transport):
             raise TransportError(f"cannot write {path}: {exc.strerror}") from None
 
     def delete(self, path: str) -> None:
-        self._path(path).unlink(missing_ok=True)
+        try:
+            self._path(path).unlink(missing_ok=True)
+        except NotADirectoryError:
+            pass  # a parent is a file: the path cannot exist
+        except OSError as exc:
+            raise TransportError(f"cannot delete {path}: {exc.strerror}") from None
+
+    def rename(self, src: str, dst: str) -> None:
+        source, target = self._path(src), self._path(dst)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(source, target)
+        except FileNotFoundError:
+            if not source.exists():
+                raise MissingFileError(f"{src} is missing at {self.root}") from None
+            raise TransportError(f"cannot rename {src} to {dst}: no such directory") from None
+        except OSError as exc:
+            raise TransportError(f"cannot rename {src} to {dst}: {exc.strerror}") from None
+
+    def list(self, prefix: str = "") -> Iterator[RemoteFile]:
+        """A streaming walk (os.scandir): memory stays flat however many files there are.
+        Links to directories are not followed, so a link loop cannot trap it."""
+        return walk(self._scan, prefix, str(self.root))
+
+    def _scan(self, directory: str) -> Iterator[Entry]:
+        folder = os.path.join(self.root, directory) if directory else str(self.root)
+        try:
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            yield entry.name, True, None
+                        elif entry.is_file():
+                            yield entry.name, False, entry.stat().st_size
+                    except FileNotFoundError:
+                        continue  # removed while we listed
+        except (FileNotFoundError, NotADirectoryError):
+            raise
+        except OSError as exc:
+            raise TransportError(f"cannot list {directory or '.'} under {self.root}: "
+                                 f"{exc.strerror}") from None

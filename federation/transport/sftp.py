@@ -1,7 +1,6 @@
 """A site reached over SSH: files read and written with SFTP (paramiko).
 
-Host keys are checked against a known_hosts file; an unknown or changed key
-is refused, and trusting a key is an explicit step (:func:`trust_host_key`).
+Connections (host keys, credentials) come from :mod:`federation.transport.ssh`.
 Each worker thread borrows a connection from a small pool, so ``--jobs N``
 transfers over N connections. Transient failures (a dropped connection, a
 restarting server) are retried with bounded backoff, resuming partial files.
@@ -10,26 +9,25 @@ restarting server) are retried with bounded backoff, resuming partial files.
 from __future__ import annotations
 
 import errno
-import logging
 import posixpath
 import queue
 import shlex
-import socket
+import stat as stat_mode
 import tarfile
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import paramiko
 
 from federation.datastore.checksum import CHUNK
-from federation.errors import ConfigError
 from federation.transport.base import (
+    MAX_LISTING,
     Counters,
+    Entry,
     FetchRequest,
     MissingFileError,
     OnBytes,
@@ -38,17 +36,24 @@ from federation.transport.base import (
     Transport,
     TransportError,
     remote_join,
+    walk,
 )
-from federation.transport.retry import RetryPolicy, TransientError
+from federation.transport.retry import TransientError
+from federation.transport.ssh import (
+    AuthenticationError,
+    HostKeyError,
+    SSHTarget,
+    connect,
+    reason,
+    scan_host_key,
+    trust_host_key,
+)
 
-SSH_WINDOW = 64 << 20  # a large SSH window keeps loopback and long-haul links busy
+__all__ = ["AuthenticationError", "HostKeyError", "SFTPTransport", "connect", "scan_host_key",
+           "trust_host_key"]
+
 READ_SIZE = 255 << 10  # per SFTP read request: OpenSSH serves up to 255 KiB at once
 WINDOW = 8 << 20  # bytes requested ahead of the reader
-
-# paramiko logs a dropped connection at ERROR level; we report it ourselves, once.
-logging.getLogger("paramiko").addHandler(logging.NullHandler())
-logging.getLogger("paramiko").propagate = False
-
 
 
 def _quiet_read_ahead(handle: paramiko.SFTPFile) -> None:
@@ -83,175 +88,21 @@ def _read_window(handle: paramiko.SFTPFile, download: PartialDownload, total: in
     return True
 
 
-class HostKeyError(TransportError):
-    """The server's host key is unknown or differs from the one on record."""
-
-
-class AuthenticationError(TransportError):
-    """The server refused our credentials."""
-
-
-@dataclass(frozen=True)
-class SFTPSettings:
-    """How to reach one site over SSH (the ``sftp:`` block of a site definition)."""
-
-    host: str
-    root: str
-    port: int = 22
-    user: str | None = None
-    key_file: Path | None = None
-    known_hosts: Path = Path("~/.ssh/known_hosts")
-    timeout: float = 30.0
-    retry: RetryPolicy = RetryPolicy()
-
-    @property
-    def address(self) -> str:
-        """The host as known_hosts names it."""
-        return self.host if self.port == 22 else f"[{self.host}]:{self.port}"
-
-    @property
-    def known_hosts_file(self) -> Path:
-        return self.known_hosts.expanduser()
-
-
-def fingerprint(key: paramiko.PKey) -> str:
-    return key.fingerprint  # "SHA256:..." as ssh-keygen -l prints it
-
-
-class _Refuse(paramiko.MissingHostKeyPolicy):
-    """Refuse unknown keys, remembering the one offered so the error can show it."""
-
-    def missing_host_key(self, client: paramiko.SSHClient, hostname: str,
-                         key: paramiko.PKey) -> None:
-        raise HostKeyError(
-            f"the host key of {hostname} is not known ({key.get_name()} {fingerprint(key)}): "
-            f"check that fingerprint with the site's operators, then trust it with "
-            f"'fed site trust SITE'")
-
-
-def _load_host_keys(client: paramiko.SSHClient, path: Path) -> None:
-    if path.is_file():
-        try:
-            client.load_host_keys(str(path))
-        except (OSError, paramiko.SSHException) as exc:
-            raise ConfigError(f"cannot read known_hosts file {path}: {exc}") from None
-
-
-def _transport(sock: Any, **kwargs: Any) -> paramiko.Transport:
-    """An SSH transport preferring AES-GCM: its integrity check runs in OpenSSL, where
-    paramiko checks the MACs of the other ciphers in Python, byte by byte."""
-    transport = paramiko.Transport(sock, **kwargs)
-    options = transport.get_security_options()
-    gcm = tuple(c for c in options.ciphers if c.endswith("-gcm@openssh.com"))
-    options.ciphers = gcm + tuple(c for c in options.ciphers if c not in gcm)
-    return transport
-
-
-def connect(settings: SFTPSettings) -> paramiko.SSHClient:
-    """An authenticated SSH connection; HostKeyError/AuthenticationError/TransientError."""
-    client = paramiko.SSHClient()
-    _load_host_keys(client, settings.known_hosts_file)
-    client.set_missing_host_key_policy(_Refuse())
-    key_file = settings.key_file.expanduser() if settings.key_file else None
-    if key_file is not None and not key_file.is_file():
-        raise ConfigError(f"SSH key file {key_file} does not exist")
-    where = f"{settings.user + '@' if settings.user else ''}{settings.host}:{settings.port}"
-    try:
-        client.connect(settings.host, settings.port, username=settings.user,
-                       key_filename=str(key_file) if key_file else None,
-                       look_for_keys=key_file is None, allow_agent=key_file is None,
-                       timeout=settings.timeout, banner_timeout=settings.timeout,
-                       auth_timeout=settings.timeout, channel_timeout=settings.timeout,
-                       transport_factory=_transport)
-    except HostKeyError:
-        client.close()
-        raise
-    except paramiko.BadHostKeyException as exc:
-        client.close()
-        raise HostKeyError(
-            f"the host key of {settings.address} has CHANGED: the server offered "
-            f"{fingerprint(exc.key)} but {settings.known_hosts_file} records "
-            f"{fingerprint(exc.expected_key)}. Someone may be intercepting the connection; if "
-            f"the site really changed its key, remove the old entry and run "
-            f"'fed site trust SITE'") from None
-    except paramiko.AuthenticationException as exc:
-        client.close()
-        raise AuthenticationError(f"authentication failed for {where}"
-                                  + (f" with key {key_file}" if key_file else "")
-                                  + f": {exc}") from None
-    except paramiko.PasswordRequiredException:
-        client.close()
-        raise AuthenticationError(f"the key {key_file} is encrypted; use an agent or an "
-                                  "unencrypted key for unattended syncs") from None
-    except (OSError, EOFError, paramiko.SSHException) as exc:
-        client.close()
-        raise TransientError(f"cannot connect to {where}: {_reason(exc)}") from None
-    transport = client.get_transport()
-    assert transport is not None
-    transport.window_size = SSH_WINDOW
-    transport.default_window_size = SSH_WINDOW
-    transport.set_keepalive(30)
-    return client
-
-
-def scan_host_key(settings: SFTPSettings) -> paramiko.PKey:
-    """The key a server offers, without authenticating (for `fed site trust`)."""
-    try:
-        sock = socket.create_connection((settings.host, settings.port), settings.timeout)
-    except OSError as exc:
-        raise TransportError(f"cannot connect to {settings.host}:{settings.port}: "
-                             f"{_reason(exc)}") from None
-    transport = paramiko.Transport(sock)
-    try:
-        transport.start_client(timeout=settings.timeout)
-        return transport.get_remote_server_key()
-    except (OSError, EOFError, paramiko.SSHException) as exc:
-        raise TransportError(f"{settings.host}:{settings.port} did not complete an SSH "
-                             f"handshake: {_reason(exc)}") from None
-    finally:
-        transport.close()
-
-
-def trust_host_key(settings: SFTPSettings, key: paramiko.PKey) -> Path:
-    """Record ``key`` for the site's host in its known_hosts file (replacing an old one)."""
-    path = settings.known_hosts_file
-    keys = paramiko.HostKeys()
-    if path.is_file():
-        keys.load(str(path))
-    if settings.address in keys:
-        del keys[settings.address]
-    keys.add(settings.address, key.get_name(), key)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    temp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    keys.save(str(temp))
-    temp.replace(path)
-    return path
-
-
-def _reason(exc: BaseException) -> str:
-    errors = getattr(exc, "errors", None)  # paramiko's NoValidConnectionsError: per address
-    if isinstance(errors, dict) and errors:
-        exc = next(iter(errors.values()))
-    if isinstance(exc, socket.timeout):
-        return "timed out"
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return str(exc) or type(exc).__name__
-
-
 class SFTPTransport(Transport):
-    """Files under ``settings.root`` on an SSH server, over a pool of SFTP connections."""
+    """Files under the directory ``root`` of an SSH server, over a pool of SFTP connections."""
 
     batches = True
+    max_listing = MAX_LISTING
 
-    def __init__(self, settings: SFTPSettings, *, root: str | None = None) -> None:
+    def __init__(self, settings: SSHTarget, root: str) -> None:
         self.settings = settings
-        self.root = root or settings.root
+        self.root = root
         self.counters = Counters()
         self._pool: queue.LifoQueue[tuple[paramiko.SSHClient, paramiko.SFTPClient]] = \
             queue.LifoQueue()
         self._closed = False
         self._streams: bool | None = None  # can the server run tar? (None: not tried yet)
+        self._posix_rename: bool | None = None  # does it know posix-rename@openssh.com?
 
     def describe(self) -> str:
         return f"sftp://{self.settings.host}:{self.settings.port}{self.root}"
@@ -270,10 +121,11 @@ class SFTPTransport(Transport):
             client = connect(self.settings)
             try:
                 sftp = client.open_sftp()
+                sftp.get_channel().settimeout(self.settings.timeout)  # a stalled server
             except (OSError, EOFError, paramiko.SSHException) as exc:
                 client.close()
                 raise TransientError(f"cannot start SFTP on {self.settings.host}: "
-                                     f"{_reason(exc)}") from None
+                                     f"{reason(exc)}") from None
         try:
             yield client, sftp
         except FileNotFoundError:
@@ -300,7 +152,7 @@ class SFTPTransport(Transport):
                 except (OSError, EOFError, paramiko.SSHException) as exc:
                     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
                         raise TransportError("no space left on the remote site") from None
-                    raise TransientError(_reason(exc)) from None
+                    raise TransientError(reason(exc)) from None
         return self.settings.retry.call(what, attempt)
 
     def _path(self, path: str) -> str:
@@ -312,6 +164,8 @@ class SFTPTransport(Transport):
             attrs = self._call(f"stat {remote}", lambda sftp: sftp.stat(remote))
         except FileNotFoundError:
             return None
+        if attrs.st_mode is not None and not stat_mode.S_ISREG(attrs.st_mode):
+            return None  # a directory or a device: not a file of the site
         return RemoteFile(path, attrs.st_size or 0)
 
     def get(self, path: str, local: Path) -> None:
@@ -326,7 +180,12 @@ class SFTPTransport(Transport):
             with sftp.open(remote, "rb") as handle:
                 _quiet_read_ahead(handle)
                 handle.MAX_REQUEST_SIZE = READ_SIZE
-                total = size if size is not None else handle.stat().st_size or 0
+                total = size
+                if total is None:
+                    attrs = handle.stat()
+                    if attrs.st_mode is not None and not stat_mode.S_ISREG(attrs.st_mode):
+                        raise FileNotFoundError(errno.ENOENT, "not a regular file")
+                    total = attrs.st_size or 0
                 if download.offset > total:
                     download.restart()
                 while download.offset < total:
@@ -411,26 +270,115 @@ class SFTPTransport(Transport):
                 channel.close()
 
     def put(self, local: Path, path: str) -> None:
+        """Upload to a temporary name beside the target, then rename it into place."""
         remote = self._path(path)
         temp = posixpath.join(posixpath.dirname(remote),
                               f".{posixpath.basename(remote)}.tmp-{uuid.uuid4().hex[:12]}")
 
         def attempt(sftp: paramiko.SFTPClient) -> None:
             _makedirs(sftp, posixpath.dirname(remote))
+            source.seek(0)
             try:
-                sftp.put(str(local), temp, confirm=True)
-                sftp.posix_rename(temp, remote)
+                sftp.putfo(source, temp, confirm=True)
+                self._rename(sftp, temp, remote)
             except BaseException:
                 with suppress(OSError, EOFError, paramiko.SSHException):
                     sftp.remove(temp)
                 raise
 
-        self._call(f"upload {remote}", attempt)
+        try:
+            source = open(local, "rb")  # noqa: SIM115 - opened first: a local error is no retry
+        except OSError as exc:
+            raise TransportError(f"cannot read {local}: {exc.strerror}") from None
+        with source:
+            try:
+                self._call(f"upload {remote}", attempt)
+            except FileNotFoundError:  # the folder vanished under us
+                raise TransportError(f"cannot write {remote}: no such directory") from None
 
     def delete(self, path: str) -> None:
         remote = self._path(path)
         with suppress(FileNotFoundError):
             self._call(f"delete {remote}", lambda sftp: sftp.remove(remote))
+
+    def rename(self, src: str, dst: str) -> None:
+        source, target = self._path(src), self._path(dst)
+        attempts = 0
+
+        def attempt(sftp: paramiko.SFTPClient) -> None:
+            nonlocal attempts
+            attempts += 1
+            _makedirs(sftp, posixpath.dirname(target))
+            try:
+                self._rename(sftp, source, target)
+            except FileNotFoundError:
+                # A retry after a dropped connection: the first attempt may have renamed.
+                if attempts > 1 and _exists(sftp, target):
+                    return
+                raise
+
+        try:
+            self._call(f"rename {source}", attempt)
+        except FileNotFoundError:
+            raise MissingFileError(f"{src} is missing at {self.describe()}") from None
+
+    def _rename(self, sftp: paramiko.SFTPClient, source: str, target: str) -> None:
+        """POSIX rename (replacing ``target``) with the OpenSSH extension; a server without
+        it gets a plain SFTP rename after removing ``target`` (not atomic there)."""
+        if self._posix_rename is not False:
+            try:
+                sftp.posix_rename(source, target)
+                self._posix_rename = True
+                return
+            except OSError as exc:
+                if exc.errno is not None or "unsupported" not in str(exc).lower():
+                    raise
+                self._posix_rename = False
+        with suppress(FileNotFoundError):
+            sftp.remove(target)
+        sftp.rename(source, target)
+
+    def list(self, prefix: str = "") -> Iterator[RemoteFile]:
+        """One SFTP directory read per directory, at most ``max_listing`` bytes each; links
+        to files are listed with their target's size, links to directories are skipped."""
+        return walk(self._scan, prefix, self.describe())
+
+    def _scan(self, directory: str) -> list[Entry]:
+        remote = remote_join(self.root, directory) if directory else self.root
+        limit = self.max_listing
+
+        def read(sftp: paramiko.SFTPClient) -> list[Entry]:
+            listed: list[tuple[str, int | None, object]] = []
+            used = 0
+            try:  # the whole directory first: a request made meanwhile would take its replies
+                for attrs in sftp.listdir_iter(remote):
+                    used += len(attrs.filename) + len(getattr(attrs, "longname", "") or "") + 32
+                    if limit is not None and used > limit:
+                        raise TransportError(f"the listing of {remote} is larger than "
+                                             f"{limit} bytes")
+                    listed.append((attrs.filename, attrs.st_mode, attrs.st_size))
+            except UnicodeDecodeError:
+                raise TransportError(f"the listing of {remote} holds a name that is not "
+                                     "UTF-8") from None
+            entries: list[Entry] = []
+            for name, mode, size in listed:
+                if mode is not None and stat_mode.S_ISLNK(mode):
+                    try:
+                        target = sftp.stat(posixpath.join(remote, name))
+                    except FileNotFoundError:
+                        continue  # a dangling link
+                    if target.st_mode is None or stat_mode.S_ISDIR(target.st_mode):
+                        continue  # never followed: a link loop would never end
+                    mode, size = target.st_mode, target.st_size
+                if mode is None:
+                    continue  # the server did not say what it is
+                if stat_mode.S_ISDIR(mode):
+                    entries.append((name, True, None))
+                elif stat_mode.S_ISREG(mode):
+                    entries.append((name, False, size))
+            return entries
+
+        return self._call(f"list {remote}", read)
 
     def close(self) -> None:
         self._closed = True
@@ -451,6 +399,14 @@ def _send_and_close(channel: paramiko.Channel, data: bytes) -> None:
     with suppress(OSError, EOFError, paramiko.SSHException):
         channel.sendall(data)
         channel.shutdown_write()
+
+
+def _exists(sftp: paramiko.SFTPClient, path: str) -> bool:
+    try:
+        sftp.stat(path)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def _makedirs(sftp: paramiko.SFTPClient, directory: str) -> None:

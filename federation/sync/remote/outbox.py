@@ -19,9 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from federation.errors import ConfigError, InputError
+from federation.registry.cursors import Cursor
 from federation.sites import SiteDefinition
-from federation.sync.engine import open_site, sync_lock
+from federation.sync.bundle.export import export_bundle
+from federation.sync.logbook import logged
+from federation.sync.report import Report
 from federation.sync.selection import Selection
+from federation.sync.site_access import open_site, sync_lock
 from federation.transport.base import MissingFileError, Transport
 
 INDEX = "index.json"
@@ -129,12 +133,10 @@ def read_index(outbox: Path, site: str) -> OutboxIndex:
 
 def publish(site: SiteDefinition, *, lock_timeout: float = 60.0) -> PublishResult:
     """Write a bundle of ``site``'s journal since its last published bundle to its outbox."""
-    from federation.sync.bundle import export_bundle
-
     if site.is_remote:
         raise ConfigError(f"site {site.name} is reached over {site.transport}: publish it on "
                           "the machine that runs its registry")
-    outbox = site.outbox or site.root
+    outbox = site.outbox
     try:
         outbox.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -144,18 +146,24 @@ def publish(site: SiteDefinition, *, lock_timeout: float = 60.0) -> PublishResul
         since = index.last_seq
         if butler.registry.db.last_seq() <= since:
             return PublishResult(outbox, None, index)
-        temp = outbox / f".publishing-{uuid.uuid4().hex[:12]}.bundle"
-        try:
-            result = export_bundle(site, temp, since=since, selection=PUBLISHED, butler=butler)
-            upto = result.header.to_seq
-            name = f"{site.name}-{since + 1:012d}-{upto:012d}.bundle"
-            size, digest = sha256_of(temp)
-            os.replace(temp, outbox / name)
-        finally:
-            temp.unlink(missing_ok=True)
-        bundle = PublishedBundle(name, since, upto, size, digest)
-        index.bundles.append(bundle)
-        write_atomically(outbox / INDEX, index.to_json())
+        with logged(butler, "publish", site.name, f"outbox {index.id[:12]}",
+                    selection=PUBLISHED, cursor_from=since) as record:
+            temp = outbox / f".publishing-{uuid.uuid4().hex[:12]}.bundle"
+            try:
+                result = export_bundle(site, temp, since=since, selection=PUBLISHED,
+                                       butler=butler)
+                upto = result.header.to_seq
+                name = f"{site.name}-{since + 1:012d}-{upto:012d}.bundle"
+                size, digest = sha256_of(temp)
+                os.replace(temp, outbox / name)
+            finally:
+                temp.unlink(missing_ok=True)
+            bundle = PublishedBundle(name, since, upto, size, digest)
+            index.bundles.append(bundle)
+            write_atomically(outbox / INDEX, index.to_json())
+            butler.registry.cursors.save(Cursor("publish", index.id, PUBLISHED.key, upto,
+                                                PUBLISHED.to_dict()))
+            record.report = Report(counts=result.counts, cursor=upto)
         return PublishResult(outbox, bundle, index)
 
 

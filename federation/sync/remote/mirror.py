@@ -17,10 +17,9 @@ from pathlib import Path
 from federation.butler import Butler
 from federation.errors import ConfigError, InputError
 from federation.sites import SiteDefinition
-from federation.sync.bundle import import_into
-from federation.sync.cursors import read_cursor
-from federation.sync.outbox import PUBLISHED, fetch_index, sha256_of
-from federation.transport.factory import transport_for
+from federation.sync.bundle.importer import import_into
+from federation.sync.options import SyncOptions
+from federation.sync.remote.outbox import PUBLISHED, fetch_index, sha256_of
 
 MIRRORS = ".federation-mirrors"
 
@@ -34,9 +33,10 @@ class Mirror:
         self._id_file = self.path / "outbox-id"
 
     @property
-    def cursor_key(self) -> str:
-        """The destination's cursor name for this mirror: a rebuilt mirror starts afresh."""
-        return f"{self.site.name}@{self._id_file.read_text().strip()[:12]}"
+    def outbox_id(self) -> str:
+        """The id of the outbox this mirror follows: a reset outbox gives a new mirror, and
+        the destination's cursor (which records this id) starts afresh."""
+        return self._id_file.read_text().strip()
 
     def open(self) -> Butler:
         return Butler(self.path)
@@ -45,7 +45,7 @@ class Mirror:
         """Import the bundles published since the last refresh; returns the site's journal
         entry the mirror now reflects."""
         name = self.site.name
-        outbox = transport_for(self.site, "outbox")
+        outbox = self.site.open_files("outbox")
         try:
             index = fetch_index(outbox, name)
             if index is None:
@@ -54,7 +54,8 @@ class Mirror:
                                   "machine that runs its registry")
             self._ensure(index.id)
             with self.open() as mirror:
-                cursor = read_cursor(mirror, name, PUBLISHED) or 0
+                found = mirror.registry.cursors.get("pull", name, PUBLISHED.key)
+                cursor = found.last_seq if found is not None else 0
                 if index.last_seq < cursor:
                     raise InputError(f"{name}'s outbox ends at journal entry {index.last_seq} "
                                      f"but this mirror already holds entry {cursor}: the "
@@ -71,7 +72,8 @@ class Mirror:
                                          "imported")
                     # No site prefixes: the mirror copies the site as it is; the
                     # destination judges ownership when it reads the mirror.
-                    import_into(local, mirror, expect_source=name)
+                    import_into(local, mirror, SyncOptions(), expect_source=name,
+                                operation="mirror")
                     local.unlink()
             return index.last_seq
         finally:

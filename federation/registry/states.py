@@ -9,7 +9,8 @@ paths and still converge. Every state is a JSON line in a bundle.
 from __future__ import annotations
 
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
+from functools import cached_property
 from typing import Any, ClassVar
 
 from federation.errors import InputError
@@ -66,9 +67,15 @@ class DatasetState:
     held_at: str | None = None  # the file is at this site, not at the source
     version: int = 0  # its creation at the owner; newer than a tombstone means re-created
 
-    @property
+    @cached_property
     def uuid(self) -> uuid.UUID:
         return uuid.UUID(self.id)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without the parsed UUID (a cache, cheaper to parse again than to pickle)."""
+        state = dict(self.__dict__)
+        state.pop("uuid", None)
+        return state
 
 
 @dataclass(frozen=True)
@@ -150,11 +157,3 @@ def from_json(data: Any) -> State:
         return cls(**data)
     except (TypeError, ValueError) as exc:
         raise InputError(f"malformed {cls.kind} record in bundle: {exc}") from None
-
-
-@dataclass
-class Batch:
-    """States covering the source journal up to ``upto`` (a self-contained unit)."""
-
-    states: list[State] = field(default_factory=list)
-    upto: int = 0

@@ -10,22 +10,26 @@ by an atomic rename, so a receiver never sees one whose files are not there.
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from federation.errors import ConfigError
+from federation.registry.cursors import Cursor
 from federation.sites import SiteDefinition
-from federation.sync.bundle import export_bundle, import_bundle
-from federation.sync.engine import SyncOptions, open_site, sync_lock
-from federation.sync.outbox import write_atomically
+from federation.sync.bundle.export import export_bundle
+from federation.sync.bundle.format import ManifestEntry
+from federation.sync.bundle.importer import import_into
+from federation.sync.logbook import logged
+from federation.sync.options import SyncOptions
 from federation.sync.progress import Progress
 from federation.sync.report import Report
-from federation.transport.factory import transport_for
+from federation.sync.site_access import open_site, sync_lock
+from federation.transport.base import Transport
 
-PUSHED = ".federation-pushed"
+PUSHED = ".federation-pushed"  # the pusher's lock folder
 
 
 def push(source: SiteDefinition, destination: SiteDefinition, options: SyncOptions, *,
@@ -34,48 +38,51 @@ def push(source: SiteDefinition, destination: SiteDefinition, options: SyncOptio
     if source.is_remote:
         raise ConfigError(f"both {source.name} and {destination.name} are remote: run the sync "
                           f"on a machine that runs one of them")
-    if destination.transport != "sftp":
+    if not destination.kind.writable:
         raise ConfigError(f"site {destination.name} is published read-only over "
                           f"{destination.transport}: nothing can be pushed to it")
     progress = progress or Progress()
     selection = options.selection
     state_dir = source.root / PUSHED
     state_dir.mkdir(exist_ok=True)
-    state_file = state_dir / f"{destination.name}.json"
     with open_site(source) as src, \
             sync_lock(state_dir, f"{source.name} -> {destination.name}", options.lock_timeout):
-        pushed = json.loads(state_file.read_text()) if state_file.is_file() else {}
-        since = int(pushed.get(selection.key, 0))
-        upto = src.registry.db.last_seq()
+        cursors = src.registry.cursors
+        found = cursors.get("push", destination.name, selection.key)
+        since = found.last_seq if found is not None else 0
         report = Report(cursor=since)
-        if upto <= since:
+        if src.registry.db.last_seq() <= since:
             return report
         with tempfile.TemporaryDirectory(prefix="fed-push-") as work:
-            stem = f"{source.name}-{since + 1:012d}-{upto:012d}-{selection.key[:8]}"
-            bundle = Path(work) / f"{stem}.bundle"
+            bundle = Path(work) / "push.bundle"
             result = export_bundle(source, bundle, since=since, selection=selection, butler=src)
+            upto = result.header.to_seq
             for kind, n in result.counts.items():
                 report.counts[f"{kind} push"] += n
-            report.cursor = result.header.to_seq
+            report.cursor = upto
             if options.dry_run:
                 report.files, report.bytes = result.files, result.bytes
                 return report
-            inbox = transport_for(destination, "inbox")
-            try:
-                progress.planned(result.files, result.bytes)
-                _upload_files(inbox, src.datastore.root, result.manifest, f"{stem}.files",
-                              options.jobs, progress, report)
-                inbox.put(bundle, bundle.name)
-            finally:
-                inbox.close()
-        pushed[selection.key] = report.cursor
-        write_atomically(state_file, json.dumps(pushed, indent=1).encode())
+            stem = f"{source.name}-{since + 1:012d}-{upto:012d}-{selection.key[:8]}"
+            with logged(src, "push", source.name, destination.name, selection=selection,
+                        cursor_from=since) as record:
+                inbox = destination.open_files("inbox")
+                try:
+                    progress.planned(result.files, result.bytes)
+                    _upload_files(inbox, src.datastore.root, result.manifest, f"{stem}.files",
+                                  options.jobs, progress, report)
+                    inbox.put(bundle, f"{stem}.bundle")
+                finally:
+                    inbox.close()
+                cursors.save(Cursor("push", destination.name, selection.key, upto,
+                                    selection.to_dict()))
+                record.report = report
         return report
 
 
-def _upload_files(inbox, root: Path, manifest, folder: str, jobs: int, progress: Progress,
-                  report: Report) -> None:
-    def one(item) -> int:
+def _upload_files(inbox: Transport, root: Path, manifest: Sequence[tuple[ManifestEntry, str]],
+                  folder: str, jobs: int, progress: Progress, report: Report) -> None:
+    def one(item: tuple[ManifestEntry, str]) -> int:
         entry, original = item
         target = f"{folder}/{entry.path}"
         there = inbox.stat(target)
@@ -91,8 +98,8 @@ def _upload_files(inbox, root: Path, manifest, folder: str, jobs: int, progress:
             report.bytes += size
 
 
-def receive(site: SiteDefinition, *, jobs: int = 4, on_conflict: str = "fail",
-            sites=(), lock_timeout: float = 60.0) -> list[tuple[str, Report]]:
+def receive(site: SiteDefinition, options: SyncOptions, *,
+            sites: Sequence[SiteDefinition] = ()) -> list[tuple[str, Report]]:
     """Import the bundles pushed into ``site``'s inbox, oldest first."""
     if site.is_remote:
         raise ConfigError(f"site {site.name} is reached over {site.transport}: receive on the "
@@ -102,15 +109,16 @@ def receive(site: SiteDefinition, *, jobs: int = 4, on_conflict: str = "fail",
         return []
     done = inbox / "done"
     results = []
-    for bundle in sorted(inbox.glob("*.bundle")):
-        files = inbox / f"{bundle.stem}.files"
-        report = import_bundle(bundle, site, files_from=files if files.is_dir() else None,
-                               on_conflict=on_conflict, jobs=jobs, sites=sites,
-                               lock_timeout=lock_timeout)
-        done.mkdir(exist_ok=True)
-        bundle.replace(done / bundle.name)
-        shutil.rmtree(files, ignore_errors=True)
-        results.append((bundle.name, report))
+    with open_site(site) as dst, sync_lock(dst.config.root, site.name, options.lock_timeout):
+        for bundle in sorted(inbox.glob("*.bundle")):
+            files = inbox / f"{bundle.stem}.files"
+            report = import_into(bundle, dst, options,
+                                 files_from=files if files.is_dir() else None, sites=sites,
+                                 keep_deleted=site.keep_deleted, operation="receive")
+            done.mkdir(exist_ok=True)
+            bundle.replace(done / bundle.name)
+            shutil.rmtree(files, ignore_errors=True)
+            results.append((bundle.name, report))
     return results
 
 

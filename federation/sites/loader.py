@@ -1,0 +1,146 @@
+"""Reading site definitions: ``sites/NAME.yaml``, checked whole when read.
+
+A site on this machine::
+
+    name: NCSA
+    registry: postgresql+psycopg://postgres@127.0.0.1:5432/fed_ncsa
+    root: ../demo-repos/NCSA      # the repository directory
+    transport: local
+    owns: [HSC/raw, HSC/calib, HSC/runs, refcats, skymaps]
+    read_only: false
+    keep_deleted: false           # true: an archive keeps data deleted upstream
+    outbox: /srv/ncsa/outbox      # where 'fed publish' writes (default ROOT/.federation-outbox)
+
+Another machine describes the same site by how it reaches it; its registry is
+then read only through the bundles the site publishes::
+
+    name: NCSA
+    transport: sftp               # or http, with  http: {url: https://.../repo/}
+    sftp: {host: ncsa.example.org, user: fed, key_file: ~/.ssh/id_ed25519,
+           root: /srv/ncsa/repo, outbox: /srv/ncsa/outbox}
+    owns: [HSC/raw, HSC/calib, HSC/runs, refcats, skymaps]
+
+Relative ``root`` paths and ``sqlite:///`` paths are relative to the YAML file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from federation.errors import ConfigError
+from federation.sites.definition import LocalRegistry, PublishedRegistry, SiteDefinition
+from federation.transport.kinds import KINDS, kind_of, parse_settings
+from federation.transport.settings import LocalSettings
+
+SITES_ENV = "FED_SITES"
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+_KEYS = {"name", "registry", "root", "transport", "owns", "read_only", "keep_deleted",
+         "description", "outbox", "inbox"} | {k for k, v in KINDS.items() if v.remote}
+
+
+def check_site_name(name: object) -> str:
+    """A site name: letters, digits, '-' and '_' (it names files and directories)."""
+    if not isinstance(name, str) or not NAME.match(name):
+        raise ConfigError(f"invalid site name {name!r}: use letters, digits, '-' and '_' "
+                          "(at most 64 characters, starting with a letter or digit)")
+    return name
+
+
+def sites_dir(explicit: str | os.PathLike | None = None) -> Path:
+    """The directory of site definitions: explicit, $FED_SITES, or ./sites."""
+    return Path(explicit or os.environ.get(SITES_ENV) or "sites")
+
+
+def parse_site(data: Any, source: Path) -> SiteDefinition:
+    """Validate a site definition mapping read from ``source``."""
+    where = str(source)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: a site definition must be a mapping")
+    unknown = set(data) - _KEYS
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(map(str, unknown)))}")
+    kind = kind_of(data.get("transport", "local"), where)
+    for other, known in KINDS.items():
+        if known.remote and other != kind.name and other in data:
+            raise ConfigError(f"{where}: a '{other}:' block needs 'transport: {other}'")
+    name = data.get("name")
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{where}: 'name' is required and must be a string")
+    if not NAME.match(name):
+        raise ConfigError(f"{where}: invalid site name {name!r}")
+    owns = data.get("owns") or []
+    if not isinstance(owns, list) or not all(isinstance(p, str) and p.strip("/") for p in owns):
+        raise ConfigError(f"{where}: 'owns' must be a list of collection prefixes")
+    for flag in ("read_only", "keep_deleted"):
+        if not isinstance(data.get(flag, False), bool):
+            raise ConfigError(f"{where}: '{flag}' must be true or false")
+    description = data.get("description", "")
+    if not isinstance(description, str):
+        raise ConfigError(f"{where}: 'description' must be a string")
+    common = dict(name=name, owns=tuple(p.strip("/") for p in owns),
+                  read_only=data.get("read_only", False),
+                  keep_deleted=data.get("keep_deleted", False), description=description,
+                  source=source)
+    if kind.remote:
+        for key in ("registry", "root", "outbox", "inbox"):
+            if key in data:
+                raise ConfigError(f"{where}: '{key}' is for a site on this machine; a site "
+                                  f"reached over {kind.name} gives it in its '{kind.name}:' "
+                                  "block (or reads its registry from its outbox)")
+        files = parse_settings(kind.name, data.get(kind.name), where)
+        return SiteDefinition(registry=PublishedRegistry(), files=files, **common)
+    base = source.parent
+    files = LocalSettings.from_block({k: data[k] for k in ("root", "outbox", "inbox")
+                                      if k in data}, where, base=base)
+    return SiteDefinition(registry=LocalRegistry(_registry_url(data, base, where), files.root),
+                          files=files, **common)
+
+
+def _registry_url(data: dict[str, Any], base: Path, where: str) -> str:
+    url = data.get("registry")
+    if not isinstance(url, str) or not url:
+        raise ConfigError(f"{where}: 'registry' is required and must be a string")
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        url = f"sqlite:///{(base / url.removeprefix('sqlite:///')).resolve()}"
+    return url
+
+
+def load_site(name: str, directory: str | os.PathLike | None = None) -> SiteDefinition:
+    """The site called ``name``, from ``NAME.yaml`` in the sites directory."""
+    folder = sites_dir(directory)
+    path = folder / f"{check_site_name(name)}.yaml"
+    if not path.is_file():
+        known = ", ".join(s.name for s in list_sites(directory)) or "none"
+        raise ConfigError(f"unknown site {name!r} (no {path}); known sites: {known}")
+    site = parse_site(read_yaml(path), path)
+    if site.name != name:
+        raise ConfigError(f"{path} defines site {site.name!r}, not {name!r}")
+    return site
+
+
+def read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from None
+
+
+def list_sites(directory: str | os.PathLike | None = None) -> list[SiteDefinition]:
+    """The readable site definitions (``fed site list`` shows the others with their error)."""
+    folder = sites_dir(directory)
+    if not folder.is_dir():
+        return []
+    sites = []
+    for path in sorted(folder.glob("*.yaml")):
+        try:
+            sites.append(parse_site(read_yaml(path), path))
+        except ConfigError:
+            continue
+    return sites

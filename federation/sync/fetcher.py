@@ -1,0 +1,233 @@
+"""Bringing files into a datastore: downloaded to staging, verified, renamed into place.
+
+A file is fetched through a :class:`~federation.transport.base.Transport` into
+``.federation-staging/`` inside the datastore, its size and xxh3-128 checked
+against the record, and only then renamed to its final path. A file already in
+place and matching is not fetched again; a path holding another dataset's file
+is never touched. Partial downloads stay in staging for the next run to resume.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from federation.datastore.checksum import file_checksum, mismatch
+from federation.datastore.posix import PosixDatastore
+from federation.errors import ChecksumError, FederationError
+from federation.faults import checkpoint
+from federation.registry.states import DatasetState
+from federation.sync.progress import Progress
+from federation.transport.base import FetchRequest, Transport, TransportError, check_relative
+
+STAGING = ".federation-staging"
+BATCH_FILE = 256 << 10  # files up to this size travel in groups (see Transport.batches)
+GROUP = 500  # files per group: bounds what one failed stream has to redo
+
+
+@dataclass
+class Fetched:
+    """What a fetch brought: datastore paths by dataset id, failures with their reason."""
+
+    arrived: dict[str, str] = field(default_factory=dict)
+    failed: dict[str, tuple[str, str]] = field(default_factory=dict)  # id -> (path, reason)
+    files: int = 0
+    bytes: int = 0
+
+
+class Fetcher:
+    """Fetches datasets' files from one source into one datastore."""
+
+    def __init__(self, datastore: PosixDatastore, transport: Transport, source: str, *,
+                 jobs: int = 4, progress: Progress | None = None) -> None:
+        self.datastore = datastore
+        self.transport = transport
+        self.source = source
+        self.jobs = max(1, jobs)
+        self.progress = progress or Progress()
+        self._root = str(datastore.root)
+        self._staging = str(staging_of(datastore))
+        self._made_dirs: set[str] = set()
+
+    @property
+    def staging(self) -> Path:
+        return staging_of(self.datastore)
+
+    def fetch(self, states: Sequence[DatasetState], in_use: Iterable[str] = ()) -> Fetched:
+        """Fetch the files of ``states``; ``in_use``: datastore paths that hold other
+        datasets' files (a file arriving there gets a path of its own).
+
+        Small files go in groups when the transport moves a group faster than one
+        file at a time (SFTP streams them); the rest go one by one.
+        """
+        result = Fetched()
+        if not states:
+            return result
+        in_use = set(in_use)
+        if self._staging not in self._made_dirs:
+            os.makedirs(self._staging, exist_ok=True)
+            self._made_dirs.add(self._staging)
+        small = [s for s in states if s.file.size <= BATCH_FILE]
+        large = [[s] for s in states if s.file.size > BATCH_FILE]
+        run = self._fetch_group if self.transport.batches else self._fetch_each
+        with ThreadPoolExecutor(self.jobs) as pool:
+            tasks = [pool.submit(run, group, in_use) for group in _groups(small, self.jobs)]
+            tasks += [pool.submit(self._fetch_each, group, in_use) for group in large]
+            for task in as_completed(tasks):
+                done = task.result()
+                for state, path, error in done:
+                    if error is None:
+                        result.arrived[state.id] = path
+                        result.files += 1
+                        result.bytes += state.file.size
+                    else:
+                        result.failed[state.id] = (state.file.path, error)
+                self.progress.advance(len(done), 0)
+        return result
+
+    def _fetch_each(self, group: list[DatasetState], in_use: set[str]
+                    ) -> list[tuple[DatasetState, str | None, str | None]]:
+        """Files one after the other (a transport gains nothing from grouping them)."""
+        return [self._fetch_one(state, in_use) for state in group]
+
+    def _fetch_one(self, state: DatasetState, in_use: set[str]
+                   ) -> tuple[DatasetState, str | None, str | None]:
+        try:
+            relative, final, temp = self._prepare(state, in_use)
+            if temp is not None:
+                info = state.file
+                try:
+                    got = self.transport.fetch(info.path, temp, resume=True,
+                                               on_bytes=self._on_bytes, size=info.size)
+                except TransportError:
+                    raise  # a partial download stays in staging: the next run resumes it
+                except BaseException:
+                    temp.unlink(missing_ok=True)
+                    raise
+                self._finish(state, temp, final, got)
+            return state, relative, None
+        except FederationError as exc:
+            return state, None, str(exc)
+        except OSError as exc:
+            return state, None, f"{exc.strerror or exc}"
+
+    def _fetch_group(self, group: list[DatasetState], in_use: set[str]
+                     ) -> list[tuple[DatasetState, str | None, str | None]]:
+        """Several small files through one :meth:`Transport.fetch_many` call."""
+        results = []
+        wanted: dict[FetchRequest, tuple[DatasetState, str, str]] = {}
+        for state in group:
+            try:
+                relative, final, temp = self._prepare(state, in_use)
+            except (FederationError, OSError) as exc:
+                results.append((state, None, str(exc)))
+                continue
+            if temp is None:
+                results.append((state, relative, None))
+            else:
+                wanted[FetchRequest(state.file.path, temp, state.file.size)] = \
+                    (state, relative, final)
+        for request, outcome in self.transport.fetch_many(list(wanted), on_bytes=self._on_bytes):
+            state, relative, final = wanted[request]
+            try:
+                if isinstance(outcome, BaseException):
+                    raise outcome
+                self._finish(state, request.local, final, outcome)
+                results.append((state, relative, None))
+            except FederationError as exc:
+                results.append((state, None, str(exc)))
+            except OSError as exc:
+                results.append((state, None, f"{exc.strerror or exc}"))
+        return results
+
+    def _prepare(self, state: DatasetState, in_use: set[str]) -> tuple[str, str, Path | None]:
+        """(datastore path, final file, staging file), the last None if the file is here."""
+        info = state.file
+        relative = local_path(state)
+        if relative in in_use:
+            # Another dataset's file (e.g. one this batch deletes): never touch it.
+            stem, suffix = os.path.splitext(relative)
+            relative = check_relative(f"{stem}-{state.id}{suffix}")
+        final = os.path.join(self._root, relative)
+        if os.path.exists(final) and file_checksum(final) == (info.size, info.checksum):
+            return relative, final, None  # an earlier, interrupted run brought it
+        parent = os.path.dirname(final)
+        if parent not in self._made_dirs:
+            os.makedirs(parent, exist_ok=True)
+            self._made_dirs.add(parent)
+        return relative, final, Path(f"{self._staging}/{state.id}.part")
+
+    def _finish(self, state: DatasetState, temp: Path, final: str, got: tuple[int, str]
+                ) -> None:
+        """Check what arrived against the record and rename it into place."""
+        info = state.file
+        try:
+            if got != (info.size, info.checksum) and temp.exists():
+                # What an earlier run left may not be this file's start: fetch it whole.
+                temp.unlink()
+                got = self.transport.fetch(info.path, temp, on_bytes=self._on_bytes,
+                                           size=info.size)
+            problem = mismatch(got, (info.size, info.checksum))
+            if problem:
+                raise ChecksumError(f"{info.path} from {self.source} does not match its record "
+                                    f"({problem}); not imported")
+            checkpoint("file verified")
+            os.replace(temp, final)
+            checkpoint("file renamed")
+        except TransportError:
+            raise
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+
+    def _on_bytes(self, nbytes: int) -> None:
+        self.progress.advance(0, nbytes)
+
+
+def local_path(state: DatasetState) -> str:
+    """Where a dataset's file goes in the destination datastore: its path at the source,
+    or, for a file the source ingested in place (absolute path), a home under its RUN."""
+    path = state.file.path
+    if os.path.isabs(path):
+        return check_relative(f"{state.run}/_external/{state.id}{Path(path).suffix}")
+    return check_relative(path)
+
+
+def staging_of(datastore: PosixDatastore) -> Path:
+    """Where downloads land before they are verified and renamed into place."""
+    return datastore.root / STAGING
+
+
+def clear_staging(datastore: PosixDatastore, keep_days: float = 7.0) -> None:
+    """Drop what interrupted syncs left in staging (call under the sync lock).
+
+    Partial downloads younger than ``keep_days`` stay, for the next transfer of the
+    same dataset to resume; they are verified like any other download.
+    """
+    staging = staging_of(datastore)
+    if not staging.is_dir():
+        return
+    cutoff = time.time() - keep_days * 86400
+    for entry in staging.iterdir():
+        try:
+            if entry.suffix in (".part", ".etag") and entry.stat().st_mtime >= cutoff:
+                continue
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+        except OSError:
+            continue
+
+
+def _groups(states: list[DatasetState], jobs: int) -> list[list[DatasetState]]:
+    """Groups of at most GROUP files, at least ``jobs`` of them when there are enough."""
+    if not states:
+        return []
+    size = max(1, min(GROUP, -(-len(states) // jobs)))
+    return [states[i:i + size] for i in range(0, len(states), size)]

@@ -1,0 +1,34 @@
+"""How a sync, an import or a receive runs: one set of options for all of them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from federation.errors import ConfigError
+from federation.sync.selection import Selection
+
+ON_CONFLICT = ("fail", "skip")
+
+
+@dataclass(frozen=True)
+class SyncOptions:
+    """``on_conflict``: fail (nothing applied when anything conflicts) or skip (the rest is
+    applied); ``jobs``: files transferred in parallel; ``lock_timeout``: seconds to wait
+    for another sync into the destination."""
+
+    selection: Selection = Selection()
+    dry_run: bool = False
+    on_conflict: str = "fail"
+    jobs: int = 4
+    lock_timeout: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.on_conflict not in ON_CONFLICT:
+            raise ConfigError(f"--on-conflict must be fail or skip, not {self.on_conflict!r}")
+        if self.jobs < 1:
+            raise ConfigError(f"--jobs must be at least 1, not {self.jobs}")
+
+    @property
+    def strict(self) -> bool:
+        """Whether any conflict stops the whole operation."""
+        return self.on_conflict == "fail"

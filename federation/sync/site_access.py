@@ -1,0 +1,69 @@
+"""Reaching a site: its repository (checked against its definition), its sync lock, its files."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from federation.butler import Butler
+from federation.config import RepoConfig
+from federation.errors import ConfigError, FederationError
+from federation.registry.database import same_database, shown_url
+from federation.sites import SiteDefinition
+
+LOCK_NAME = ".federation-sync.lock"
+
+
+def open_site(site: SiteDefinition) -> Butler:
+    """The repository a site definition describes; its registry must match the definition."""
+    if site.is_remote:
+        raise ConfigError(f"site {site.name} is reached over {site.transport}; its registry is "
+                          "read only through the bundles it publishes")
+    if not (site.root / "federation.yaml").is_file():
+        raise ConfigError(f"site {site.name}: no repository at {site.root} "
+                          f"(create it with 'fed site init {site.name}')")
+    config = RepoConfig.load(site.root)
+    if not same_database(site.registry.url, config.db_url):
+        raise ConfigError(f"site {site.name}: its definition names the registry "
+                          f"{shown_url(site.registry.url)}, but the repository at {site.root} "
+                          f"uses {shown_url(config.db_url)}; correct one of them")
+    butler = Butler(site.root)
+    if butler.site != site.name:
+        butler.close()
+        raise ConfigError(f"site {site.name}: the repository at {site.root} belongs to site "
+                          f"{butler.site!r}")
+    return butler
+
+
+@contextmanager
+def sync_lock(root: Path, site: str, timeout: float) -> Iterator[None]:
+    """One sync into a repository at a time: wait up to ``timeout`` s, then fail clearly."""
+    path = root / LOCK_NAME
+    with open(path, "a+") as handle:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    handle.seek(0)
+                    holder = handle.read().strip() or "another process"
+                    raise FederationError(
+                        f"another sync into {site} is running ({holder}); waited "
+                        f"{timeout:.0f} s, try again later") from None
+                time.sleep(0.2)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -1,0 +1,644 @@
+"""The contract every transport keeps, checked against real servers.
+
+One suite, parametrized over the kinds of site: a local directory, an SFTP site (a real
+OpenSSH sshd on loopback), a web site (a real nginx on loopback, read-only: the write tests
+check the refusal instead) and the in-memory test double. A new transport joins by adding
+one entry to SITES: a :class:`Site` that opens the transport and, as the server's
+administrator would, places and inspects files behind it.
+
+After the contract: the in-memory transport's faults, web servers whose listings lie, and
+the settings of each kind of transport as site definitions give them.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+import federation.transport.sftp as sftp_module
+from federation.datastore.checksum import CHUNK, bytes_checksum, file_checksum
+from federation.errors import ConfigError
+from federation.transport.base import (
+    FetchRequest,
+    MissingFileError,
+    RemoteFile,
+    Transport,
+    TransportError,
+)
+from federation.transport.kinds import INBOX, KINDS, parse_settings
+from federation.transport.memory import MemoryTransport
+from federation.transport.retry import RetryPolicy
+from federation.transport.settings import HTTPSettings, LocalSettings, SFTPSettings
+
+FAST = RetryPolicy(attempts=2, initial=0.05, maximum=0.1, deadline=5.0)
+
+
+def blob(size: int, seed: int = 0) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+# -- the sites under test ------------------------------------------------------------------
+
+
+class Site:
+    """One kind of site: opens its transport, and reaches behind it to place and inspect
+    files (here: the directory ``root`` that the server serves)."""
+
+    writable = True  # put, delete and rename work (else they must be refused)
+    resumes = True  # fetch(resume=True) keeps the bytes of a partial local file
+    reads_absolute = False  # absolute paths read files outside the root (in-place ingests)
+    links = True  # the server side can hold symbolic links
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir()
+        self.opened: list[Transport] = []
+
+    def open(self) -> Transport:
+        """A new transport to the site (closed at the end of the test)."""
+        self.opened.append(self.make())
+        return self.opened[-1]
+
+    def make(self) -> Transport:
+        raise NotImplementedError
+
+    def place(self, path: str, data: bytes) -> None:
+        target = self.root / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+
+    def link(self, path: str, target: str) -> None:
+        (self.root / path).symlink_to(target)
+
+    def read(self, path: str) -> bytes | None:
+        target = self.root / path
+        return target.read_bytes() if target.is_file() else None
+
+    def names(self) -> set[str]:
+        """Every file on the server side, temporary names included."""
+        return {p.relative_to(self.root).as_posix() for p in self.root.rglob("*")
+                if p.is_file()}
+
+    def contacts(self) -> int | None:
+        """Round trips to the server so far (None: there is no server to count)."""
+        return None
+
+
+class LocalSite(Site):
+    resumes = False
+    reads_absolute = True
+
+    def make(self) -> Transport:
+        return LocalSettings.at(self.root).open()
+
+
+class SFTPSite(Site):
+    def __init__(self, root: Path, server, monkeypatch: pytest.MonkeyPatch) -> None:
+        super().__init__(root)
+        self.server, self.connects = server, 0
+        connect = sftp_module.connect
+
+        def counted(settings):
+            self.connects += 1
+            return connect(settings)
+        monkeypatch.setattr(sftp_module, "connect", counted)
+
+    def make(self) -> Transport:
+        return SFTPSettings(self.server.host, str(self.root), port=self.server.port,
+                            user=self.server.user, key_file=self.server.user_key,
+                            known_hosts=self.server.known_hosts, timeout=10, retry=FAST).open()
+
+    def contacts(self) -> int:
+        return self.connects
+
+
+class HTTPSite(Site):
+    writable = False
+    resumes = False  # without the ETag of an interrupted transfer, it starts over
+
+    def __init__(self, root: Path, server, monkeypatch: pytest.MonkeyPatch) -> None:
+        super().__init__(root)
+        self.server, self.requests = server, 0
+        request = requests.Session.request
+
+        def counted(session, *args, **kwargs):
+            self.requests += 1
+            return request(session, *args, **kwargs)
+        monkeypatch.setattr(requests.Session, "request", counted)
+
+    def make(self) -> Transport:
+        return HTTPSettings(self.server.url_for(self.root), timeout=10, retry=FAST).open()
+
+    def contacts(self) -> int:
+        return self.requests
+
+
+class MemorySite(Site):
+    links = False
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.files: dict[str, bytes] = {}
+
+    def make(self) -> Transport:
+        return MemoryTransport(self.files)
+
+    def place(self, path: str, data: bytes) -> None:
+        self.files[path] = data
+
+    def read(self, path: str) -> bytes | None:
+        return self.files.get(path)
+
+    def names(self) -> set[str]:
+        return set(self.files)
+
+    def contacts(self) -> int:
+        return sum(t.contacts for t in self.opened)
+
+
+SITES: dict[str, Callable[[pytest.FixtureRequest, Path], Site]] = {
+    "local": lambda request, root: LocalSite(root),
+    "sftp": lambda request, root: SFTPSite(root, request.getfixturevalue("sshd_server"),
+                                           request.getfixturevalue("monkeypatch")),
+    "http": lambda request, root: HTTPSite(root, request.getfixturevalue("web_server"),
+                                           request.getfixturevalue("monkeypatch")),
+    "memory": lambda request, root: MemorySite(root),
+}
+
+
+@pytest.fixture(params=list(SITES))
+def site(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Site]:
+    made = SITES[request.param](request, tmp_path / "site")
+    yield made
+    for transport in made.opened:
+        transport.close()
+
+
+def refused(site: Site, write: Callable[[], object]) -> bool:
+    """On a read-only site, ``write`` must fail with one line saying so (then True)."""
+    if site.writable:
+        return False
+    with pytest.raises(TransportError) as info:
+        write()
+    assert "read-only" in str(info.value) and "\n" not in str(info.value)
+    return True
+
+
+# -- the contract -------------------------------------------------------------------------
+
+
+def test_stat_gives_the_size_of_a_file_and_none_for_anything_else(site):
+    site.place("a/file.dat", b"x" * 1234)
+    site.place("empty", b"")
+    t = site.open()
+    assert t.stat("a/file.dat") == RemoteFile("a/file.dat", 1234)
+    assert t.stat("empty") == RemoteFile("empty", 0)
+    assert t.stat("missing") is None and t.stat("a/missing/deeper") is None
+    assert t.stat("a") is None  # a directory is not a file of the site
+    assert t.exists("a/file.dat") and not t.exists("missing")
+
+
+def test_get_and_fetch_deliver_the_file_with_its_size_and_checksum(site, tmp_path):
+    files = {"d/big.bin": blob(3 * CHUNK + 123), "d/small": b"abc", "zero": b""}
+    for path, data in files.items():
+        site.place(path, data)
+    t = site.open()
+    out = tmp_path / "out"
+    for path, data in files.items():
+        out.write_bytes(b"stale" * 100_000)  # an older, longer file is overwritten
+        arrived: list[int] = []
+        got = t.fetch(path, out, on_bytes=arrived.append)
+        assert got == file_checksum(out) == (len(data), bytes_checksum(data))
+        assert sum(arrived) == len(data)
+        assert t.fetch(path, out, size=len(data)) == got
+        t.get(path, tmp_path / "copy")
+        assert (tmp_path / "copy").read_bytes() == data
+
+
+def test_fetch_with_resume_continues_a_partial_download(site, tmp_path):
+    data = blob(2 * CHUNK + 77)
+    site.place("big", data)
+    local = tmp_path / "big.part"
+    local.write_bytes(data[:CHUNK + 5])
+    t = site.open()
+    arrived: list[int] = []
+    assert t.fetch("big", local, resume=True, on_bytes=arrived.append) == \
+        (len(data), bytes_checksum(data))
+    assert local.read_bytes() == data
+    if site.resumes:
+        assert sum(arrived) == len(data) - CHUNK - 5
+        assert (t.counters.resumed_files, t.counters.resumed_bytes) == (1, CHUNK + 5)
+    local.write_bytes(data + b"more than the file")  # longer than the file: start over
+    assert t.fetch("big", local, resume=True) == (len(data), bytes_checksum(data))
+
+
+def test_fetch_many_yields_every_request_once_with_its_result_or_error(site, tmp_path):
+    files = {f"many/{i:02d}.dat": blob(100 + i, seed=i) for i in range(6)}
+    for path, data in files.items():
+        site.place(path, data)
+    wanted = [FetchRequest(path, tmp_path / f"out{i}", len(data))
+              for i, (path, data) in enumerate(files.items())]
+    wanted += [FetchRequest("many/missing", tmp_path / "m", 10),
+               FetchRequest("../escape", tmp_path / "e", 10)]
+    outcomes = list(site.open().fetch_many(wanted))
+    assert Counter(request for request, _ in outcomes) == Counter(wanted)
+    results = {request.path: (request, result) for request, result in outcomes}
+    for path, data in files.items():
+        request, result = results[path]
+        assert result == (len(data), bytes_checksum(data)) and request.local.read_bytes() == data
+    assert isinstance(results["many/missing"][1], MissingFileError)
+    assert isinstance(results["../escape"][1], TransportError)
+
+
+def test_read_bytes_returns_a_small_file_and_refuses_one_over_the_limit(site):
+    site.place("index.json", b'{"a": 1}')
+    site.place("huge", blob(3 * CHUNK))
+    t = site.open()
+    assert t.read_bytes("index.json") == t.read_bytes("index.json", limit=8) == b'{"a": 1}'
+    with pytest.raises(TransportError, match="larger than 7 bytes"):
+        t.read_bytes("index.json", limit=7)
+    with pytest.raises(TransportError, match="larger than 100 bytes"):
+        t.read_bytes("huge", limit=100)
+    with pytest.raises(MissingFileError):
+        t.read_bytes("nothing.json")
+
+
+def test_a_missing_file_is_a_missing_file_error_and_leaves_no_local_file(site, tmp_path):
+    t = site.open()
+    out = tmp_path / "out"
+    for call in (lambda: t.get("no/such", out), lambda: t.fetch("no/such", out),
+                 lambda: t.fetch("no/such", out, resume=True)):
+        with pytest.raises(MissingFileError):
+            call()
+        assert not out.exists()
+
+
+def test_put_stores_a_file_and_replaces_an_older_one(site, tmp_path):
+    local = tmp_path / "new.dat"
+    local.write_bytes(blob(5000))
+    t = site.open()
+    if refused(site, lambda: t.put(local, "a/b/new.dat")):
+        assert site.names() == set()
+        return
+    t.put(local, "a/b/new.dat")
+    assert site.read("a/b/new.dat") == local.read_bytes()
+    local.write_bytes(b"shorter")
+    t.put(local, "a/b/new.dat")
+    assert site.read("a/b/new.dat") == b"shorter" and t.stat("a/b/new.dat").size == 7
+    assert site.names() == {"a/b/new.dat"}  # no temporary name left behind
+
+
+def test_a_reader_never_sees_a_half_written_file(site, tmp_path):
+    old, new = blob(1000, seed=1), blob(6 << 20, seed=2)
+    site.place("shared.dat", old)
+    local = tmp_path / "new"
+    local.write_bytes(new)
+    writer, reader = site.open(), site.open()
+    if refused(site, lambda: writer.put(local, "shared.dat")):
+        assert site.read("shared.dat") == old
+        return
+    seen: set[int | None] = set()
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            found = reader.stat("shared.dat")
+            seen.add(found.size if found else None)
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        writer.put(local, "shared.dat")
+    finally:
+        done.set()
+        watcher.join(30)
+    assert seen and seen <= {len(old), len(new)}, seen
+    assert site.read("shared.dat") == new and site.names() == {"shared.dat"}
+
+
+def test_a_failed_put_keeps_the_old_file_and_leaves_no_temporary_name(site, tmp_path):
+    site.place("kept.dat", b"old")
+    with pytest.raises(TransportError):
+        site.open().put(tmp_path / "no-such-local-file", "kept.dat")
+    assert site.read("kept.dat") == b"old" and site.names() == {"kept.dat"}
+
+
+def test_delete_removes_a_file_and_does_nothing_when_it_is_gone(site):
+    site.place("d/gone.dat", b"x")
+    site.place("d/stays.dat", b"y")
+    t = site.open()
+    if refused(site, lambda: t.delete("d/gone.dat")):
+        assert site.read("d/gone.dat") == b"x"
+        return
+    t.delete("d/gone.dat")
+    t.delete("d/gone.dat")
+    t.delete("never/was/here")
+    assert site.names() == {"d/stays.dat"}
+
+
+def test_rename_replaces_the_target_and_creates_its_directory(site):
+    site.place("staging/a.part", b"new")
+    site.place("final/a", b"old")
+    t = site.open()
+    if refused(site, lambda: t.rename("staging/a.part", "final/a")):
+        assert site.read("final/a") == b"old"
+        return
+    t.rename("staging/a.part", "final/a")
+    assert site.read("final/a") == b"new" and site.read("staging/a.part") is None
+    t.rename("final/a", "deeper/new/dir/a")
+    assert site.names() == {"deeper/new/dir/a"}
+    with pytest.raises(MissingFileError):
+        t.rename("staging/a.part", "x")
+    assert site.names() == {"deeper/new/dir/a"}
+
+
+TREE = {"top.txt": 3, "d1/b.bin": 1000, "d1/d2/empty": 0, "d1/d2/d3/e": 5, "other/f": 7}
+
+
+def test_list_walks_nested_directories_with_sizes(site):
+    for path, size in TREE.items():
+        site.place(path, blob(size))
+    t = site.open()
+    under = {prefix: {RemoteFile(p, s) for p, s in TREE.items() if p.startswith(prefix)}
+             for prefix in ("", "d1/", "d1/d2/d3/")}
+    assert set(t.list()) == under[""] and len(list(t.list())) == len(TREE)
+    assert set(t.list("d1")) == set(t.list("d1/")) == under["d1/"]
+    assert set(t.list("d1/d2/d3")) == under["d1/d2/d3/"]
+    assert list(t.list("nowhere")) == [] and list(t.list("top.txt")) == []
+
+
+def test_list_leaves_out_names_no_datastore_path_can_have(site):
+    site.place("ok.dat", b"1")
+    site.place("back\\slash", b"22")
+    site.place("new\nline", b"333")
+    assert list(site.open().list()) == [RemoteFile("ok.dat", 1)]
+
+
+def test_a_directory_listing_larger_than_the_cap_is_refused(site):
+    t = site.open()
+    if t.max_listing is None:
+        pytest.skip("this transport walks as it lists: nothing is held in memory")
+    for i in range(40):
+        site.place(f"many/{'x' * 40}{i:03d}", b"")
+    t.max_listing = 1000
+    with pytest.raises(TransportError, match="larger than 1000 bytes"):
+        list(t.list("many"))
+
+
+def test_a_link_loop_on_the_server_does_not_trap_a_listing(site):
+    if not site.links:
+        pytest.skip("this site cannot hold links")
+    site.place("loop/file", b"1")
+    site.link("loop/again", ".")
+    start = time.monotonic()
+    try:
+        found = set(site.open().list("loop"))
+    except TransportError as exc:  # a web server follows the link: refused at the depth limit
+        assert "directory loop" in str(exc)
+    else:
+        assert found == {RemoteFile("loop/file", 1)}  # links to directories are not walked
+    assert time.monotonic() - start < 30
+
+
+@pytest.mark.parametrize("path", ["../outside/secret", "a/../../outside/secret", "SECRET",
+                                  "/etc/passwd"])
+def test_paths_escaping_the_root_are_refused_without_contacting_the_server(site, tmp_path,
+                                                                            path):
+    secret = tmp_path / "outside" / "secret"
+    secret.parent.mkdir()
+    secret.write_bytes(b"secret")
+    path = str(secret) if path == "SECRET" else path
+    site.place("inside", b"in")
+    local = tmp_path / "payload"
+    local.write_bytes(b"payload")
+    t = site.open()
+    calls = [lambda: list(t.list(path))]
+    if not (site.reads_absolute and path.startswith("/")):
+        calls += [lambda: t.stat(path), lambda: t.get(path, tmp_path / "got"),
+                  lambda: t.fetch(path, tmp_path / "got"), lambda: t.read_bytes(path)]
+    if path != "/etc/passwd":  # never aim a write at a real system file, even to be refused
+        calls += [lambda: t.put(local, path), lambda: t.delete(path),
+                  lambda: t.rename("inside", path), lambda: t.rename(path, "stolen")]
+    for call in calls:
+        with pytest.raises(TransportError):
+            call()
+    assert secret.read_bytes() == b"secret" and not (tmp_path / "got").exists()
+    assert site.names() == {"inside"} and sorted(secret.parent.iterdir()) == [secret]
+    assert site.contacts() in (None, 0)
+
+
+# -- the in-memory transport's faults ----------------------------------------------------
+
+
+def memory(files: dict[str, bytes], **retry) -> MemoryTransport:
+    policy = {"attempts": 4, "initial": 0.01, "maximum": 0.02, "deadline": 2.0} | retry
+    return MemoryTransport(files, retry=RetryPolicy(**policy))
+
+
+def test_transient_failures_are_retried_and_the_operation_succeeds(tmp_path):
+    t = memory({"a": b"data", "b": b"other"})
+    t.fail_next(2, path="a")
+    assert t.fetch("a", tmp_path / "a") == (4, bytes_checksum(b"data")) and t.contacts == 3
+    t.fail_next(1)  # on any path
+    assert t.stat("b") == RemoteFile("b", 5) and t.contacts == 5
+
+
+def test_a_site_that_keeps_failing_is_given_up_on_within_the_bounds(tmp_path):
+    t = memory({"a": b"x"}, attempts=3)
+    t.fail_next(100, path="a")
+    with pytest.raises(TransportError, match="gave up after 3 attempts"):
+        t.fetch("a", tmp_path / "a")
+    assert t.contacts == 3
+    slow = memory({"a": b"x"}, attempts=1000, initial=0.05, maximum=0.05, deadline=0.3)
+    slow.fail_next(10_000)
+    start = time.monotonic()
+    with pytest.raises(TransportError, match="gave up after"):
+        slow.stat("a")
+    assert time.monotonic() - start < 1 and slow.contacts < 10
+
+
+def test_a_cut_transfer_is_resumed_by_the_next_fetch(tmp_path):
+    data = blob(3 * CHUNK)
+    t = memory({"big": data}, attempts=1)
+    t.cut_after("big", CHUNK + 10)
+    local = tmp_path / "big.part"
+    with pytest.raises(TransportError, match="gave up after 1 attempt"):
+        t.fetch("big", local)
+    assert local.read_bytes() == data[:CHUNK + 10]  # kept for the next run
+    arrived: list[int] = []
+    assert t.fetch("big", local, resume=True, on_bytes=arrived.append) == \
+        (len(data), bytes_checksum(data))
+    assert sum(arrived) == len(data) - CHUNK - 10
+    assert (t.counters.resumed_files, t.counters.resumed_bytes) == (1, CHUNK + 10)
+
+
+def test_a_cut_transfer_is_resumed_by_the_retry_and_a_cut_upload_stores_nothing(tmp_path):
+    data = blob(5000)
+    t = memory({"f": data})
+    t.cut_after("f", 1000)
+    assert t.fetch("f", tmp_path / "f") == (len(data), bytes_checksum(data))
+    assert t.counters.resumed_bytes == 1000 and t.contacts == 2
+    once = memory({"f": data}, attempts=1)
+    once.cut_after("g", 10)
+    with pytest.raises(TransportError):
+        once.put(tmp_path / "f", "g")
+    assert set(once.files) == {"f"}
+
+
+def test_corrupted_bytes_are_caught_by_the_callers_checksum(tmp_path):
+    data = blob(4096)
+    t = memory({"f": data})
+    t.corrupt("f")
+    size, digest = t.fetch("f", tmp_path / "f")
+    assert size == len(data) == t.stat("f").size and digest != bytes_checksum(data)
+    assert file_checksum(tmp_path / "f") == (size, digest)  # what arrived is what was hashed
+    t.clear_faults()
+    assert t.fetch("f", tmp_path / "f")[1] == bytes_checksum(data)
+
+
+def test_a_file_reported_missing_is_missing_everywhere_until_written_again(tmp_path):
+    t = memory({"d/f": b"x", "d/g": b"y"})
+    t.report_missing("d/f")
+    assert t.stat("d/f") is None and list(t.list()) == [RemoteFile("d/g", 1)]
+    with pytest.raises(MissingFileError):
+        t.fetch("d/f", tmp_path / "f")
+    with pytest.raises(MissingFileError):
+        t.rename("d/f", "e")
+    (tmp_path / "new").write_bytes(b"new")
+    t.put(tmp_path / "new", "d/f")
+    assert t.read_bytes("d/f") == b"new"
+
+
+def test_faults_are_checked_when_they_are_set():
+    t = memory({})
+    for bad in (lambda: t.fail_next(0), lambda: t.cut_after("f", -1)):
+        with pytest.raises(ValueError):
+            bad()
+    with pytest.raises(TransportError, match="escapes"):
+        t.corrupt("../f")
+
+
+# -- web servers whose listings cannot be trusted ------------------------------------------
+
+
+def served_listing(web_server, tmp_path: Path, body: str) -> Transport:
+    """A site whose directory "lies/" answers ``body`` as its listing (nginx serves a
+    directory's index.html before its own index)."""
+    (tmp_path / "site" / "lies").mkdir(parents=True)
+    (tmp_path / "site" / "lies" / "index.html").write_text(body)
+    return HTTPSettings(web_server.url_for(tmp_path / "site"), retry=FAST).open()
+
+
+def test_a_web_server_listing_unsafe_names_has_them_skipped(web_server, tmp_path):
+    bad = ["../up", "a/b", "..", ".", "", "nul\0", "tab\t", "back\\slash", 7, None, "x" * 256]
+    entries = [{"name": name, "type": "file", "size": 1} for name in bad] + [
+        {"name": "..", "type": "directory"}, {"name": "dev", "type": "other"},
+        {"name": "ok", "type": "file", "size": 3}]
+    t = served_listing(web_server, tmp_path, json.dumps(entries))
+    assert list(t.list("lies")) == [RemoteFile("lies/ok", 3)]
+
+
+@pytest.mark.parametrize("size", [-1, "12", 1.5, True, None, 2 ** 64])
+def test_a_web_server_listing_an_impossible_size_is_refused(web_server, tmp_path, size):
+    t = served_listing(web_server, tmp_path, json.dumps([{"name": "f", "type": "file",
+                                                          "size": size}]))
+    with pytest.raises(TransportError, match="invalid size"):
+        list(t.list("lies"))
+
+
+@pytest.mark.parametrize("body", ['{"not": "a list"}', "<html>Index of /</html>", "[1, 2]",
+                                  "[" * 100_000])
+def test_a_web_server_listing_that_is_not_a_json_index_is_refused(web_server, tmp_path, body):
+    t = served_listing(web_server, tmp_path, body)
+    with pytest.raises(TransportError, match="not a JSON index|malformed entry"):
+        list(t.list("lies"))
+
+
+def test_a_web_server_without_listings_says_how_to_enable_them(web_private, tmp_path):
+    (tmp_path / "f").write_bytes(b"x")
+    t = HTTPSettings(web_private(tmp_path, listing=False).url, retry=FAST).open()
+    with pytest.raises(TransportError) as info:
+        list(t.list())
+    assert "autoindex_format json" in str(info.value) and "\n" not in str(info.value)
+    assert t.stat("f") == RemoteFile("f", 1)  # files are still served
+
+
+# -- settings, as site definitions give them ------------------------------------------------
+
+SFTP = {"host": "h", "root": "/d"}
+HTTP = {"url": "https://x/repo/"}
+
+
+@pytest.mark.parametrize(("kind", "block", "message"), [
+    ("sftp", None, "'transport: sftp' needs a 'sftp:' mapping"),
+    ("sftp", {"root": "/data"}, "'sftp: host' is required"),
+    ("sftp", {"host": "h"}, "'sftp: root' is required"),
+    ("sftp", {"host": "h", "root": "data"}, "'sftp: root' must be an absolute path"),
+    ("sftp", SFTP | {"port": 0}, "'sftp: port' must be a positive integer"),
+    ("sftp", SFTP | {"port": True}, "'sftp: port' must be a positive integer"),
+    ("sftp", SFTP | {"port": 70000}, "'sftp: port' must be at most 65535"),
+    ("sftp", SFTP | {"retries": 0}, "'sftp: retries' must be a positive integer"),
+    ("sftp", SFTP | {"timeout": 0}, "'sftp: timeout' must be a positive number"),
+    ("sftp", SFTP | {"retry_deadline": "soon"}, "'sftp: retry_deadline' must be a positive"),
+    ("sftp", SFTP | {"password": "x"}, "unknown key(s) in 'sftp:': password"),
+    ("sftp", SFTP | {"outbox": "out"}, "'sftp: outbox' must be an absolute path"),
+    ("sftp", SFTP | {"user": 3}, "'sftp: user' must be a string"),
+    ("http", {}, "'http: url' is required"),
+    ("http", {"url": "ftp://x/"}, "'http: url' must be an http:// or https:// URL"),
+    ("http", HTTP | {"verify": 1}, "'http: verify' must be true, false or a CA bundle path"),
+    ("http", HTTP | {"retries": 2.5}, "'http: retries' must be a positive integer"),
+    ("http", HTTP | {"inbox": "https://x/in/"}, "unknown key(s) in 'http:': inbox"),
+    ("local", {}, "'root' is required and must be a string"),
+    ("local", {"root": "r", "outbox": 3}, "'outbox' must be a directory path"),
+    ("rsync", {}, "unknown transport 'rsync'; use one of local, sftp, http"),
+])
+def test_invalid_settings_are_refused_in_one_line_naming_the_file_and_key(kind, block, message):
+    with pytest.raises(ConfigError) as info:
+        parse_settings(kind, block, "sites/NCSA.yaml")
+    assert str(info.value).startswith("sites/NCSA.yaml: ") and message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_settings_describe_the_site_and_survive_their_own_dict(tmp_path):
+    sftp = parse_settings("sftp", SFTP | {"port": 2222, "user": "fed", "key_file": "~/.ssh/k",
+                                          "retries": 3, "retry_deadline": 10}, "x")
+    assert sftp == SFTPSettings("h", "/d", port=2222, user="fed", key_file=Path("~/.ssh/k"),
+                                retry=RetryPolicy(attempts=3, deadline=10.0))
+    assert sftp.describe() == "sftp://h:2222/d" and sftp.address == "[h]:2222"
+    assert sftp.folder("outbox") == "/d/.federation-outbox"
+    http = parse_settings("http", HTTP, "x")
+    assert http.describe() == HTTP["url"]
+    assert http.folder_url("outbox") == "https://x/repo/.federation-outbox/"
+    with pytest.raises(ConfigError, match="read-only over HTTP"):
+        http.open("inbox")
+    local = parse_settings("local", {"root": "repo", "outbox": "pub"}, "x", base=tmp_path)
+    assert local == LocalSettings(tmp_path / "repo", tmp_path / "pub", tmp_path / "repo" / INBOX)
+    assert local.open("outbox").describe() == str(tmp_path / "pub")
+    for settings in (sftp, http, local):
+        shown = json.loads(json.dumps(settings.to_dict()))
+        assert parse_settings(settings.kind, shown, "x").to_dict() == shown
+
+
+def test_the_table_of_kinds_says_what_each_transport_can_do():
+    assert {name: (kind.remote, kind.writable, kind.settings.kind)
+            for name, kind in KINDS.items()} == {
+        "local": (False, True, "local"), "sftp": (True, True, "sftp"),
+        "http": (True, False, "http")}
+
+
+def test_reading_transport_settings_loads_no_network_library():
+    """Site definitions are read by every command, `fed --help` included: fast."""
+    code = ("import sys, federation.transport.kinds; "
+            "print([m for m in ('paramiko', 'requests') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    assert out.strip() == "[]"
