@@ -41,8 +41,9 @@ def apply_options(func):
         click.option("--on-conflict", type=click.Choice(["fail", "skip"]), default="fail",
                      show_default=True,
                      help="fail: apply nothing if anything conflicts; skip: apply the rest."),
-        click.option("--jobs", "-j", type=click.IntRange(1, 64), default=4, show_default=True,
-                     help="Files transferred in parallel."),
+        click.option("--jobs", "-j", type=click.IntRange(1, 64), default=None,
+                     help="Files transferred in parallel (default: 4 over the network, 1 "
+                          "between local disks, where more only slows the kernel)."),
         click.option("--wait", type=click.FloatRange(0), default=60.0, show_default=True,
                      help="Seconds to wait for another sync into DESTINATION to finish."),
         SITES,

@@ -42,8 +42,8 @@ def publish(name, wait, sites_dir, as_json) -> None:
 @click.option("--on-conflict", type=click.Choice(["fail", "skip"]), default="fail",
               show_default=True,
               help="fail: stop at a bundle that conflicts; skip: apply the rest.")
-@click.option("--jobs", "-j", type=click.IntRange(1, 64), default=4, show_default=True,
-              help="Files copied in parallel.")
+@click.option("--jobs", "-j", type=click.IntRange(1, 64), default=None,
+              help="Files copied in parallel (default 1: one disk gains nothing from more).")
 @click.option("--wait", type=click.FloatRange(0), default=60.0, show_default=True,
               help="Seconds to wait for a sync into NAME to finish.")
 @SITES

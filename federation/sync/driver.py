@@ -24,7 +24,14 @@ from federation.faults import checkpoint
 from federation.registry.states import DatasetState
 from federation.sync.applier import Applier, CursorMove
 from federation.sync.batch import Batch, Marked
-from federation.sync.fetcher import Fetched, Fetcher, clear_staging, local_path, staging_of
+from federation.sync.fetcher import (
+    Downloaded,
+    Fetched,
+    Fetcher,
+    clear_staging,
+    local_path,
+    staging_of,
+)
 from federation.sync.options import SyncOptions
 from federation.sync.planner import Planner
 from federation.sync.progress import Progress
@@ -51,7 +58,11 @@ class Target:
 
 def drive(open_batches: OpenBatches, target: Target, options: SyncOptions,
           progress: Progress | None = None) -> Report:
-    """Plan every batch, then (unless dry, or conflicting under ``fail``) apply them."""
+    """Plan every batch, then (unless dry, or conflicting under ``fail``) apply them.
+
+    While the batches are planned, the files they need are already downloaded into
+    staging and verified (nothing is renamed into place before the applying pass).
+    """
     progress = progress or Progress()
     butler = target.planner.butler
     if not options.dry_run:
@@ -60,33 +71,77 @@ def drive(open_batches: OpenBatches, target: Target, options: SyncOptions,
     planner = target.planner
     planned = Report(cursor=target.start)
     files = nbytes = 0
-    with Spool(None if options.dry_run else staging_of(butler.datastore)) as spool:
-        with open_batches() as (upto, batches):
-            for batch, mark in batches:
-                plan = planner.plan(batch, carry=True)
-                planned.add(plan)
-                needed = planner.files_needed(plan)
-                if target.check_files is not None and needed:
-                    target.check_files(needed)
-                files, nbytes = files + len(needed), nbytes + sum(s.file.size for s in needed)
-                spool.write(batch, mark, plan)
-                checkpoint("batch planned")
-        planned.cursor = upto if target.start is None else max(upto, target.start)
-        if options.dry_run:
-            return planned
-        if planned.conflicts and options.strict:
-            raise SyncConflictError(planned)
-        progress.planned(files, nbytes)
-        checkpoint("sync planned")
-        report = Report(cursor=target.start)
-        _Applying(target, options, report).run(spool.read())
+    downloads = _Downloads(None if options.dry_run else target)
+    try:
+        with Spool(None if options.dry_run else staging_of(butler.datastore)) as spool:
+            with open_batches() as (upto, batches):
+                for index, (batch, mark) in enumerate(batches):
+                    plan = planner.plan(batch, carry=True)
+                    planned.add(plan)
+                    needed = planner.files_needed(plan)
+                    if target.check_files is not None and needed:
+                        target.check_files(needed)
+                    files += len(needed)
+                    nbytes += sum(s.file.size for s in needed)
+                    spool.write(batch, mark, plan)
+                    downloads.submit(index, needed)
+                    checkpoint("batch planned")
+            planned.cursor = upto if target.start is None else max(upto, target.start)
+            if options.dry_run:
+                return planned
+            if planned.conflicts and options.strict:
+                raise SyncConflictError(planned)
+            progress.planned(files, nbytes)
+            checkpoint("sync planned")
+            report = Report(cursor=target.start)
+            _Applying(target, options, report, downloads).run(spool.read())
+    finally:
+        downloads.close()
     report.cursor = planned.cursor
     return report
 
 
+class _Downloads:
+    """Files downloaded into staging while the batches are planned, a batch at a time in
+    the background. Planning waits when :attr:`QUEUED` files wait for download (the
+    states they belong to are held in memory meanwhile)."""
+
+    QUEUED = 50_000
+
+    def __init__(self, target: Target | None) -> None:
+        self.fetcher = target.fetcher if target is not None else None
+        self.replica = target.planner.replica if target is not None else None
+        self.pool = ThreadPoolExecutor(1) if self.fetcher is not None else None
+        self.pending: dict[int, Future] = {}
+        self.sizes: dict[int, int] = {}
+
+    def submit(self, index: int, states: list[DatasetState]) -> None:
+        if self.pool is None or not states:
+            return
+        in_use = self.replica.paths_in_use(local_path(s) for s in states)
+        self.pending[index] = self.pool.submit(self.fetcher.download, states, in_use)
+        self.sizes[index] = len(states)
+        for queued in list(self.pending):  # the oldest first: the pool has one worker
+            if sum(n for i, n in self.sizes.items() if not self.pending[i].done()) \
+                    <= self.QUEUED:
+                break
+            self.pending[queued].result()
+
+    def take(self, index: int) -> Downloaded | None:
+        self.sizes.pop(index, None)
+        found = self.pending.pop(index, None)
+        return None if found is None else found.result()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            for future in self.pending.values():
+                future.cancel()
+            self.pool.shutdown(wait=True)
+
+
 class _Applying:
-    """The applying pass: batches in order, each one's files fetched while the one before
-    it is written.
+    """The applying pass: batches in order, each one's downloaded files renamed into place
+    while the one before it is written.
 
     A batch is applied as it was planned unless the destination changed meanwhile
     (another writer: its journal moved on), it holds memberships (whose datasets
@@ -95,10 +150,12 @@ class _Applying:
     conflict stops the operation.
     """
 
-    def __init__(self, target: Target, options: SyncOptions, report: Report) -> None:
+    def __init__(self, target: Target, options: SyncOptions, report: Report,
+                 downloads: _Downloads) -> None:
         self.target = target
         self.options = options
         self.report = report
+        self.downloads = downloads
         self.registry = target.planner.registry
         self.head = self.registry.db.last_seq()
 
@@ -107,7 +164,7 @@ class _Applying:
         planner.removed.clear()  # from now on, earlier batches are applied before later ones
         with ThreadPoolExecutor(1) as background:
             ahead: Future | None = None
-            item = next(items, None)
+            index, item = 0, next(items, None)
             while item is not None:
                 batch, mark, plan = item
                 item = next(items, None)
@@ -118,42 +175,38 @@ class _Applying:
                         found = Report()
                         found.add(plan)
                         raise SyncConflictError(found)
-                fetched = ahead.result() if ahead is not None else Fetched()
-                needed = planner.files_needed(plan)
-                fetched = self._complete(fetched, needed)
+                placed = ahead.result() if ahead is not None else self._place(index, None)
+                fetched = self._complete(placed, planner.files_needed(plan))
                 ahead = None
-                if item is not None:  # the next batch's files come while this one is written
-                    ahead = self._prefetch(background, planner.files_needed(item[2]))
+                if item is not None:  # the next batch's files go into place meanwhile
+                    wanted = {s.id for s in planner.files_needed(item[2])}
+                    ahead = background.submit(self._place, index + 1, wanted)
                 checkpoint("files fetched")
                 self._write(plan, mark, fetched)
+                index += 1
 
-    def _fetch(self, states: list[DatasetState]) -> Fetched:
-        fetcher = self.target.fetcher
-        if not states or fetcher is None:
+    def _place(self, index: int, wanted: set[str] | None) -> Fetched:
+        downloaded = self.downloads.take(index)
+        if downloaded is None or self.target.fetcher is None:
             return Fetched()
-        in_use = self.target.planner.replica.paths_in_use(local_path(s) for s in states)
-        return fetcher.fetch(states, in_use)
-
-    def _prefetch(self, pool: ThreadPoolExecutor, states: list[DatasetState]
-                  ) -> Future | None:
-        if not states or self.target.fetcher is None:
-            return None
-        in_use = self.target.planner.replica.paths_in_use(local_path(s) for s in states)
-        return pool.submit(self.target.fetcher.fetch, states, in_use)
+        return self.target.fetcher.place(downloaded, wanted)
 
     def _complete(self, fetched: Fetched, needed: list[DatasetState]) -> Fetched:
-        """What this batch needs of what was fetched ahead, and the rest fetched now."""
+        """What this batch needs of what is in place already, and the rest fetched now."""
         wanted = {s.id for s in needed}
         result = Fetched({i: p for i, p in fetched.arrived.items() if i in wanted},
                          {i: f for i, f in fetched.failed.items() if i in wanted})
         result.files = len(result.arrived)
         result.bytes = sum(s.file.size for s in needed if s.id in result.arrived)
         missing = [s for s in needed if s.id not in result.arrived and s.id not in result.failed]
-        more = self._fetch(missing)
-        result.arrived.update(more.arrived)
-        result.failed.update(more.failed)
-        result.files += more.files
-        result.bytes += more.bytes
+        fetcher = self.target.fetcher
+        if missing and fetcher is not None:
+            in_use = self.target.planner.replica.paths_in_use(local_path(s) for s in missing)
+            more = fetcher.fetch(missing, in_use)
+            result.arrived.update(more.arrived)
+            result.failed.update(more.failed)
+            result.files += more.files
+            result.bytes += more.bytes
         return result
 
     def _write(self, plan: Plan, mark: int | None, fetched: Fetched) -> None:

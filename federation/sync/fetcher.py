@@ -32,7 +32,7 @@ GROUP = 500  # files per group: bounds what one failed stream has to redo
 
 @dataclass
 class Fetched:
-    """What a fetch brought: datastore paths by dataset id, failures with their reason."""
+    """Files in place: datastore paths by dataset id, failures with their reason."""
 
     arrived: dict[str, str] = field(default_factory=dict)
     failed: dict[str, tuple[str, str]] = field(default_factory=dict)  # id -> (path, reason)
@@ -40,15 +40,33 @@ class Fetched:
     bytes: int = 0
 
 
+@dataclass(frozen=True)
+class Staged:
+    """A file downloaded and verified, waiting in staging to be renamed into place."""
+
+    relative: str  # its datastore path here
+    final: str
+    temp: Path | None  # None: the file is in place already (an earlier run brought it)
+    size: int
+
+
+@dataclass
+class Downloaded:
+    """What :meth:`Fetcher.download` brought into staging."""
+
+    staged: dict[str, Staged] = field(default_factory=dict)
+    failed: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+
 class Fetcher:
     """Fetches datasets' files from one source into one datastore."""
 
     def __init__(self, datastore: PosixDatastore, transport: Transport, source: str, *,
-                 jobs: int = 4, progress: Progress | None = None) -> None:
+                 jobs: int | None = None, progress: Progress | None = None) -> None:
         self.datastore = datastore
         self.transport = transport
         self.source = source
-        self.jobs = max(1, jobs)
+        self.jobs = max(1, jobs or transport.parallel)
         self.progress = progress or Progress()
         self._root = str(datastore.root)
         self._staging = str(staging_of(datastore))
@@ -59,13 +77,19 @@ class Fetcher:
         return staging_of(self.datastore)
 
     def fetch(self, states: Sequence[DatasetState], in_use: Iterable[str] = ()) -> Fetched:
-        """Fetch the files of ``states``; ``in_use``: datastore paths that hold other
-        datasets' files (a file arriving there gets a path of its own).
+        """Download, verify and rename into place the files of ``states``."""
+        return self.place(self.download(states, in_use))
+
+    def download(self, states: Sequence[DatasetState], in_use: Iterable[str] = ()
+                 ) -> Downloaded:
+        """Bring the files of ``states`` into staging, each checked against its record;
+        ``in_use``: datastore paths holding other datasets' files (a file that would
+        arrive there gets a path of its own).
 
         Small files go in groups when the transport moves a group faster than one
         file at a time (SFTP streams them); the rest go one by one.
         """
-        result = Fetched()
+        result = Downloaded()
         if not states:
             return result
         in_use = set(in_use)
@@ -74,52 +98,74 @@ class Fetcher:
             self._made_dirs.add(self._staging)
         small = [s for s in states if s.file.size <= BATCH_FILE]
         large = [[s] for s in states if s.file.size > BATCH_FILE]
-        run = self._fetch_group if self.transport.batches else self._fetch_each
+        run = self._group if self.transport.batches else self._each
         with ThreadPoolExecutor(self.jobs) as pool:
             tasks = [pool.submit(run, group, in_use) for group in _groups(small, self.jobs)]
-            tasks += [pool.submit(self._fetch_each, group, in_use) for group in large]
+            tasks += [pool.submit(self._each, group, in_use) for group in large]
             for task in as_completed(tasks):
                 done = task.result()
-                for state, path, error in done:
-                    if error is None:
-                        result.arrived[state.id] = path
-                        result.files += 1
-                        result.bytes += state.file.size
+                for state, staged, error in done:
+                    if staged is not None:
+                        result.staged[state.id] = staged
                     else:
-                        result.failed[state.id] = (state.file.path, error)
+                        result.failed[state.id] = (state.file.path, error or "")
                 self.progress.advance(len(done), 0)
         return result
 
-    def _fetch_each(self, group: list[DatasetState], in_use: set[str]
-                    ) -> list[tuple[DatasetState, str | None, str | None]]:
-        """Files one after the other (a transport gains nothing from grouping them)."""
-        return [self._fetch_one(state, in_use) for state in group]
+    def place(self, downloaded: Downloaded, wanted: set[str] | None = None) -> Fetched:
+        """Rename the downloaded files into place (those of ``wanted`` datasets; the others'
+        downloads are dropped)."""
+        result = Fetched(failed={i: f for i, f in downloaded.failed.items()
+                                 if wanted is None or i in wanted})
+        for dataset_id, staged in downloaded.staged.items():
+            if wanted is not None and dataset_id not in wanted:
+                if staged.temp is not None:
+                    staged.temp.unlink(missing_ok=True)
+                continue
+            try:
+                if staged.temp is not None:
+                    parent = os.path.dirname(staged.final)
+                    if parent not in self._made_dirs:
+                        os.makedirs(parent, exist_ok=True)
+                        self._made_dirs.add(parent)
+                    os.replace(staged.temp, staged.final)
+                    checkpoint("file renamed")
+            except OSError as exc:
+                result.failed[dataset_id] = (staged.relative, f"{exc.strerror or exc}")
+                continue
+            result.arrived[dataset_id] = staged.relative
+            result.files += 1
+            result.bytes += staged.size
+        return result
 
-    def _fetch_one(self, state: DatasetState, in_use: set[str]
-                   ) -> tuple[DatasetState, str | None, str | None]:
+    def _each(self, group: list[DatasetState], in_use: set[str]) -> list[_Outcome]:
+        """Files one after the other (a transport gains nothing from grouping them)."""
+        return [self._one(state, in_use) for state in group]
+
+    def _one(self, state: DatasetState, in_use: set[str]) -> _Outcome:
         try:
             relative, final, temp = self._prepare(state, in_use)
-            if temp is not None:
-                info = state.file
-                try:
-                    got = self.transport.fetch(info.path, temp, resume=True,
-                                               on_bytes=self._on_bytes, size=info.size)
-                except TransportError:
-                    raise  # a partial download stays in staging: the next run resumes it
-                except BaseException:
-                    temp.unlink(missing_ok=True)
-                    raise
-                self._finish(state, temp, final, got)
-            return state, relative, None
+            if temp is None:
+                return state, Staged(relative, final, None, state.file.size), None
+            info = state.file
+            try:
+                got = self.transport.fetch(info.path, temp, resume=True,
+                                           on_bytes=self._on_bytes, size=info.size)
+            except TransportError:
+                raise  # a partial download stays in staging: the next run resumes it
+            except BaseException:
+                temp.unlink(missing_ok=True)
+                raise
+            self._verify(state, temp, got)
+            return state, Staged(relative, final, temp, info.size), None
         except FederationError as exc:
             return state, None, str(exc)
         except OSError as exc:
             return state, None, f"{exc.strerror or exc}"
 
-    def _fetch_group(self, group: list[DatasetState], in_use: set[str]
-                     ) -> list[tuple[DatasetState, str | None, str | None]]:
+    def _group(self, group: list[DatasetState], in_use: set[str]) -> list[_Outcome]:
         """Several small files through one :meth:`Transport.fetch_many` call."""
-        results = []
+        results: list[_Outcome] = []
         wanted: dict[FetchRequest, tuple[DatasetState, str, str]] = {}
         for state in group:
             try:
@@ -128,7 +174,7 @@ class Fetcher:
                 results.append((state, None, str(exc)))
                 continue
             if temp is None:
-                results.append((state, relative, None))
+                results.append((state, Staged(relative, final, None, state.file.size), None))
             else:
                 wanted[FetchRequest(state.file.path, temp, state.file.size)] = \
                     (state, relative, final)
@@ -137,8 +183,9 @@ class Fetcher:
             try:
                 if isinstance(outcome, BaseException):
                     raise outcome
-                self._finish(state, request.local, final, outcome)
-                results.append((state, relative, None))
+                self._verify(state, request.local, outcome)
+                results.append((state, Staged(relative, final, request.local, state.file.size),
+                                None))
             except FederationError as exc:
                 results.append((state, None, str(exc)))
             except OSError as exc:
@@ -156,19 +203,14 @@ class Fetcher:
         final = os.path.join(self._root, relative)
         if os.path.exists(final) and file_checksum(final) == (info.size, info.checksum):
             return relative, final, None  # an earlier, interrupted run brought it
-        parent = os.path.dirname(final)
-        if parent not in self._made_dirs:
-            os.makedirs(parent, exist_ok=True)
-            self._made_dirs.add(parent)
         return relative, final, Path(f"{self._staging}/{state.id}.part")
 
-    def _finish(self, state: DatasetState, temp: Path, final: str, got: tuple[int, str]
-                ) -> None:
-        """Check what arrived against the record and rename it into place."""
+    def _verify(self, state: DatasetState, temp: Path, got: tuple[int, str]) -> None:
+        """Check what arrived against the record (what an earlier run left may not be this
+        file's start: then it is fetched whole once more)."""
         info = state.file
         try:
             if got != (info.size, info.checksum) and temp.exists():
-                # What an earlier run left may not be this file's start: fetch it whole.
                 temp.unlink()
                 got = self.transport.fetch(info.path, temp, on_bytes=self._on_bytes,
                                            size=info.size)
@@ -177,8 +219,6 @@ class Fetcher:
                 raise ChecksumError(f"{info.path} from {self.source} does not match its record "
                                     f"({problem}); not imported")
             checkpoint("file verified")
-            os.replace(temp, final)
-            checkpoint("file renamed")
         except TransportError:
             raise
         except BaseException:
@@ -187,6 +227,9 @@ class Fetcher:
 
     def _on_bytes(self, nbytes: int) -> None:
         self.progress.advance(0, nbytes)
+
+
+_Outcome = tuple[DatasetState, Staged | None, str | None]
 
 
 def local_path(state: DatasetState) -> str:

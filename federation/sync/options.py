@@ -13,19 +13,20 @@ ON_CONFLICT = ("fail", "skip")
 @dataclass(frozen=True)
 class SyncOptions:
     """``on_conflict``: fail (nothing applied when anything conflicts) or skip (the rest is
-    applied); ``jobs``: files transferred in parallel; ``lock_timeout``: seconds to wait
-    for another sync into the destination."""
+    applied); ``jobs``: files transferred in parallel (None: what suits the transport,
+    see :attr:`Transport.parallel`); ``lock_timeout``: seconds to wait for another sync
+    into the destination."""
 
     selection: Selection = Selection()
     dry_run: bool = False
     on_conflict: str = "fail"
-    jobs: int = 4
+    jobs: int | None = None
     lock_timeout: float = 60.0
 
     def __post_init__(self) -> None:
         if self.on_conflict not in ON_CONFLICT:
             raise ConfigError(f"--on-conflict must be fail or skip, not {self.on_conflict!r}")
-        if self.jobs < 1:
+        if self.jobs is not None and self.jobs < 1:
             raise ConfigError(f"--jobs must be at least 1, not {self.jobs}")
 
     @property

@@ -169,7 +169,7 @@ class Planner:
         return "update" if newer else "skip"
 
     def _dataset(self, state: DatasetState, ctx: _Context, plan: Plan) -> str:
-        if state.file is not None and _needs_path_check(state.file.path):
+        if state.file is not None and not os.path.isabs(state.file.path):
             try:
                 check_relative(state.file.path)
             except FederationError as exc:
@@ -361,15 +361,6 @@ class _Context:
                 < state.version
         return self._slots.get((state.collection, state.dataset_type, state.data_id_key), 0) \
             < state.version
-
-
-def _needs_path_check(path: str) -> bool:
-    """Whether a relative path could name anything but a file below the root (cheap test:
-    most paths have no '.' after a '/', no empty part and no odd character)."""
-    if os.path.isabs(path):
-        return False  # ingested in place at the source: given a home of its own here
-    return (not path or path[0] == "." or path[-1] in "/." or "/." in path or "//" in path
-            or "\\" in path or "\0" in path)
 
 
 def _members(state: State) -> list[str]:

@@ -68,6 +68,9 @@ class FetchRequest:
 
 def check_relative(path: str) -> str:
     """A normalized relative path, or TransportError if it could escape the root."""
+    if path and path[0] not in "/." and path[-1] not in "/." and "/." not in path \
+            and "//" not in path and "\\" not in path and "\0" not in path:
+        return path  # the common case, already normal: no empty, '.' or '..' part
     if not path or "\\" in path or "\0" in path:
         raise TransportError(f"path {path!r} escapes the datastore root")
     parts = path.split("/")
@@ -148,6 +151,10 @@ class Transport(abc.ABC):
     #: whether :meth:`fetch_many` moves a group of small files faster than one
     #: :meth:`fetch` each (so that callers should group them)
     batches = False
+    #: files to move in parallel unless told otherwise: a network transport waits on
+    #: round trips and gains from several at once; one disk gains nothing (creating
+    #: files in parallel only makes the kernel contend with itself)
+    parallel = 4
     #: whether :meth:`put`, :meth:`delete` and :meth:`rename` may work (False: they raise)
     writable = True
     #: bytes of one directory listing read at most from a server (None: a local walk)

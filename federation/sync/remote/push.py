@@ -70,7 +70,7 @@ def push(source: SiteDefinition, destination: SiteDefinition, options: SyncOptio
                 try:
                     progress.planned(result.files, result.bytes)
                     _upload_files(inbox, src.datastore.root, result.manifest, f"{stem}.files",
-                                  options.jobs, progress, report)
+                                  options.jobs or inbox.parallel, progress, report)
                     inbox.put(bundle, f"{stem}.bundle")
                 finally:
                     inbox.close()
