@@ -140,7 +140,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "db_url" in given or "backend" in given:
         return
     reaches = getattr(metafunc.module, "REACHES", None)
-    if not reaches or "reach" not in metafunc.fixturenames:
+    if not reaches or "reach" not in metafunc.fixturenames or "reach" in given:
         metafunc.parametrize("backend", BACKENDS, indirect=True)
         return
     cases = [pytest.param("sqlite", "local", id="sqlite-local"),
@@ -179,7 +179,7 @@ class Federation:
     network (``remote_sites/``), served by a real sshd or nginx on loopback.
     """
 
-    OWNS = {"NCSA": ["HSC/raw", "HSC/calib", "HSC/runs", "refcats", "skymaps"],
+    OWNS = {"NCSA": ["HSC/raw", "HSC/calib", "HSC/runs", "HSC/defaults", "refcats", "skymaps"],
             "IN2P3": ["HSC/runs-in2p3", "u/in2p3"], "Princeton": ["u/princeton"],
             "laptop": ["u/alice"]}
 

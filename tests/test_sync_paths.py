@@ -174,3 +174,20 @@ def test_three_sites_in_a_ring(fed):
             report = fed.sync(src, dst)
             assert not report.conflicts, (src, dst, report.conflicts)
     assert state(fed, "IN2P3") == state(fed, "NCSA") == state(fed, "Princeton")
+
+
+def test_a_tag_of_a_dataset_deleted_since_comes_back_quietly(fed):
+    """NCSA tags an exposure, Princeton replicates it, NCSA prunes the exposure; Princeton,
+    not yet told, sends NCSA its (older) membership back: skipped, not refused, since the
+    dataset it names is gone at NCSA. The deletion then reaches Princeton."""
+    fed.sync("NCSA", "Princeton")
+    with fed.butler("NCSA") as b:
+        tagged = b.query_datasets("raw", "HSC/raw/good", where=f"exposure = {EXPOSURE}")
+        assert tagged
+        b.remove(tagged)
+    report = fed.sync("Princeton", "NCSA")
+    assert not report.conflicts, report.conflicts
+    assert not fed.sync("NCSA", "Princeton").conflicts
+    assert_same(fed, "Princeton")
+    with fed.butler("Princeton") as b:
+        assert not b.query_datasets("raw", "HSC/raw/good", where=f"exposure = {EXPOSURE}")

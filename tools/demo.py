@@ -35,7 +35,7 @@ BAD = 903336  # the exposure NCSA finds bad and prunes
 LAPTOP_EXPOSURE = 903334
 PROCESSING_RUN = "HSC/runs/RC2/w_2026_47/DM-1"
 SITES = {  # name -> collection prefixes it owns (as in sites/ at the top of the project)
-    "NCSA": ["HSC/raw", "HSC/calib", "HSC/runs", "refcats", "skymaps"],
+    "NCSA": ["HSC/raw", "HSC/calib", "HSC/runs", "HSC/defaults", "refcats", "skymaps"],
     "IN2P3": ["u/in2p3", "HSC/runs-in2p3"],
     "Princeton": ["u/princeton"],
     "laptop": ["u/alice"],

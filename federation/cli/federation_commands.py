@@ -142,8 +142,11 @@ def site_init(name, sites_dir) -> None:
 @click.argument("destination")
 @selection_options
 @apply_options
+@click.option("--reset-cursor", is_flag=True,
+              help="SOURCE was rebuilt (another repository under the same name): re-plan "
+                   "from a snapshot, comparing contents; every difference is a conflict.")
 def sync(source, destination, collections, dataset_types, where, bind, files, dry_run,
-         on_conflict, jobs, wait, sites_dir, as_json) -> None:
+         on_conflict, jobs, wait, sites_dir, as_json, reset_cursor) -> None:
     """Bring site DESTINATION up to date with site SOURCE.
 
     Reads SOURCE's journal after DESTINATION's cursor for this selection (a
@@ -155,7 +158,7 @@ def sync(source, destination, collections, dataset_types, where, bind, files, dr
     from federation.sync.options import SyncOptions
 
     selection = make_selection(collections, dataset_types, where, bind, files)
-    options = SyncOptions(selection, dry_run, on_conflict, jobs, wait)
+    options = SyncOptions(selection, dry_run, on_conflict, jobs, wait, reset_cursor)
     run_and_report(f"{source} -> {destination}", as_json, dry_run,
                    lambda progress: run_sync(source, destination, options, sites_dir=sites_dir,
                                              progress=progress))
@@ -178,7 +181,14 @@ def run_and_report(title: str, as_json: bool, dry_run: bool, run) -> None:
                                refused=True)
             raise
     sync_render.report(report, as_json, dry_run=dry_run, title=title)
-    if report.failed or (dry_run and report.conflicts):
+    if report.failed:
+        click.echo(f"error: {len(report.failed)} file(s) did not arrive or did not match their "
+                   "records (listed above); they were left out with what needs them, the rest "
+                   "was applied, and the next run retries them", err=True)
+        sys.exit(1)
+    if dry_run and report.conflicts:
+        click.echo(f"error: {report.conflict_count} conflict(s) (listed above): a run "
+                   "with --on-conflict fail would apply nothing", err=True)
         sys.exit(1)
 
 

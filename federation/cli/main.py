@@ -94,12 +94,16 @@ def _confirm(yes: bool, question: str) -> None:
 @click.option("--config", "config_file",
               type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="YAML with per-dataset-type file 'templates'.")
+@click.option("--owns", multiple=True, metavar="PREFIX",
+              help="A collection prefix this site owns (repeatable); collections can then "
+                   "be created here only below them (default: any).")
 def create(repo: Path, db: str | None, site: str, universe: Path | None,
-           config_file: Path | None) -> None:
+           config_file: Path | None, owns: tuple[str, ...]) -> None:
     """Create an empty repository at REPO."""
     from federation.operations.repo import create as run
 
-    created = run(repo, db=db, site=site, universe_file=universe, config_file=config_file)
+    created = run(repo, db=db, site=site, universe_file=universe, config_file=config_file,
+                  owns=owns)
     click.echo(f"created repository {created.root} (site {created.site})")
 
 

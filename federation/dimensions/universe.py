@@ -8,6 +8,8 @@ optionally a timespan.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from importlib import resources
@@ -131,6 +133,36 @@ class DimensionUniverse:
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.config, sort_keys=False)
+
+    @cached_property
+    def digest(self) -> str:
+        """What identifies this universe: a SHA-256 of its dimensions as they are read
+        (documentation left out), the same whatever the YAML's layout."""
+        shape = {name: [d.key_type, list(d.requires), list(d.implies),
+                        sorted(d.metadata.items()), d.has_timespan]
+                 for name, d in sorted(self.dimensions.items())}
+        return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()
+
+    def differences(self, other: DimensionUniverse) -> list[str]:
+        """How ``other`` differs from this universe, one short phrase per difference."""
+        found = []
+        for name in sorted(set(self.dimensions) | set(other.dimensions)):
+            mine, theirs = self.dimensions.get(name), other.dimensions.get(name)
+            if mine is None or theirs is None:
+                found.append(f"dimension {name} only {'there' if mine is None else 'here'}")
+                continue
+            for what, a, b in (("key type", mine.key_type, theirs.key_type),
+                               ("requires", mine.requires, theirs.requires),
+                               ("implies", mine.implies, theirs.implies),
+                               ("timespan", mine.has_timespan, theirs.has_timespan)):
+                if a != b:
+                    found.append(f"{name} {what} {a} here, {b} there")
+            for field_name in sorted(set(mine.metadata) | set(theirs.metadata)):
+                a, b = mine.metadata.get(field_name), theirs.metadata.get(field_name)
+                if a != b:
+                    found.append(f"{name}.{field_name} {a or 'absent'} here, "
+                                 f"{b or 'absent'} there")
+        return found
 
     def __getitem__(self, name: str) -> Dimension:
         try:

@@ -61,11 +61,14 @@ class Ingested:
 
 
 def create(repo: Path, *, db: str | None = None, site: str = "local",
-           universe_file: Path | None = None, config_file: Path | None = None) -> Created:
-    """Create an empty repository; nothing is left behind if anything is wrong."""
+           universe_file: Path | None = None, config_file: Path | None = None,
+           owns: Sequence[str] = ()) -> Created:
+    """Create an empty repository; nothing is left behind if anything is wrong. ``owns``:
+    the collection prefixes its site owns (collections are born here only below them)."""
     templates = RepoConfig.read_overrides(config_file).get("templates") if config_file else None
     universe = DimensionUniverse.from_file(universe_file) if universe_file else None
-    root = Butler.create(repo, db=db, site=site, templates=templates, universe=universe)
+    root = Butler.create(repo, db=db, site=site, templates=templates, universe=universe,
+                         owns=owns)
     return Created(root, site)
 
 

@@ -22,6 +22,13 @@ _NAME = re.compile(r"[A-Za-z0-9_.+\-]+(/[A-Za-z0-9_.+\-]+)*")
 MAX_NAME = 256  # the width of collection.name
 
 
+def check_prefix(prefix: str) -> str:
+    """An owned prefix: a collection name (``u/alice``, ``HSC/raw``), without slashes around."""
+    stripped = prefix.strip("/") if isinstance(prefix, str) else prefix
+    check_collection_name(stripped)
+    return stripped
+
+
 def check_collection_name(name: str) -> None:
     if not isinstance(name, str) or not _NAME.fullmatch(name) or len(name) > MAX_NAME or any(
             part in (".", "..") for part in name.split("/")):
@@ -34,9 +41,12 @@ def check_collection_name(name: str) -> None:
 class Collections:
     """Collection definitions, chains and ownership of one registry."""
 
-    def __init__(self, db: Database, site: str) -> None:
+    def __init__(self, db: Database, site: str, owns: Sequence[str] = ()) -> None:
         self.db = db
         self.site = site
+        #: the prefixes this site owns; collections are born here only below them
+        #: (none recorded: a repository of its own, that may create any)
+        self.owns = tuple(owns)
         self._by_name: dict[str, tuple[int, CollectionType, str]] = {}
         self._by_id: dict[int, str] = {}
 
@@ -99,6 +109,14 @@ class Collections:
         self.lookup(name)
         return self._by_name[name][2]
 
+    def check_owned(self, name: str) -> None:
+        """Refuse to create a collection outside the prefixes this site owns."""
+        if self.owns and not any(name == p or name.startswith(p + "/") for p in self.owns):
+            raise CollectionError(
+                f"collection {name!r} is outside the prefixes site {self.site} owns "
+                f"({', '.join(self.owns)}): it can only be created at the site that owns its "
+                "prefix")
+
     def check_writable(self, name: str) -> None:
         """Refuse local writes into a collection another site owns."""
         owner = self.owner(name)
@@ -146,6 +164,8 @@ class Collections:
         if self._is_registered(name, ctype):
             return False
         owner = owner or self.site
+        if owner == self.site:
+            self.check_owned(name)
         table = self.db.tables.collection
         with self.db.transaction() as conn:
             # Again, now that writers are serialized: another may have registered it.

@@ -8,6 +8,7 @@ logic (overlapping certifications, slot conflicts) cannot race.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -137,9 +138,9 @@ class Database:
                 f"release reads schema version {SCHEMA_VERSION}"
             )
 
-    def create(self, site: str) -> str:
-        """Create every table and record the schema version, universe, site and a new
-        instance id (returned)."""
+    def create(self, site: str, owns: Sequence[str] = ()) -> str:
+        """Create every table and record the schema version, universe, site, the
+        collection prefixes the site owns and a new instance id (returned)."""
         instance = uuid.uuid4().hex
         with self.engine.begin() as conn:
             if sa.inspect(conn).has_table("meta"):
@@ -150,6 +151,7 @@ class Database:
                 {"key": "site", "value": site},
                 {"key": "universe", "value": self.universe.to_yaml()},
                 {"key": "instance", "value": instance},
+                {"key": "owns", "value": json.dumps(list(owns))},
             ])
             conn.execute(sa.insert(self.tables.journal_head), {"id": 1, "last_seq": 0})
         return instance

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import json
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from federation.dimensions.universe import DimensionUniverse
 from federation.errors import ConfigError
 from federation.model import CollectionType, DatasetType
-from federation.registry.collections import Collections
+from federation.registry.collections import Collections, check_prefix
 from federation.registry.cursors import CursorStore
 from federation.registry.database import Database, make_engine
 from federation.registry.dataset_types import DatasetTypes
@@ -25,7 +26,8 @@ class Registry:
     shortcuts most callers need.
     """
 
-    def __init__(self, db: Database, site: str, instance: str = "") -> None:
+    def __init__(self, db: Database, site: str, instance: str = "",
+                 owns: Sequence[str] = ()) -> None:
         self.db = db
         self.site = site
         #: this repository's identity: a rebuilt repository has another, even under the
@@ -34,21 +36,22 @@ class Registry:
         self.universe = db.universe
         self.dimensions = DimensionRecords(db)
         self.dataset_types = DatasetTypes(db)
-        self.collections = Collections(db, site)
+        self.collections = Collections(db, site, owns)
         self.datasets = Datasets(db, self.dimensions, self.dataset_types, self.collections)
         self.cursors = CursorStore(db)
         self.log = SyncLog(db)
 
     @classmethod
-    def create(cls, url: str, *, site: str, universe: DimensionUniverse | None = None
-               ) -> Registry:
+    def create(cls, url: str, *, site: str, universe: DimensionUniverse | None = None,
+               owns: Sequence[str] = ()) -> Registry:
         """Create a new, empty registry at ``url``."""
         if not site or not site.replace("-", "").replace("_", "").isalnum():
             raise ConfigError(f"invalid site name {site!r}: use letters, digits, '-' and '_'")
         universe = universe or DimensionUniverse.default()
         db = Database(make_engine(url), universe)
-        instance = db.create(site)
-        return cls(db, site, instance)
+        owns = [check_prefix(p) for p in owns]
+        instance = db.create(site, owns)
+        return cls(db, site, instance, owns)
 
     @classmethod
     def open(cls, url: str) -> Registry:
@@ -61,7 +64,8 @@ class Registry:
             raise ConfigError(f"registry database is damaged: its meta table lacks "
                               f"{', '.join(missing)}")
         universe = DimensionUniverse.from_yaml(meta["universe"])
-        return cls(Database(engine, universe), meta["site"], meta["instance"])
+        return cls(Database(engine, universe), meta["site"], meta["instance"],
+                   json.loads(meta.get("owns", "[]")))
 
     def close(self) -> None:
         self.db.engine.dispose()

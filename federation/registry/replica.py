@@ -29,6 +29,7 @@ from federation.registry.states import (
     CollectionState,
     DatasetRemoval,
     DatasetState,
+    State,
     TagState,
 )
 
@@ -132,6 +133,32 @@ class Replica:
                     cs.c.data_id_key.in_(list(chunk)))).all())
         return found
 
+    def tagged(self, collection: str, ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+        """Which of these datasets a TAGGED collection holds."""
+        if not self.registry.collections.exists(collection):
+            return set()
+        cid, _ = self.registry.collections.lookup(collection)
+        tg = self.t.tag
+        stmt = sa.select(tg.c.dataset_id).where(tg.c.collection_id == cid,
+                                                tg.c.dataset_id.in_(IN_VALUES))
+        return {r[0] for r in self.db.select_in(stmt, ids)}
+
+    def calib_entries(self, collection: str, dataset_type: str, key: str
+                      ) -> list[tuple[str, int, int]]:
+        """The validity ranges of one (type, data ID) slot of a CALIBRATION collection."""
+        colls, types = self.registry.collections, self.registry.dataset_types
+        if not colls.exists(collection) or types.find(dataset_type) is None:
+            return []
+        cid, _ = colls.lookup(collection)
+        c = self.t.calib
+        with self.db.reading() as conn:
+            rows = conn.execute(sa.select(c.c.dataset_id, c.c.timespan_begin, c.c.timespan_end)
+                                .where(c.c.collection_id == cid,
+                                       c.c.dataset_type_id == types.id_of(dataset_type),
+                                       c.c.data_id_key == key)
+                                .order_by(c.c.timespan_begin)).all()
+        return [(str(r[0]), r[1], r[2]) for r in rows]
+
     def collection_versions(self, name: str) -> tuple[str, str, int, int, int] | None:
         """(type, owner, created, doc, chain versions) of a collection here, or None."""
         c = self.t.collection
@@ -215,6 +242,36 @@ class Replica:
         """
         ids = [s.uuid for s in states]
         self.registry.datasets.delete_rows(ids, 0, tombstone=False)
+
+    def adopt(self, states: Sequence[State]) -> None:
+        """Take the versions of states equal to what is here (a rebuilt source numbers
+        its changes afresh: later changes are compared with these)."""
+        t, conn = self.t, self.db.current()
+        colls, types = self.registry.collections, self.registry.dataset_types
+        for state in states:
+            if isinstance(state, CollectionState):
+                chain = state.chain_version if state.children is not None else 0
+                conn.execute(sa.update(t.collection).where(t.collection.c.name == state.name)
+                             .values(created_version=state.created_version,
+                                     doc_version=state.doc_version, chain_version=chain))
+            elif isinstance(state, TagState):
+                cid, _ = colls.lookup(state.collection)
+                table = t.tag if state.present else t.tag_removed
+                conn.execute(sa.update(table).where(
+                    table.c.collection_id == cid,
+                    table.c.dataset_id == uuid.UUID(state.dataset_id))
+                    .values(version=state.version))
+            elif isinstance(state, CalibSlotState):
+                cid, _ = colls.lookup(state.collection)
+                self.registry.datasets.set_slot_versions(
+                    cid, [(types.id_of(state.dataset_type), state.data_id_key)], state.version)
+            elif isinstance(state, DatasetRemoval):
+                self._record_tombstones([state])
+            elif isinstance(state, CollectionRemoval):
+                tomb = t.collection_tombstone
+                conn.execute(sa.delete(tomb).where(tomb.c.name == state.name))
+                conn.execute(sa.insert(tomb).values(name=state.name, owner_site=state.owner,
+                                                    version=state.version))
 
     def set_versions(self, versions: Mapping[uuid.UUID, int]) -> None:
         """Record newer creation versions of datasets held here (same content)."""

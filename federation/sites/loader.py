@@ -6,7 +6,7 @@ A site on this machine::
     registry: postgresql+psycopg://postgres@127.0.0.1:5432/fed_ncsa
     root: ../demo-repos/NCSA      # the repository directory
     transport: local
-    owns: [HSC/raw, HSC/calib, HSC/runs, refcats, skymaps]
+    owns: [HSC/raw, HSC/calib, HSC/runs, HSC/defaults, refcats, skymaps]
     read_only: false
     keep_deleted: false           # true: an archive keeps data deleted upstream
     outbox: /srv/ncsa/outbox      # where 'fed publish' writes (default ROOT/.federation-outbox)
@@ -18,7 +18,7 @@ then read only through the bundles the site publishes::
     transport: sftp               # or http, with  http: {url: https://.../repo/}
     sftp: {host: ncsa.example.org, user: fed, key_file: ~/.ssh/id_ed25519,
            root: /srv/ncsa/repo, outbox: /srv/ncsa/outbox}
-    owns: [HSC/raw, HSC/calib, HSC/runs, refcats, skymaps]
+    owns: [HSC/raw, HSC/calib, HSC/runs, HSC/defaults, refcats, skymaps]
 
 Relative ``root`` paths and ``sqlite:///`` paths are relative to the YAML file.
 """

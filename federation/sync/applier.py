@@ -72,10 +72,14 @@ class Applier:
             self._check_arrived(fetched)
             failed = set(fetched.failed)
             taken: dict[type, list[tuple[State, str]]] = {kind: [] for kind in ORDER}
+            adopted: list[State] = []
             for state, action in plan.actions:
-                if action != "skip" and action not in NOT_TAKEN \
+                if action == "adopt":
+                    adopted.append(state)
+                elif action != "skip" and action not in NOT_TAKEN \
                         and not refers_to(state, failed):
                     taken[type(state)].append((state, action))
+            replica.adopt(adopted)
             self._records([s for s, _ in taken[RecordState]])
             for state, _ in taken[DatasetTypeState]:
                 self.registry.register_dataset_type(state.name, state.dimensions,

@@ -95,6 +95,11 @@ def drive(open_batches: OpenBatches, target: Target, options: SyncOptions,
             checkpoint("sync planned")
             report = Report(cursor=target.start)
             _Applying(target, options, report, downloads).run(spool.read())
+    except KeyboardInterrupt:
+        raise  # what arrived stays in staging: the next run resumes it
+    except BaseException:
+        downloads.discard()  # refused or failed: nothing of this operation stays behind
+        raise
     finally:
         downloads.close()
     report.cursor = planned.cursor
@@ -106,7 +111,7 @@ class _Downloads:
     the background. Planning waits when :attr:`QUEUED` files wait for download (the
     states they belong to are held in memory meanwhile)."""
 
-    QUEUED = 50_000
+    QUEUED = 20_000
 
     def __init__(self, target: Target | None) -> None:
         self.fetcher = target.fetcher if target is not None else None
@@ -114,12 +119,14 @@ class _Downloads:
         self.pool = ThreadPoolExecutor(1) if self.fetcher is not None else None
         self.pending: dict[int, Future] = {}
         self.sizes: dict[int, int] = {}
+        self.submitted: list[str] = []  # the datasets whose files were asked for
 
     def submit(self, index: int, states: list[DatasetState]) -> None:
         if self.pool is None or not states:
             return
         in_use = self.replica.paths_in_use(local_path(s) for s in states)
         self.pending[index] = self.pool.submit(self.fetcher.download, states, in_use)
+        self.submitted.extend(s.id for s in states)
         self.sizes[index] = len(states)
         for queued in list(self.pending):  # the oldest first: the pool has one worker
             if sum(n for i, n in self.sizes.items() if not self.pending[i].done()) \
@@ -132,10 +139,17 @@ class _Downloads:
         found = self.pending.pop(index, None)
         return None if found is None else found.result()
 
+    def discard(self) -> None:
+        """Stop, and drop from staging whatever this operation downloaded."""
+        self.close()
+        if self.fetcher is not None:
+            self.fetcher.discard(self.submitted)
+
     def close(self) -> None:
         if self.pool is not None:
             for future in self.pending.values():
                 future.cancel()
+            self.fetcher.stop()  # transfers still running end at their next chunk
             self.pool.shutdown(wait=True)
 
 
@@ -160,30 +174,40 @@ class _Applying:
         self.head = self.registry.db.last_seq()
 
     def run(self, items: Iterator[tuple[Batch, int | None, Plan]]) -> None:
-        planner = self.target.planner
-        planner.removed.clear()  # from now on, earlier batches are applied before later ones
+        self.target.planner.removed.clear()  # from now on, batches are applied in order
         with ThreadPoolExecutor(1) as background:
-            ahead: Future | None = None
-            index, item = 0, next(items, None)
-            while item is not None:
-                batch, mark, plan = item
-                item = next(items, None)
-                if batch.repeats or batch.has_memberships \
-                        or self.registry.db.last_seq() != self.head:
-                    plan = planner.plan(batch)
-                    if plan.conflicts and self.options.strict:
-                        found = Report()
-                        found.add(plan)
-                        raise SyncConflictError(found)
-                placed = ahead.result() if ahead is not None else self._place(index, None)
-                fetched = self._complete(placed, planner.files_needed(plan))
-                ahead = None
-                if item is not None:  # the next batch's files go into place meanwhile
-                    wanted = {s.id for s in planner.files_needed(item[2])}
-                    ahead = background.submit(self._place, index + 1, wanted)
-                checkpoint("files fetched")
-                self._write(plan, mark, fetched)
-                index += 1
+            try:
+                self._run(items, background)
+            except BaseException:
+                # Ctrl-C or an error: stop the transfers first, or leaving this block would
+                # wait for the placement under way, and it for its download to finish.
+                self.downloads.close()
+                raise
+
+    def _run(self, items: Iterator[tuple[Batch, int | None, Plan]],
+             background: ThreadPoolExecutor) -> None:
+        planner = self.target.planner
+        ahead: Future | None = None
+        index, item = 0, next(items, None)
+        while item is not None:
+            batch, mark, plan = item
+            item = next(items, None)
+            if batch.repeats or batch.has_memberships \
+                    or self.registry.db.last_seq() != self.head:
+                plan = planner.plan(batch)
+                if plan.conflicts and self.options.strict:
+                    found = Report()
+                    found.add(plan)
+                    raise SyncConflictError(found)
+            placed = ahead.result() if ahead is not None else self._place(index, None)
+            fetched = self._complete(placed, planner.files_needed(plan))
+            ahead = None
+            if item is not None:  # the next batch's files go into place meanwhile
+                wanted = {s.id for s in planner.files_needed(item[2])}
+                ahead = background.submit(self._place, index + 1, wanted)
+            checkpoint("files fetched")
+            self._write(plan, mark, fetched)
+            index += 1
 
     def _place(self, index: int, wanted: set[str] | None) -> Fetched:
         downloaded = self.downloads.take(index)

@@ -9,8 +9,10 @@ is never touched. Partial downloads stay in staging for the next run to resume.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -71,6 +73,12 @@ class Fetcher:
         self._root = str(datastore.root)
         self._staging = str(staging_of(datastore))
         self._made_dirs: set[str] = set()
+        self._stopped = threading.Event()
+
+    def stop(self) -> None:
+        """Stop the transfers under way at their next chunk (Ctrl-C): what arrived stays
+        in staging, for the next run to resume."""
+        self._stopped.set()
 
     @property
     def staging(self) -> Path:
@@ -117,6 +125,8 @@ class Fetcher:
         downloads are dropped)."""
         result = Fetched(failed={i: f for i, f in downloaded.failed.items()
                                  if wanted is None or i in wanted})
+        if self._stopped.is_set():
+            return result  # interrupted: complete downloads wait in staging for the next run
         for dataset_id, staged in downloaded.staged.items():
             if wanted is not None and dataset_id not in wanted:
                 if staged.temp is not None:
@@ -138,6 +148,13 @@ class Fetcher:
             result.bytes += staged.size
         return result
 
+    def discard(self, dataset_ids: Iterable[str]) -> None:
+        """Remove these datasets' downloads, complete or partial, from staging."""
+        for dataset_id in dataset_ids:
+            for suffix in (".part", ".part.etag"):
+                with contextlib.suppress(OSError):
+                    os.unlink(f"{self._staging}/{dataset_id}{suffix}")
+
     def _each(self, group: list[DatasetState], in_use: set[str]) -> list[_Outcome]:
         """Files one after the other (a transport gains nothing from grouping them)."""
         return [self._one(state, in_use) for state in group]
@@ -151,7 +168,7 @@ class Fetcher:
             try:
                 got = self.transport.fetch(info.path, temp, resume=True,
                                            on_bytes=self._on_bytes, size=info.size)
-            except TransportError:
+            except (TransportError, KeyboardInterrupt):
                 raise  # a partial download stays in staging: the next run resumes it
             except BaseException:
                 temp.unlink(missing_ok=True)
@@ -219,13 +236,15 @@ class Fetcher:
                 raise ChecksumError(f"{info.path} from {self.source} does not match its record "
                                     f"({problem}); not imported")
             checkpoint("file verified")
-        except TransportError:
-            raise
+        except (TransportError, KeyboardInterrupt):
+            raise  # kept: resumed (and verified) next time
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
 
     def _on_bytes(self, nbytes: int) -> None:
+        if self._stopped.is_set():
+            raise TransportError("stopped; the partial download is kept for the next run")
         self.progress.advance(0, nbytes)
 
 

@@ -22,6 +22,9 @@ class SyncOptions:
     on_conflict: str = "fail"
     jobs: int | None = None
     lock_timeout: float = 60.0
+    #: the source was rebuilt (another repository instance): re-plan from a snapshot,
+    #: comparing contents, every difference a conflict
+    reset_cursor: bool = False
 
     def __post_init__(self) -> None:
         if self.on_conflict not in ON_CONFLICT:

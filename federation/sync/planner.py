@@ -70,6 +70,7 @@ class Planner:
         self.source = source
         self.selection = selection
         self.sites = list(sites)
+        self._sites = {site.name: site for site in self.sites}
         self.keep_deleted = keep_deleted
         self.with_files = with_files
         self.removed: dict[str, int] = {}
@@ -86,7 +87,7 @@ class Planner:
         """Classify each state of a batch (``carry``: remember its deletions for the
         batches planned after it, before any is applied)."""
         plan = Plan()
-        context = _Context(self, batch, applying=not carry)
+        context = BatchContext(self, batch, applying=not carry)
         if carry:
             self.removed.update(context.removals)
         blocked: set[tuple[str, str]] = set()
@@ -102,7 +103,7 @@ class Planner:
 
     # -- per kind ------------------------------------------------------------------
 
-    def _classify(self, state: State, ctx: _Context, plan: Plan) -> str:
+    def _classify(self, state: State, ctx: BatchContext, plan: Plan) -> str:
         if isinstance(state, DatasetState):
             return self._dataset(state, ctx, plan)
         if isinstance(state, RecordState):
@@ -113,7 +114,7 @@ class Planner:
             return self._collection(state, plan)
         return self._versioned(state, ctx, plan)
 
-    def _record(self, state: RecordState, ctx: _Context, plan: Plan) -> str:
+    def _record(self, state: RecordState, ctx: BatchContext, plan: Plan) -> str:
         key = ctx.record_key(state)
         ours = ctx.record(state.dimension, key)
         if ours is None:
@@ -142,6 +143,13 @@ class Planner:
                 "collection", state.name, f"its prefix is owned by site {claimed}",
                 f"owner {state.owner}", f"owner {claimed}"))
             return "conflict"
+        owner = self._sites.get(state.owner)
+        if claimed is None and owner is not None and owner.owns:
+            plan.conflicts.append(Conflict(
+                "collection", state.name, f"site {state.owner} does not own its prefix (it "
+                f"owns {', '.join(owner.owns)}): only the owner of a prefix creates "
+                "collections under it", f"owner {state.owner}", "no site owns it"))
+            return "conflict"
         ours = self.replica.collection_versions(state.name)
         if ours is None:
             removed = self.replica.collection_tombstone(state.name)
@@ -168,7 +176,7 @@ class Planner:
             return "refused"
         return "update" if newer else "skip"
 
-    def _dataset(self, state: DatasetState, ctx: _Context, plan: Plan) -> str:
+    def _dataset(self, state: DatasetState, ctx: BatchContext, plan: Plan) -> str:
         if state.file is not None and not os.path.isabs(state.file.path):
             try:
                 check_relative(state.file.path)
@@ -200,7 +208,7 @@ class Planner:
                     "the slot holds a different dataset", state.id, str(other)))
                 return "conflict"
             return "insert"
-        differs = _differences(state, key, mine)
+        differs = differences(state, key, mine)
         if not differs:
             if mine.held_at is not None and self.wants_file(state):
                 return "fetch"
@@ -217,10 +225,12 @@ class Planner:
             _describe(mine.dataset_type, mine.run, mine.key, mine.checksum)))
         return "conflict"
 
-    def _versioned(self, state: State, ctx: _Context, plan: Plan) -> str:
+    def _versioned(self, state: State, ctx: BatchContext, plan: Plan) -> str:
         """Tags, calibration slots and removals: newer than what is here, or not."""
         collection = state.run if isinstance(state, DatasetRemoval) else (
             state.name if isinstance(state, CollectionRemoval) else state.collection)
+        if isinstance(state, TagState) and ctx.deleted_here(state.dataset_id):
+            return "skip"  # the dataset was deleted here: its memberships went with it
         newer = ctx.newer(state)
         if ctx.owner(collection) == self.site and newer:
             plan.conflicts.append(Conflict(state.kind, collection, f"collection is owned by "
@@ -231,8 +241,9 @@ class Planner:
         return "apply" if newer else "skip"
 
 
-class _Context:
-    """What one batch needs to know of the destination, read in bulk."""
+class BatchContext:
+    """What one batch needs to know of the destination, read in bulk (what the planner
+    and its variants look up per state)."""
 
     def __init__(self, planner: Planner, batch: Batch, *, applying: bool) -> None:
         self.planner = planner
@@ -257,6 +268,9 @@ class _Context:
                 self._holders[(run, type_name)] = self.replica.slot_holders(run, type_name, keys)
         self._records = self._known_records(batch)
         self._tags = self._tag_versions(batch)
+        self._gone = self._deleted_here(
+            {uuid.UUID(s.dataset_id) for s in batch.states if isinstance(s, TagState)},
+            datasets)
         self._slots = self._slot_versions(batch)
         # Memberships name datasets sent in earlier batches (their RUN's): once those are
         # applied, a membership whose dataset did not arrive waits for the retry.
@@ -265,6 +279,28 @@ class _Context:
             named = {i for s in batch.states for i in _members(s)} - {s.id for s in datasets}
             found = self.replica.existing([uuid.UUID(i) for i in named])
             self._absent = {i for i in named if uuid.UUID(i) not in found}
+
+    def _deleted_here(self, ids: set[uuid.UUID], datasets: list[DatasetState]
+                      ) -> set[uuid.UUID]:
+        """Which of these datasets were deleted here and do not come back in this batch."""
+        if not ids:
+            return set()
+        arriving = {s.uuid: s.version for s in datasets}
+        deleted = self.tombstones | self.replica.dataset_tombstones(
+            [i for i in ids if i not in self.tombstones])
+        planned = {}  # deletions this sync applies before this batch
+        for i in ids:
+            removal = self.removal_of(str(i))
+            if removal is not None:
+                planned[i] = deleted[i] = max(removal, deleted.get(i, removal))
+        present = self.replica.existing([i for i in ids if i not in planned])
+        return {i for i in ids if i in deleted and i not in present
+                and arriving.get(i, -1) <= deleted[i]}
+
+    def deleted_here(self, dataset_id: str) -> bool:
+        """Whether a dataset a membership names was deleted here, or is by this sync before
+        this batch, and does not come back in it."""
+        return uuid.UUID(dataset_id) in self._gone
 
     def lacks_datasets(self, state: State) -> bool:
         """Whether a membership names a dataset that is neither here nor in the batch."""
@@ -372,7 +408,7 @@ def _members(state: State) -> list[str]:
     return []
 
 
-def _differences(state: DatasetState, key: str, mine: HeldDataset) -> list[str]:
+def differences(state: DatasetState, key: str, mine: HeldDataset) -> list[str]:
     """What differs between a dataset state and what is held under its UUID."""
     found = []
     if state.dataset_type != mine.dataset_type:

@@ -12,6 +12,7 @@ from contextlib import contextmanager, nullcontext
 
 from federation.butler import Butler
 from federation.errors import ConfigError
+from federation.registry.cursors import Cursor
 from federation.sites import SiteDefinition
 from federation.sync.applier import Applier, CursorMove
 from federation.sync.batch import Marked
@@ -24,7 +25,8 @@ from federation.sync.progress import Progress
 from federation.sync.reader import SourceReader
 from federation.sync.remote.mirror import Mirror
 from federation.sync.report import Report
-from federation.sync.site_access import open_site, sync_lock
+from federation.sync.reset import ResetPlanner
+from federation.sync.site_access import check_universes, open_site, sync_lock
 
 
 def pull(source: SiteDefinition, destination: SiteDefinition, options: SyncOptions, *,
@@ -54,7 +56,8 @@ def pull(source: SiteDefinition, destination: SiteDefinition, options: SyncOptio
         published = mirror.refresh()
         with mirror.open() as src:
             report = _pull(source, src, dst, options, sites, progress,
-                           keep_deleted=destination.keep_deleted, instance=mirror.outbox_id,
+                           keep_deleted=destination.keep_deleted,
+                           instance=f"{mirror.source_instance}/{src.registry.instance}",
                            here=source.name)
         report.cursor = published
         return report
@@ -65,10 +68,10 @@ def _pull(source: SiteDefinition, src: Butler, dst: Butler, options: SyncOptions
           instance: str, here: str | None = None) -> Report:
     selection = options.selection
     name = source.name
+    check_universes(name, src.registry.universe, dst.site, dst.registry.universe)
     cursors = dst.registry.cursors
-    cursor = cursors.get("pull", name, selection.key)
-    if cursor is not None and cursor.instance != instance:
-        cursor = None  # another repository (or a reset outbox) now: re-plan from a snapshot
+    cursor = followed(cursors.get("pull", name, selection.key), instance, name, dst.site,
+                      reset=options.reset_cursor)
     start = cursor.last_seq if cursor is not None else None
     covered = set(cursor.covered) if cursor is not None and cursor.covered is not None else None
     retries = cursors.retries(name, selection.key)
@@ -78,8 +81,9 @@ def _pull(source: SiteDefinition, src: Butler, dst: Butler, options: SyncOptions
         fetcher = None if transport is None else Fetcher(
             dst.datastore, transport, name, jobs=options.jobs, progress=progress)
         target = Target(
-            Planner(dst, name, selection, sites=sites, keep_deleted=keep_deleted,
-                    with_files=transport is not None),
+            (ResetPlanner if options.reset_cursor else Planner)(
+                dst, name, selection, sites=sites, keep_deleted=keep_deleted,
+                with_files=transport is not None),
             Applier(dst, name, keep_deleted=keep_deleted), fetcher, selection.key,
             lambda mark: CursorMove(name, selection.key, selection.to_dict(), mark,
                                     frozenset(reader.collections), instance),
@@ -104,3 +108,22 @@ def _pull(source: SiteDefinition, src: Butler, dst: Butler, options: SyncOptions
     finally:
         if transport is not None:
             transport.close()
+
+
+def followed(cursor: Cursor | None, instance: str, source: str, destination: str, *,
+             reset: bool) -> Cursor | None:
+    """The cursor to continue from, if it follows the source's repository instance.
+
+    An instance is ``SOURCE[/MIRROR]``: a mirror rebuilt from the same source (a reset
+    outbox) re-plans from a snapshot; a rebuilt source is an error, unless ``reset``.
+    """
+    if cursor is None or reset or cursor.instance == instance:
+        return None if reset else cursor
+    if (cursor.instance or "").split("/")[0] == instance.split("/")[0]:
+        return None
+    old, new = (cursor.instance or "?").split("/")[0][:12], instance.split("/")[0][:12]
+    raise ConfigError(
+        f"site {source} is another repository now (instance {new}) than the one {destination} "
+        f"has followed (instance {old}): it was rebuilt or replaced. Run 'fed sync {source} "
+        f"{destination} --reset-cursor' to re-plan from a snapshot; every difference from "
+        "what this site holds is then reported as a conflict")

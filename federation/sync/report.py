@@ -89,8 +89,9 @@ class Report:
                 self._context_seen.add(ident)
             if failed and refers_to(state, failed):
                 counts[f"{state.kind} failed"] += 1
-            else:  # a refresh changes bookkeeping only: to a user, nothing changed
-                counts[f"{state.kind} {'skip' if action == 'refresh' else action}"] += 1
+            else:  # refresh and adopt change versions only: to a user, nothing changed
+                shown = "skip" if action in ("refresh", "adopt") else action
+                counts[f"{state.kind} {shown}"] += 1
         self.add_conflicts(plan.conflicts)
 
     def add_conflicts(self, conflicts: Iterable[Conflict]) -> None:

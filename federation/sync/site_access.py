@@ -11,6 +11,7 @@ from pathlib import Path
 
 from federation.butler import Butler
 from federation.config import RepoConfig
+from federation.dimensions.universe import DimensionUniverse
 from federation.errors import ConfigError, FederationError
 from federation.registry.database import same_database, shown_url
 from federation.sites import SiteDefinition
@@ -67,3 +68,15 @@ def sync_lock(root: Path, site: str, timeout: float) -> Iterator[None]:
             handle.seek(0)
             handle.truncate()
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def check_universes(source: str, theirs: DimensionUniverse, destination: str,
+                    ours: DimensionUniverse) -> None:
+    """Refuse to sync between repositories whose dimension universes differ (records and
+    data IDs would be converted, or fail half-way): one line naming the differences."""
+    if theirs.digest == ours.digest:
+        return
+    found = ours.differences(theirs)
+    shown = "; ".join(found[:4]) + (f"; and {len(found) - 4} more" if len(found) > 4 else "")
+    raise ConfigError(f"{source} and {destination} use different dimension universes "
+                      f"({shown}; 'here' is {destination}): nothing synced")

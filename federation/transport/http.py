@@ -133,10 +133,12 @@ class HTTPTransport(Transport):
         etag_file = local.with_name(local.name + ".etag")
         download = PartialDownload(local, resume=resume, on_bytes=on_bytes)
         etag = etag_file.read_text() if download.offset and etag_file.is_file() else None
-        had_etag_file = etag is not None
         if download.offset and etag is None:
             download.restart()  # nothing to prove the bytes there are this file's
         state = {"etag": etag}
+        if download.offset and download.offset == size:  # complete already: the caller
+            etag_file.unlink(missing_ok=True)             # checks it, as any download
+            return download.close()
 
         def attempt() -> None:
             headers = {}
@@ -154,6 +156,10 @@ class HTTPTransport(Transport):
                 if tag is not None and state["etag"] not in (None, tag):
                     download.restart()  # changed on the server between attempts
                     raise TransientError("the file changed on the server during the download")
+                if tag is not None and tag != state["etag"]:
+                    # Noted before the first byte lands: a download killed outright (kill -9,
+                    # a power cut) can still be resumed, and only against this version.
+                    etag_file.write_text(tag)
                 state["etag"] = tag
                 try:
                     for chunk in response.iter_content(CHUNK):
@@ -177,8 +183,7 @@ class HTTPTransport(Transport):
             download.abandon()
             raise
         self.counters.resumed(download.resumed)
-        if had_etag_file:
-            etag_file.unlink(missing_ok=True)
+        etag_file.unlink(missing_ok=True)
         return download.close()
 
     def put(self, local: Path, path: str) -> None:

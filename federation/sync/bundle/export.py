@@ -78,7 +78,8 @@ def _export(reader: SourceReader, source: SiteDefinition, output: Path, since: i
         raise InputError(f"--since {since} is beyond {source.name}'s journal, which ends "
                          f"at entry {upto}")
     header = BundleHeader(VERSION, source.name, since, upto, selection,
-                          datetime.now(UTC).isoformat(timespec="seconds"), since == 0)
+                          datetime.now(UTC).isoformat(timespec="seconds"), since == 0,
+                          reader.registry.universe.config)
     copier = _FileCopier(source, files_dir) if files_dir else None
     result = ExportResult(output, header)
     writer = Writer(output)
@@ -122,9 +123,10 @@ def _source_batches(reader: SourceReader, since: int, upto: int) -> Marked:
 
 
 def _portable(state: State, selection: Selection) -> tuple[State, str]:
-    """A state whose transferable file has a relative path (in-place ingests get the
-    path an Applier would give them); returns the state and the source's own path."""
-    if not isinstance(state, DatasetState) or not carries_file(state, selection):
+    """A state whose file has a relative path: a file ingested in place at the source
+    (absolute path) gets the path a destination gives it; returns the state and the
+    source's own path (bundles hold no absolute paths)."""
+    if not isinstance(state, DatasetState) or state.file is None:
         return state, ""
     info = state.file
     if not os.path.isabs(info.path):

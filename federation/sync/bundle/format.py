@@ -28,7 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
-from federation.errors import InputError
+from federation.dimensions.universe import DimensionUniverse
+from federation.errors import FederationError, InputError
+from federation.registry.state_checks import check_state
 from federation.registry.states import DatasetState, State, from_json
 from federation.sync.batch import Batch, Marked
 from federation.sync.planner import carries_file
@@ -38,6 +40,7 @@ from federation.transport.base import TransportError, check_relative
 FORMAT = "federation-bundle"
 VERSION = 1
 GZIP_MAGIC = b"\x1f\x8b"
+MAX_LINE = 4 << 20  # one state per line: a few KiB; a chain of thousands of children, less
 
 
 @dataclass(frozen=True)
@@ -49,16 +52,21 @@ class BundleHeader:
     selection: Selection
     created: str
     snapshot: bool
+    #: the source's dimension universe (its configuration); None in older bundles
+    universe: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": FORMAT, "version": self.version, "source": self.source,
+        data = {"format": FORMAT, "version": self.version, "source": self.source,
                 "from_seq": self.from_seq, "to_seq": self.to_seq,
                 "selection": self.selection.to_dict(), "created": self.created,
                 "snapshot": self.snapshot}
+        return data if self.universe is None else data | {"universe": self.universe}
 
     def describe(self) -> str:
         if self.snapshot:
             return f"snapshot of {self.source} up to journal entry {self.to_seq}"
+        if self.to_seq == self.from_seq:
+            return f"{self.source}: nothing after journal entry {self.from_seq}"
         return f"{self.source} journal entries {self.from_seq + 1}..{self.to_seq}"
 
 
@@ -131,8 +139,11 @@ class Bundle:
             else self._raw
         lineno = 0
         try:
-            for raw in stream:
+            while raw := stream.readline(MAX_LINE + 1):
                 lineno += 1
+                if len(raw) > MAX_LINE:
+                    raise self._error(lineno, f"line longer than {MAX_LINE:,} bytes: not a "
+                                              "bundle this federation writes")
                 yield lineno, raw
         except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
             raise InputError(f"bundle {self.path} is truncated or corrupt after line {lineno} "
@@ -256,24 +267,17 @@ class Bundle:
 
     def _check_state(self, lineno: int, state: State,
                      wanted: dict[str, ManifestEntry]) -> None:
-        if not isinstance(state, DatasetState):
-            return
         try:
-            uuid.UUID(state.id)
-        except (ValueError, TypeError, AttributeError):
-            raise self._error(lineno, f"invalid dataset id {state.id!r}") from None
-        if state.file is None:
+            check_state(state)
+        except InputError as exc:
+            raise self._error(lineno, str(exc)) from None
+        if not isinstance(state, DatasetState) or state.file is None:
             return
         info = state.file
-        if not isinstance(info.path, str) or not _is_int(info.size) or \
-                not isinstance(info.checksum, str):
-            raise self._error(lineno, f"malformed file of dataset {state.id}")
+        self._check_path(lineno, info.path)  # every path relative, below the root
         assert self.header is not None
-        if carries_file(state, self.header.selection):
-            self._check_path(lineno, info.path)  # the importer reads it from --files-from
+        if carries_file(state, self.header.selection):  # read from --files-from
             wanted[state.id] = ManifestEntry(state.id, info.path, info.size, info.checksum)
-        elif not os.path.isabs(info.path):
-            self._check_path(lineno, info.path)
 
     # -- batches ---------------------------------------------------------------
 
@@ -329,8 +333,15 @@ def parse_header(data: Any, path: Path) -> BundleHeader:
     if not isinstance(data.get("snapshot"), bool):
         raise InputError(f"{path}: the header does not say whether it is a snapshot")
     selection = Selection.from_dict(data.get("selection"))
+    universe = data.get("universe")
+    if universe is not None:
+        try:
+            DimensionUniverse(universe)
+        except FederationError as exc:
+            raise InputError(f"{path}: the header's dimension universe is invalid: "
+                             f"{exc}") from None
     return BundleHeader(version, source, from_seq, to_seq, selection,
-                        str(data.get("created", "")), data["snapshot"])
+                        str(data.get("created", "")), data["snapshot"], universe)
 
 
 def _is_int(value: Any) -> bool:

@@ -13,6 +13,7 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from federation.butler import Butler
+from federation.dimensions.universe import DimensionUniverse
 from federation.errors import ConfigError, FederationError, InputError
 from federation.sites import SiteDefinition
 from federation.sync.applier import Applier, CursorMove
@@ -25,7 +26,7 @@ from federation.sync.options import SyncOptions
 from federation.sync.planner import Planner
 from federation.sync.progress import Progress
 from federation.sync.report import Report
-from federation.sync.site_access import open_site, sync_lock
+from federation.sync.site_access import check_universes, open_site, sync_lock
 from federation.transport.local import LocalTransport
 
 
@@ -78,6 +79,9 @@ def import_into(path: str | os.PathLike, dst: Butler, options: SyncOptions, *,
                              f"{expect_source}")
         if header.source == dst.site:
             raise ConfigError(f"this bundle comes from {dst.site} itself")
+        if header.universe is not None:
+            check_universes(header.source, DimensionUniverse(header.universe), dst.site,
+                            dst.registry.universe)
         transport = None
         if selection.files and summary.files:
             if files_from is None:

@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 
 from federation.butler import Butler
+from federation.dimensions.universe import DimensionUniverse
 from federation.errors import ConfigError, InputError
 from federation.sites import SiteDefinition
 from federation.sync.bundle.importer import import_into
@@ -31,6 +32,12 @@ class Mirror:
         self.site = site
         self.path = home / MIRRORS / site.name
         self._id_file = self.path / "outbox-id"
+        self._instance_file = self.path / "source-instance"
+
+    @property
+    def source_instance(self) -> str:
+        """The instance id of the repository the mirrored outbox belongs to."""
+        return self._instance_file.read_text().strip() if self._instance_file.is_file() else ""
 
     @property
     def outbox_id(self) -> str:
@@ -52,7 +59,8 @@ class Mirror:
                 raise ConfigError(f"site {name} has published nothing at "
                                   f"{outbox.describe()}: run 'fed publish {name}' on the "
                                   "machine that runs its registry")
-            self._ensure(index.id)
+            self._ensure(index.id, index.universe)
+            self._instance_file.write_text(index.instance + "\n")
             with self.open() as mirror:
                 found = mirror.registry.cursors.get("pull", name, PUBLISHED.key)
                 cursor = found.last_seq if found is not None else 0
@@ -79,11 +87,13 @@ class Mirror:
         finally:
             outbox.close()
 
-    def _ensure(self, outbox_id: str) -> None:
-        """A mirror for this outbox; a different outbox (reset at the site) starts a new one."""
+    def _ensure(self, outbox_id: str, universe: dict | None) -> None:
+        """A mirror for this outbox, with the site's dimension universe; a different outbox
+        (reset at the site) starts a new one."""
         if self._id_file.is_file() and self._id_file.read_text().strip() == outbox_id:
             return
         if self.path.exists():
             shutil.rmtree(self.path)
-        Butler.create(self.path, site=f"{self.site.name}-mirror")
+        Butler.create(self.path, site=f"{self.site.name}-mirror",
+                      universe=DimensionUniverse(universe) if universe else None)
         self._id_file.write_text(outbox_id + "\n")

@@ -53,6 +53,8 @@ class OutboxIndex:
     site: str
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     bundles: list[PublishedBundle] = field(default_factory=list)
+    instance: str = ""  # the publishing repository's instance id
+    universe: dict[str, Any] | None = None  # its dimension universe, for mirrors to use
 
     @property
     def last_seq(self) -> int:
@@ -60,6 +62,7 @@ class OutboxIndex:
 
     def to_json(self) -> bytes:
         data = {"format": FORMAT, "version": VERSION, "site": self.site, "id": self.id,
+                "instance": self.instance, "universe": self.universe,
                 "bundles": [asdict(b) for b in self.bundles]}
         return (json.dumps(data, indent=1) + "\n").encode()
 
@@ -92,7 +95,13 @@ class OutboxIndex:
                 raise InputError(f"{where}: invalid bundle entry {item!r}")
             previous = bundle.to_seq
             bundles.append(bundle)
-        return cls(data["site"], data["id"], bundles)
+        instance = data.get("instance", "")
+        if not isinstance(instance, str):
+            raise InputError(f"{where}: invalid instance {instance!r}")
+        universe = data.get("universe")
+        if universe is not None and not isinstance(universe, dict):
+            raise InputError(f"{where}: invalid dimension universe")
+        return cls(data["site"], data["id"], bundles, instance, universe)
 
 
 @dataclass
@@ -143,6 +152,8 @@ def publish(site: SiteDefinition, *, lock_timeout: float = 60.0) -> PublishResul
         raise ConfigError(f"cannot create outbox {outbox}: {exc.strerror}") from None
     with open_site(site) as butler, sync_lock(outbox, site.name, lock_timeout):
         index = read_index(outbox, site.name)
+        if index.instance != butler.registry.instance:
+            index = _new_outbox(outbox, site.name, butler.registry.instance, index)
         since = index.last_seq
         if butler.registry.db.last_seq() <= since:
             return PublishResult(outbox, None, index)
@@ -160,11 +171,22 @@ def publish(site: SiteDefinition, *, lock_timeout: float = 60.0) -> PublishResul
                 temp.unlink(missing_ok=True)
             bundle = PublishedBundle(name, since, upto, size, digest)
             index.bundles.append(bundle)
+            index.universe = butler.registry.universe.config
             write_atomically(outbox / INDEX, index.to_json())
             butler.registry.cursors.save(Cursor("publish", index.id, PUBLISHED.key, upto,
                                                 PUBLISHED.to_dict()))
             record.report = Report(counts=result.counts, cursor=upto)
         return PublishResult(outbox, bundle, index)
+
+
+def _new_outbox(outbox: Path, site: str, instance: str, old: OutboxIndex) -> OutboxIndex:
+    """A fresh index for another repository instance (the site was rebuilt): the former
+    instance's bundles go, and pullers see a new outbox id."""
+    for bundle in old.bundles:
+        (outbox / bundle.name).unlink(missing_ok=True)
+    index = OutboxIndex(site, instance=instance)
+    write_atomically(outbox / INDEX, index.to_json())
+    return index
 
 
 def write_atomically(path: Path, data: bytes) -> None:
