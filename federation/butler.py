@@ -264,11 +264,17 @@ class Butler:
             return ref
         where = ", ".join(self._collections(collections))
         message = f"no {ref_or_type} dataset with data ID {full_id} in collections {where}"
-        if unknown is not None:
-            message = (f"{message}: this repository holds no {unknown.dimension} record for "
-                       f"{unknown.key}, so it holds no dataset with that data ID (the value "
-                       "does not exist, or that part of the data was never synced here)")
-        raise MissingDatasetError(message)
+        if unknown is None:
+            raise MissingDatasetError(message)
+        missing = f"this repository holds no {unknown.dimension} record for {unknown.key}"
+        if unknown.dimension in self.registry.get_dataset_type(ref_or_type).dimensions.names:
+            raise MissingDatasetError(
+                f"{message}: {missing}, so it holds no dataset with that data ID (the value "
+                "does not exist, or that part of the data was never synced here)")
+        raise MissingDatasetError(  # a key only used for its time (a calibration lookup)
+            f"cannot look up {ref_or_type} at the time of {unknown.dimension} "
+            f"{unknown.key}: {missing} (the value does not exist, or it was never synced "
+            "here); give a timespan instead")
 
     # -- writing -------------------------------------------------------------
 
@@ -416,6 +422,12 @@ class Butler:
             **kwargs: Any) -> Any:
         """Read a dataset, by ref or by dataset type + data ID searched through collections."""
         ref = self._resolve(ref_or_type, data_id, collections, timespan, kwargs)
+        return self.datastore.read(self._file_here(ref),
+                                   get_storage_class(ref.dataset_type.storage_class))
+
+    def _file_here(self, ref: DatasetRef) -> StoredFile:
+        """The record of a dataset's file in this datastore; an error saying where the file
+        is when it is held at another site, or that there is none."""
         found = self.registry.datasets.file(ref.id)
         if found is None:
             raise MissingDatasetError(f"{ref} has no file in this repository")
@@ -424,7 +436,7 @@ class Butler:
             raise MissingDatasetError(
                 f"{ref} is held at site {held_at!r}; its file is not in this repository "
                 "(sync it with files to read it here)")
-        return self.datastore.read(stored, get_storage_class(ref.dataset_type.storage_class))
+        return stored
 
     def exists(self, ref_or_type: DatasetRef | str, data_id: DataId | None = None, *,
                collections: str | Sequence[str] | None = None, **kwargs: Any) -> Existence:
@@ -444,10 +456,7 @@ class Butler:
                 collections: str | Sequence[str] | None = None, **kwargs: Any) -> str:
         """The file:// URI of a dataset's file."""
         ref = self._resolve(ref_or_type, data_id, collections, None, kwargs)
-        found = self.registry.datasets.file(ref.id)
-        if found is None or found[1] is not None:
-            raise MissingDatasetError(f"{ref} has no file in this repository")
-        return self.datastore.path_of(found[0]).as_uri()
+        return self.datastore.path_of(self._file_here(ref)).as_uri()
 
     def query_datasets(self, dataset_types: str | Sequence[str] | None = None,
                        collections: str | Sequence[str] | None = None, *,

@@ -217,7 +217,8 @@ def test_bundle_show(ncsa: Federation, tmp_path: Path) -> None:
     assert summary["header"]["source"] == "NCSA" and summary["records"]["dataset"] >= 20
     shown = fed("bundle", "show", bundle, "--records").stdout
     records = [json.loads(x) for x in shown.splitlines()]
-    assert len(records) == sum(summary["records"].values())
+    distinct = {json.dumps(r, sort_keys=True) for r in records}  # batches repeat context
+    assert len(distinct) == sum(summary["records"].values()) < len(records)
     assert {r["kind"] for r in records} == set(summary["records"])
     lines = read_lines(bundle)
     damaged = write_lines(tmp_path / "bad.jsonl.gz", lines[:-1], fix_trailer=False)

@@ -191,3 +191,17 @@ def test_a_tag_of_a_dataset_deleted_since_comes_back_quietly(fed):
     assert_same(fed, "Princeton")
     with fed.butler("Princeton") as b:
         assert not b.query_datasets("raw", "HSC/raw/good", where=f"exposure = {EXPOSURE}")
+
+
+def test_a_tag_of_a_dataset_recreated_since_comes_back_quietly(fed):
+    """As above, but NCSA has ingested the exposure again (same UUIDs) since: Princeton's old
+    membership names a dataset NCSA holds again, in a newer creation; it is recognized as
+    older than NCSA's own knowledge of the tag, not refused as a change to NCSA's tag."""
+    fed.sync("NCSA", "Princeton")
+    recreate_exposure(fed)
+    report = fed.sync("Princeton", "NCSA")
+    assert not report.conflicts, report.conflicts
+    assert not fed.sync("NCSA", "Princeton").conflicts
+    assert_same(fed, "Princeton")
+    with fed.butler("NCSA") as b:  # the new creation is not tagged: NCSA never tagged it
+        assert not b.query_datasets("raw", "HSC/raw/good", where=f"exposure = {EXPOSURE}")

@@ -6,16 +6,14 @@ check the refusal instead) and the in-memory test double. A new transport joins 
 one entry to SITES: a :class:`Site` that opens the transport and, as the server's
 administrator would, places and inspects files behind it.
 
-After the contract: the in-memory transport's faults, web servers whose listings lie, and
-the settings of each kind of transport as site definitions give them.
+After the contract: web servers whose listings lie. The in-memory transport's faults are in
+test_transport_retries.py, the settings of each kind in test_transport_settings.py.
 """
 
 from __future__ import annotations
 
 import json
 import random
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -27,7 +25,6 @@ import requests
 
 import federation.transport.sftp as sftp_module
 from federation.datastore.checksum import CHUNK, bytes_checksum, file_checksum
-from federation.errors import ConfigError
 from federation.transport.base import (
     FetchRequest,
     MissingFileError,
@@ -35,7 +32,6 @@ from federation.transport.base import (
     Transport,
     TransportError,
 )
-from federation.transport.kinds import INBOX, KINDS, parse_settings
 from federation.transport.memory import MemoryTransport
 from federation.transport.retry import RetryPolicy
 from federation.transport.settings import HTTPSettings, LocalSettings, SFTPSettings
@@ -57,7 +53,7 @@ class Site:
     writable = True  # put, delete and rename work (else they must be refused)
     resumes = True  # fetch(resume=True) keeps the bytes of a partial local file
     reads_absolute = False  # absolute paths read files outside the root (in-place ingests)
-    links = True  # the server side can hold symbolic links
+    kind = ""  # its name in SITES
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -144,8 +140,6 @@ class HTTPSite(Site):
 
 
 class MemorySite(Site):
-    links = False
-
     def __init__(self, root: Path) -> None:
         super().__init__(root)
         self.files: dict[str, bytes] = {}
@@ -176,12 +170,33 @@ SITES: dict[str, Callable[[pytest.FixtureRequest, Path], Site]] = {
 }
 
 
-@pytest.fixture(params=list(SITES))
-def site(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Site]:
+#: sites whose server sends each directory listing whole (the others walk as they list)
+WHOLE_LISTINGS = ["sftp", "http"]
+#: sites whose server side can hold symbolic links
+LINKS = ["local", "sftp", "http"]
+
+
+def open_site(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Site]:
     made = SITES[request.param](request, tmp_path / "site")
+    made.kind = request.param
     yield made
     for transport in made.opened:
         transport.close()
+
+
+@pytest.fixture(params=list(SITES))
+def site(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Site]:
+    yield from open_site(request, tmp_path)
+
+
+@pytest.fixture(params=WHOLE_LISTINGS)
+def listing_site(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Site]:
+    yield from open_site(request, tmp_path)
+
+
+@pytest.fixture(params=LINKS)
+def linking_site(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Site]:
+    yield from open_site(request, tmp_path)
 
 
 def refused(site: Site, write: Callable[[], object]) -> bool:
@@ -383,10 +398,14 @@ def test_list_leaves_out_names_no_datastore_path_can_have(site):
     assert list(site.open().list()) == [RemoteFile("ok.dat", 1)]
 
 
-def test_a_directory_listing_larger_than_the_cap_is_refused(site):
+def test_every_transport_says_whether_it_holds_listings_whole(site):
+    """The two lists above follow what the transports say of themselves."""
+    assert (site.open().max_listing is not None) == (site.kind in WHOLE_LISTINGS)
+
+
+def test_a_directory_listing_larger_than_the_cap_is_refused(listing_site):
+    site = listing_site
     t = site.open()
-    if t.max_listing is None:
-        pytest.skip("this transport walks as it lists: nothing is held in memory")
     for i in range(40):
         site.place(f"many/{'x' * 40}{i:03d}", b"")
     t.max_listing = 1000
@@ -394,9 +413,8 @@ def test_a_directory_listing_larger_than_the_cap_is_refused(site):
         list(t.list("many"))
 
 
-def test_a_link_loop_on_the_server_does_not_trap_a_listing(site):
-    if not site.links:
-        pytest.skip("this site cannot hold links")
+def test_a_link_loop_on_the_server_does_not_trap_a_listing(linking_site):
+    site = linking_site
     site.place("loop/file", b"1")
     site.link("loop/again", ".")
     start = time.monotonic()
@@ -434,97 +452,6 @@ def test_paths_escaping_the_root_are_refused_without_contacting_the_server(site,
     assert secret.read_bytes() == b"secret" and not (tmp_path / "got").exists()
     assert site.names() == {"inside"} and sorted(secret.parent.iterdir()) == [secret]
     assert site.contacts() in (None, 0)
-
-
-# -- the in-memory transport's faults ----------------------------------------------------
-
-
-def memory(files: dict[str, bytes], **retry) -> MemoryTransport:
-    policy = {"attempts": 4, "initial": 0.01, "maximum": 0.02, "deadline": 2.0} | retry
-    return MemoryTransport(files, retry=RetryPolicy(**policy))
-
-
-def test_transient_failures_are_retried_and_the_operation_succeeds(tmp_path):
-    t = memory({"a": b"data", "b": b"other"})
-    t.fail_next(2, path="a")
-    assert t.fetch("a", tmp_path / "a") == (4, bytes_checksum(b"data")) and t.contacts == 3
-    t.fail_next(1)  # on any path
-    assert t.stat("b") == RemoteFile("b", 5) and t.contacts == 5
-
-
-def test_a_site_that_keeps_failing_is_given_up_on_within_the_bounds(tmp_path):
-    t = memory({"a": b"x"}, attempts=3)
-    t.fail_next(100, path="a")
-    with pytest.raises(TransportError, match="gave up after 3 attempts"):
-        t.fetch("a", tmp_path / "a")
-    assert t.contacts == 3
-    slow = memory({"a": b"x"}, attempts=1000, initial=0.05, maximum=0.05, deadline=0.3)
-    slow.fail_next(10_000)
-    start = time.monotonic()
-    with pytest.raises(TransportError, match="gave up after"):
-        slow.stat("a")
-    assert time.monotonic() - start < 1 and slow.contacts < 10
-
-
-def test_a_cut_transfer_is_resumed_by_the_next_fetch(tmp_path):
-    data = blob(3 * CHUNK)
-    t = memory({"big": data}, attempts=1)
-    t.cut_after("big", CHUNK + 10)
-    local = tmp_path / "big.part"
-    with pytest.raises(TransportError, match="gave up after 1 attempt"):
-        t.fetch("big", local)
-    assert local.read_bytes() == data[:CHUNK + 10]  # kept for the next run
-    arrived: list[int] = []
-    assert t.fetch("big", local, resume=True, on_bytes=arrived.append) == \
-        (len(data), bytes_checksum(data))
-    assert sum(arrived) == len(data) - CHUNK - 10
-    assert (t.counters.resumed_files, t.counters.resumed_bytes) == (1, CHUNK + 10)
-
-
-def test_a_cut_transfer_is_resumed_by_the_retry_and_a_cut_upload_stores_nothing(tmp_path):
-    data = blob(5000)
-    t = memory({"f": data})
-    t.cut_after("f", 1000)
-    assert t.fetch("f", tmp_path / "f") == (len(data), bytes_checksum(data))
-    assert t.counters.resumed_bytes == 1000 and t.contacts == 2
-    once = memory({"f": data}, attempts=1)
-    once.cut_after("g", 10)
-    with pytest.raises(TransportError):
-        once.put(tmp_path / "f", "g")
-    assert set(once.files) == {"f"}
-
-
-def test_corrupted_bytes_are_caught_by_the_callers_checksum(tmp_path):
-    data = blob(4096)
-    t = memory({"f": data})
-    t.corrupt("f")
-    size, digest = t.fetch("f", tmp_path / "f")
-    assert size == len(data) == t.stat("f").size and digest != bytes_checksum(data)
-    assert file_checksum(tmp_path / "f") == (size, digest)  # what arrived is what was hashed
-    t.clear_faults()
-    assert t.fetch("f", tmp_path / "f")[1] == bytes_checksum(data)
-
-
-def test_a_file_reported_missing_is_missing_everywhere_until_written_again(tmp_path):
-    t = memory({"d/f": b"x", "d/g": b"y"})
-    t.report_missing("d/f")
-    assert t.stat("d/f") is None and list(t.list()) == [RemoteFile("d/g", 1)]
-    with pytest.raises(MissingFileError):
-        t.fetch("d/f", tmp_path / "f")
-    with pytest.raises(MissingFileError):
-        t.rename("d/f", "e")
-    (tmp_path / "new").write_bytes(b"new")
-    t.put(tmp_path / "new", "d/f")
-    assert t.read_bytes("d/f") == b"new"
-
-
-def test_faults_are_checked_when_they_are_set():
-    t = memory({})
-    for bad in (lambda: t.fail_next(0), lambda: t.cut_after("f", -1)):
-        with pytest.raises(ValueError):
-            bad()
-    with pytest.raises(TransportError, match="escapes"):
-        t.corrupt("../f")
 
 
 # -- web servers whose listings cannot be trusted ------------------------------------------
@@ -570,75 +497,3 @@ def test_a_web_server_without_listings_says_how_to_enable_them(web_private, tmp_
         list(t.list())
     assert "autoindex_format json" in str(info.value) and "\n" not in str(info.value)
     assert t.stat("f") == RemoteFile("f", 1)  # files are still served
-
-
-# -- settings, as site definitions give them ------------------------------------------------
-
-SFTP = {"host": "h", "root": "/d"}
-HTTP = {"url": "https://x/repo/"}
-
-
-@pytest.mark.parametrize(("kind", "block", "message"), [
-    ("sftp", None, "'transport: sftp' needs a 'sftp:' mapping"),
-    ("sftp", {"root": "/data"}, "'sftp: host' is required"),
-    ("sftp", {"host": "h"}, "'sftp: root' is required"),
-    ("sftp", {"host": "h", "root": "data"}, "'sftp: root' must be an absolute path"),
-    ("sftp", SFTP | {"port": 0}, "'sftp: port' must be a positive integer"),
-    ("sftp", SFTP | {"port": True}, "'sftp: port' must be a positive integer"),
-    ("sftp", SFTP | {"port": 70000}, "'sftp: port' must be at most 65535"),
-    ("sftp", SFTP | {"retries": 0}, "'sftp: retries' must be a positive integer"),
-    ("sftp", SFTP | {"timeout": 0}, "'sftp: timeout' must be a positive number"),
-    ("sftp", SFTP | {"retry_deadline": "soon"}, "'sftp: retry_deadline' must be a positive"),
-    ("sftp", SFTP | {"password": "x"}, "unknown key(s) in 'sftp:': password"),
-    ("sftp", SFTP | {"outbox": "out"}, "'sftp: outbox' must be an absolute path"),
-    ("sftp", SFTP | {"user": 3}, "'sftp: user' must be a string"),
-    ("http", {}, "'http: url' is required"),
-    ("http", {"url": "ftp://x/"}, "'http: url' must be an http:// or https:// URL"),
-    ("http", HTTP | {"verify": 1}, "'http: verify' must be true, false or a CA bundle path"),
-    ("http", HTTP | {"retries": 2.5}, "'http: retries' must be a positive integer"),
-    ("http", HTTP | {"inbox": "https://x/in/"}, "unknown key(s) in 'http:': inbox"),
-    ("local", {}, "'root' is required and must be a string"),
-    ("local", {"root": "r", "outbox": 3}, "'outbox' must be a directory path"),
-    ("rsync", {}, "unknown transport 'rsync'; use one of local, sftp, http"),
-])
-def test_invalid_settings_are_refused_in_one_line_naming_the_file_and_key(kind, block, message):
-    with pytest.raises(ConfigError) as info:
-        parse_settings(kind, block, "sites/NCSA.yaml")
-    assert str(info.value).startswith("sites/NCSA.yaml: ") and message in str(info.value)
-    assert "\n" not in str(info.value)
-
-
-def test_settings_describe_the_site_and_survive_their_own_dict(tmp_path):
-    sftp = parse_settings("sftp", SFTP | {"port": 2222, "user": "fed", "key_file": "~/.ssh/k",
-                                          "retries": 3, "retry_deadline": 10}, "x")
-    assert sftp == SFTPSettings("h", "/d", port=2222, user="fed", key_file=Path("~/.ssh/k"),
-                                retry=RetryPolicy(attempts=3, deadline=10.0))
-    assert sftp.describe() == "sftp://h:2222/d" and sftp.address == "[h]:2222"
-    assert sftp.folder("outbox") == "/d/.federation-outbox"
-    http = parse_settings("http", HTTP, "x")
-    assert http.describe() == HTTP["url"]
-    assert http.folder_url("outbox") == "https://x/repo/.federation-outbox/"
-    with pytest.raises(ConfigError, match="read-only over HTTP"):
-        http.open("inbox")
-    local = parse_settings("local", {"root": "repo", "outbox": "pub"}, "x", base=tmp_path)
-    assert local == LocalSettings(tmp_path / "repo", tmp_path / "pub", tmp_path / "repo" / INBOX)
-    assert local.open("outbox").describe() == str(tmp_path / "pub")
-    for settings in (sftp, http, local):
-        shown = json.loads(json.dumps(settings.to_dict()))
-        assert parse_settings(settings.kind, shown, "x").to_dict() == shown
-
-
-def test_the_table_of_kinds_says_what_each_transport_can_do():
-    assert {name: (kind.remote, kind.writable, kind.settings.kind)
-            for name, kind in KINDS.items()} == {
-        "local": (False, True, "local"), "sftp": (True, True, "sftp"),
-        "http": (True, False, "http")}
-
-
-def test_reading_transport_settings_loads_no_network_library():
-    """Site definitions are read by every command, `fed --help` included: fast."""
-    code = ("import sys, federation.transport.kinds; "
-            "print([m for m in ('paramiko', 'requests') if m in sys.modules])")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=60, check=True).stdout
-    assert out.strip() == "[]"

@@ -7,7 +7,8 @@ other sites write and remove processing runs of their own. Between the owner
 operations, ``fed sync`` runs along random edges (both directions, cycles, several
 paths to one site), sometimes killed with SIGKILL at a random instant or at a
 random crash point, sometimes while the source's owner writes, sometimes beside a
-second sync into the same repository.
+second sync into the same repository. Ingests, prunes and run removals are
+sometimes killed too.
 
 After every step each repository the step touched is verified: every file its
 registry records is there and matches its checksum. At the end, syncs run along
@@ -49,6 +50,7 @@ EXPOSURES = list(range(1000, 1008))
 DETECTORS = [0, 1]
 RAWS, TAG, CHAIN, CALIB = "HSC/raw/all", "HSC/raw/good", "HSC/defaults", "HSC/calib"
 CONVERGE_ROUNDS = 4
+YEARS = list(range(2010, 2021))  # calibration validity is certified in whole years
 
 
 class Failed(Exception):
@@ -63,6 +65,7 @@ class Model:
     versions: dict[int, int] = field(default_factory=dict)  # how often each was ingested
     tagged: bool = False
     calibs: list[str] = field(default_factory=list)  # NCSA's bias runs
+    certified: dict[int, str] = field(default_factory=dict)  # year -> the run valid then
     runs: dict[str, list[str]] = field(default_factory=dict)  # site -> its live runs
     made: int = 0  # runs created so far (names are never reused)
 
@@ -110,6 +113,22 @@ class Run:
         if result.returncode != 0:
             raise Failed(f"'fed {' '.join(args)}' exited {result.returncode}:\n{result.stdout}")
         return result.stdout
+
+    def owner_run(self, *args: str) -> bool:
+        """An owner's command that is sometimes killed with SIGKILL at a random instant;
+        whether it was."""
+        if self.rng.random() >= 0.15:
+            self.must(*args)
+            return False
+        result = self.fed(*args, kill="timer")
+        self.finished(args, result.returncode, result.stdout, killable=True)
+        return result.returncode == -signal.SIGKILL
+
+    def refresh_raws(self) -> None:
+        """Which exposures NCSA holds after a killed ingest or prune (either way is fine)."""
+        with Butler(self.workdir / "NCSA") as butler:
+            refs = butler.query_datasets("raw", RAWS)
+        self.model.ingested = {ref.data_id["exposure"] for ref in refs}
 
     def finished(self, args: tuple[str, ...], code: int, output: str, killable: bool) -> None:
         """A sync ends in success, or killed when it was to be; nothing else is fine."""
@@ -207,10 +226,12 @@ class Run:
                 name = f"raw_{exposure}_{detector}.dat"
                 (folder / name).write_bytes(self.rng.randbytes(self.rng.randint(16, 4096)))
                 writer.writerow([name, "HSC", exposure, detector])
-        self.must("ingest-files", "NCSA", "raw", RAWS, str(folder / "raws.csv"),
-                  "--id-mode", "deterministic")
-        self.model.ingested.add(exposure)
         self.model.versions[exposure] = version
+        if self.owner_run("ingest-files", "NCSA", "raw", RAWS, str(folder / "raws.csv"),
+                          "--id-mode", "deterministic"):
+            self.refresh_raws()
+        else:
+            self.model.ingested.add(exposure)
 
     def owner_operation(self) -> None:
         """One random thing an owner does to its own collections."""
@@ -231,9 +252,11 @@ class Run:
                 self.ingest(rng.choice(fresh))
         elif what == "prune":
             exposure = rng.choice(sorted(model.ingested))
-            self.must("prune-datasets", "NCSA", "raw", "-c", RAWS, "--where",
-                      f"exposure = {exposure}", "--yes")
-            model.ingested.discard(exposure)
+            if self.owner_run("prune-datasets", "NCSA", "raw", "-c", RAWS, "--where",
+                              f"exposure = {exposure}", "--yes"):
+                self.refresh_raws()
+            else:
+                model.ingested.discard(exposure)
         elif what == "tag":
             exposure = rng.choice(sorted(model.ingested))
             self.must("associate", "NCSA", TAG, "-c", RAWS, "--where", f"exposure = {exposure}")
@@ -250,29 +273,43 @@ class Run:
         elif what == "certify":
             self.certify()
         elif what == "decertify":
-            begin, end = sorted(rng.sample(range(2010, 2020), 2))
+            begin, end = sorted(rng.sample(YEARS, 2))
             self.must("decertify", "NCSA", CALIB, "bias", "--begin-date", f"{begin}-01-01",
                       "--end-date", f"{end}-01-01")
+            for year in range(begin, end):
+                model.certified.pop(year, None)
         elif what == "remove-calib":
             run = model.calibs.pop(rng.randrange(len(model.calibs)))
             self.must("remove-runs", "NCSA", run, "--force", "--yes")
+            model.certified = {y: r for y, r in model.certified.items() if r != run}
         else:
             site = rng.choice([s for s, runs in model.runs.items() if runs])
             run = model.runs[site].pop(rng.randrange(len(model.runs[site])))
-            self.must("remove-runs", site, run, "--force", "--yes")
+            if self.owner_run("remove-runs", site, run, "--force", "--yes"):
+                with Butler(self.workdir / site) as butler:
+                    if butler.registry.collections.exists(run):
+                        model.runs[site].append(run)  # killed before it committed
 
     def certify(self) -> None:
-        """NCSA writes a bias per detector into a new run and certifies it for some years."""
+        """NCSA writes a bias per detector into a new run and certifies it for some years
+        no other bias is valid in."""
         self.model.made += 1
         run = f"{CALIB}/gen/r{self.model.made}"
         self.log.append(f"(Python) NCSA: put biases into {run}")
         with Butler(self.workdir / "NCSA", run=run) as butler:
             for detector in DETECTORS:
                 butler.put(self.rng.randbytes(32), "bias", instrument="HSC", detector=detector)
-        begin, end = sorted(self.rng.sample(range(2010, 2020), 2))
+        self.model.calibs.append(run)
+        free = [y for y in YEARS if y not in self.model.certified]
+        if not free:
+            return
+        begin = self.rng.choice(free)  # validity ranges of one data ID must not overlap
+        end = begin + 1
+        while end in free and end < YEARS[-1] and self.rng.random() < 0.5:
+            end += 1
         self.must("certify-calibrations", "NCSA", run, CALIB, "bias",
                   "--begin-date", f"{begin}-01-01", "--end-date", f"{end}-01-01")
-        self.model.calibs.append(run)
+        self.model.certified.update(dict.fromkeys(range(begin, end), run))
 
     def process(self, site: str) -> None:
         """A site writes a small processing run of its own (a calexp or two)."""

@@ -49,9 +49,11 @@ def export(source, since, collections, dataset_types, where, bind, files, output
         return
     click.echo(f"exported {result.header.describe()} to {output}")
     click.echo(f"selection: {selection.describe()}")
-    render.table(["kind", "count"], sorted(result.counts.items()))
+    render.table(["kind", "objects"], sorted(result.counts.items()))
     click.echo(f"batches: {result.batches}; manifest: {result.files} file(s), "
                f"{result.bytes:,} bytes")
+    for note in result.notes:
+        click.echo(f"note: {note}")
     if with_files is not None and selection.files:
         click.echo(f"files copied to {with_files}: {result.copied} "
                    f"({result.files - result.copied} already there), verified")
@@ -77,7 +79,7 @@ def import_(bundle, destination, files_from, dry_run, on_conflict, jobs, wait, s
     from federation.sync.options import SyncOptions
 
     options = SyncOptions(dry_run=dry_run, on_conflict=on_conflict, jobs=jobs, lock_timeout=wait)
-    run_and_report(f"{bundle.name} -> {destination}", as_json, dry_run,
+    run_and_report(f"{bundle.name} -> {destination}", as_json, options,
                    lambda progress: run_import(bundle, destination, options,
                                                files_from=files_from, sites_dir=sites_dir,
                                                progress=progress))
@@ -93,7 +95,8 @@ def bundle() -> None:
 @click.option("--records", is_flag=True, help="Print the records as JSON lines instead.")
 @render.JSON_OPTION
 def bundle_show(path, records, as_json) -> None:
-    """Summarise a bundle: header, records by kind, manifest, integrity (exit 1 if damaged)."""
+    """Summarise a bundle: header, distinct objects by kind (a state repeated in several
+    lines counts once), manifest, integrity (exit 1 if damaged)."""
     from federation.errors import InputError
     from federation.operations.sync import bundle_records
     from federation.operations.sync import bundle_show as inspect
@@ -124,7 +127,7 @@ def _show(summary) -> None:
     click.echo(f"selection: {header.selection.describe()}")
     click.echo(f"created: {header.created}")
     click.echo(f"batches: {summary.batches}")
-    render.table(["kind", "count"], sorted(summary.counts.items()))
+    render.table(["kind", "objects"], sorted(summary.counts.items()))
     click.echo(f"manifest: {summary.files} file(s), {summary.bytes:,} bytes")
     if summary.error:
         click.echo(f"integrity: FAILED: {summary.error}")

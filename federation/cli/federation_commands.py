@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from federation.cli import render, sync_render
+
+if TYPE_CHECKING:
+    from federation.sync.options import SyncOptions
+    from federation.sync.progress import Progress
+    from federation.sync.report import Report
 
 SITES = click.option("--sites", "sites_dir", type=click.Path(file_okay=False, path_type=Path),
                      envvar="FED_SITES", default=None,
@@ -37,7 +44,8 @@ def selection_options(func):
 def apply_options(func):
     """--dry-run, --on-conflict, --jobs, --wait, --sites, --json: shared by sync and import."""
     options = [
-        click.option("--dry-run", is_flag=True, help="Print the plan; change nothing."),
+        click.option("--dry-run", is_flag=True,
+                     help="Print the plan; change nothing. Exits 1 if the plan has conflicts."),
         click.option("--on-conflict", type=click.Choice(["fail", "skip"]), default="fail",
                      show_default=True,
                      help="fail: apply nothing if anything conflicts; skip: apply the rest."),
@@ -76,26 +84,33 @@ def site() -> None:
 @SITES
 @render.JSON_OPTION
 def site_list(sites_dir, as_json) -> None:
-    """List the defined sites (and definition files that cannot be read, with why)."""
+    """List the defined sites.
+
+    A definition file that cannot be used (not YAML, not a valid definition, or
+    named differently from the site it defines) is not hidden: after the table,
+    each gets one line on stderr, 'error: FILE...: why' (with --json, an entry
+    {"file", "error"}), and the exit status is 1.
+    """
     from federation.operations.sites import list_entries
 
     entries = list_entries(sites_dir)
+    broken = [e for e in entries if e.site is None]
     if as_json:
         render.as_json([e.site.to_dict() if e.site else {"file": str(e.path), "error": e.error}
                         for e in entries])
-        return
-    rows = []
-    for entry in entries:
-        s = entry.site
-        if s is None:
-            rows.append([entry.path.stem, "", "", "", "", f"error: {entry.error}"])
-            continue
-        registry = s.registry.url if not s.is_remote else "(published bundles)"
-        rows.append([s.name, s.transport, registry, s.files.describe(),
-                     list(s.owns), ", ".join(f for f, on in (("read-only", s.read_only),
-                                                             ("keep-deleted", s.keep_deleted))
-                                             if on)])
-    render.table(["name", "transport", "registry", "root", "owns", "flags"], rows)
+    else:
+        render.table(["name", "transport", "registry", "root", "owns", "flags"],
+                     [_site_row(e.site) for e in entries if e.site is not None])
+        for entry in broken:
+            click.echo(f"error: {entry.error}", err=True)
+    if broken:
+        sys.exit(1)
+
+
+def _site_row(s) -> list:
+    registry = s.registry.url if not s.is_remote else "(published bundles)"
+    flags = [f for f, on in (("read-only", s.read_only), ("keep-deleted", s.keep_deleted)) if on]
+    return [s.name, s.transport, registry, s.files.describe(), list(s.owns), ", ".join(flags)]
 
 
 @site.command("show")
@@ -113,7 +128,11 @@ def site_show(name, sites_dir) -> None:
 @SITES
 def site_check(names, sites_dir) -> None:
     """Check that sites' repositories (or published outboxes) are reachable and belong to
-    their definitions; exit 1 if any is not."""
+    their definitions (default: every definition file, broken ones included).
+
+    Each site that passes gets 'NAME: ok (...)' on stdout; each that fails gets
+    'error: NAME: why' on stderr, and the exit status is then 1.
+    """
     from federation.operations.sites import check
 
     results = check(list(names), sites_dir)
@@ -153,22 +172,27 @@ def sync(source, destination, collections, dataset_types, where, bind, files, dr
     new selection first takes a snapshot), transfers and verifies files, then
     imports records in batches, advancing the cursor with each. A DESTINATION
     reached over SFTP is pushed to (see 'fed receive').
+
+    The first sync of a selection whose -c or -t globs match nothing at SOURCE
+    is an error and writes nothing; one whose --where matches no dataset runs
+    and says so.
     """
     from federation.operations.sync import sync as run_sync
     from federation.sync.options import SyncOptions
 
     selection = make_selection(collections, dataset_types, where, bind, files)
     options = SyncOptions(selection, dry_run, on_conflict, jobs, wait, reset_cursor)
-    run_and_report(f"{source} -> {destination}", as_json, dry_run,
+    run_and_report(f"{source} -> {destination}", as_json, options,
                    lambda progress: run_sync(source, destination, options, sites_dir=sites_dir,
                                              progress=progress))
 
 
-def run_and_report(title: str, as_json: bool, dry_run: bool, run) -> None:
+def run_and_report(title: str, as_json: bool, options: SyncOptions,
+                   run: Callable[[Progress], Report]) -> None:
     """Run a sync or import with a progress bar; print its report (or its conflicts).
 
-    Exits 1 when files failed to arrive, or when a dry run found conflicts; a
-    conflict error propagates after its report.
+    Exits 1 when files failed to arrive, or when a dry run found conflicts (so that
+    scripts can check first); a conflict error propagates after its report.
     """
     from federation.cli.transfer_progress import TransferProgress
     from federation.sync.report import SyncConflictError
@@ -177,18 +201,20 @@ def run_and_report(title: str, as_json: bool, dry_run: bool, run) -> None:
         try:
             report = run(progress)
         except SyncConflictError as exc:
-            sync_render.report(exc.report, as_json, dry_run=False, title="conflicts",
-                               refused=True)
+            sync_render.report(exc.report, as_json, dry_run=False, title=title, refused=True)
             raise
-    sync_render.report(report, as_json, dry_run=dry_run, title=title)
+    sync_render.report(report, as_json, dry_run=options.dry_run, title=title,
+                       strict=options.strict)
     if report.failed:
         click.echo(f"error: {len(report.failed)} file(s) did not arrive or did not match their "
                    "records (listed above); they were left out with what needs them, the rest "
                    "was applied, and the next run retries them", err=True)
         sys.exit(1)
-    if dry_run and report.conflicts:
-        click.echo(f"error: {report.conflict_count} conflict(s) (listed above): a run "
-                   "with --on-conflict fail would apply nothing", err=True)
+    if options.dry_run and report.conflict_count:
+        outcome = ("a run would be refused and change nothing" if options.strict
+                   else "a run with --on-conflict skip would leave them out")
+        click.echo(f"error: {report.conflict_count} conflict(s) (listed above): {outcome}",
+                   err=True)
         sys.exit(1)
 
 

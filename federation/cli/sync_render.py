@@ -9,18 +9,20 @@ import click
 
 from federation.cli.render import as_json, table
 
+NOT_APPLIED = (" skip", " conflict", " refused", " blocked", " failed")
+
 
 def report(result: Any, as_json_output: bool, *, dry_run: bool, title: str,
-           refused: bool = False) -> None:
+           refused: bool = False, strict: bool = True) -> None:
     """A sync/import report: counts by kind and action, conflicts in full, failed files.
 
-    ``refused``: the operation stopped on conflicts and applied nothing.
+    ``refused``: the operation stopped on conflicts and applied nothing (the counts
+    are its plan); ``strict``: conflicts stop a run (``--on-conflict fail``).
     """
     if as_json_output:
         as_json(result.to_dict() | {"dry_run": dry_run, "applied": not (dry_run or refused)})
         return
-    verb = "refused, nothing applied" if refused else ("would apply" if dry_run else "applied")
-    click.echo(f"{title}: {verb}")
+    click.echo(f"{title}: {_outcome(result, dry_run=dry_run, refused=refused, strict=strict)}")
     rows = sorted(result.counts.items())
     table(["kind", "action", "count"], [[k.split(" ")[0], k.split(" ")[1], n] for k, n in rows])
     if result.files or result.bytes:
@@ -34,8 +36,24 @@ def report(result: Any, as_json_output: bool, *, dry_run: bool, title: str,
         click.echo(f"... and {result.more_conflicts} more conflict(s)")
     for dataset_id, path, reason in result.failed:
         click.echo(f"failed: {path} ({dataset_id}): {reason}")
+    for note in getattr(result, "notes", ()):
+        click.echo(f"note: {note}")
     if result.cursor is not None and not dry_run and not refused:
         click.echo(f"cursor now at source journal entry {result.cursor}")
+
+
+def _outcome(result: Any, *, dry_run: bool, refused: bool, strict: bool) -> str:
+    """What the operation did, or would do; never "would apply" for what conflicts stop."""
+    conflicts = getattr(result, "conflict_count", 0)
+    if refused:
+        return f"refused, nothing applied: {conflicts} conflict(s); the plan was"
+    if not dry_run:
+        return "applied"
+    if not conflicts:
+        return "would apply"
+    if strict:
+        return f"dry run: {conflicts} conflict(s), a run would be refused; the plan"
+    return f"dry run: would apply the plan but leave out {conflicts} conflict(s)"
 
 
 def sync_log(sites: list[Any]) -> None:
@@ -47,8 +65,7 @@ def sync_log(sites: list[Any]) -> None:
             continue
         rows = []
         for e in found.entries:
-            applied = sum(n for k, n in e.counts.items()
-                          if not k.endswith((" skip", " conflict", " refused", " blocked")))
+            applied = sum(n for k, n in e.counts.items() if not k.endswith(NOT_APPLIED))
             cursor = "" if e.cursor_to is None else (
                 f"{'' if e.cursor_from is None else e.cursor_from}..{e.cursor_to}")
             rows.append([_time(e.started), _duration(e), e.operation, e.user,

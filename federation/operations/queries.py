@@ -55,13 +55,17 @@ def query_datasets(repo: Path, dataset_types: Sequence[str] = (), *,
                                      where=where, bind=bind, find_first=not find_all)
         if not show_uri:
             return DatasetQuery([FoundDataset(ref) for ref in refs])
-        found = []
-        for ref in refs:
-            try:
-                found.append(FoundDataset(ref, uri=butler.get_uri(ref)))
-            except MissingDatasetError as exc:
-                found.append(FoundDataset(ref, no_uri=str(exc)))
-        return DatasetQuery(found, show_uri=True)
+        return DatasetQuery([_with_uri(butler, ref) for ref in refs], show_uri=True)
+
+
+def _with_uri(butler: Butler, ref: DatasetRef) -> FoundDataset:
+    """A dataset with its file's URI, or why its file is not here (held at which site)."""
+    try:
+        return FoundDataset(ref, uri=butler.get_uri(ref))
+    except MissingDatasetError:
+        held_at = butler.exists(ref).held_at
+        return FoundDataset(ref, no_uri=f"held at site {held_at}: its file is not here"
+                            if held_at else "no file in this repository")
 
 
 def query_collections(repo: Path, patterns: Sequence[str] = (),

@@ -7,12 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from federation.butler import Butler
 from federation.errors import ConfigError, FederationError
 from federation.registry.provision import ensure_database
-from federation.sites import SiteDefinition, list_sites, load_site, parse_site, sites_dir
+from federation.sites import SiteDefinition, load_site, parse_site, read_yaml, sites_dir
 from federation.sync.remote.outbox import fetch_index
 from federation.sync.site_access import open_site
 from federation.transport.settings import SFTPSettings
@@ -31,19 +29,20 @@ class SiteEntry:
 
 
 def list_entries(directory: SitesDir = None) -> list[SiteEntry]:
-    """Every ``*.yaml`` in the sites directory, broken ones with their error."""
+    """Every ``*.yaml`` in the sites directory, broken ones with their error (which names
+    the file): not YAML, not a valid definition, or defining a site of another name."""
     folder = sites_dir(directory)
     if not folder.is_dir():
         return []
     entries = []
     for path in sorted(folder.glob("*.yaml")):
         try:
-            try:
-                data = yaml.safe_load(path.read_text())
-            except yaml.YAMLError as exc:
-                raise ConfigError(f"not valid YAML: {str(exc).splitlines()[0]}") from None
-            entries.append(SiteEntry(path, parse_site(data, path)))
-        except (ConfigError, OSError) as exc:
+            site = parse_site(read_yaml(path), path)
+            if site.name != path.stem:
+                raise ConfigError(f"{path} defines site {site.name!r}, not {path.stem!r}: "
+                                  "a site is found by its file name, NAME.yaml")
+            entries.append(SiteEntry(path, site))
+        except ConfigError as exc:
             entries.append(SiteEntry(path, None, str(exc)))
     return entries
 
@@ -63,17 +62,34 @@ class SiteCheck:
 
 
 def check(names: list[str], directory: SitesDir = None) -> list[SiteCheck]:
-    """Open each named (or every defined) site: its repository, or its published outbox."""
-    definitions = [load_site(n, directory) for n in names] or list_sites(directory)
-    if not definitions:
+    """Open each named (or every defined) site: its repository, or its published outbox.
+
+    A definition that cannot be read fails its check; without names, so does every
+    broken definition file in the directory.
+    """
+    if names:
+        return [_check_named(name, directory) for name in names]
+    entries = list_entries(directory)
+    if not entries:
         raise ConfigError(f"no site definitions found in {sites_dir(directory)} (see --sites)")
-    results = []
-    for definition in definitions:
-        try:
-            results.append(SiteCheck(definition.name, True, _check(definition)))
-        except FederationError as exc:
-            results.append(SiteCheck(definition.name, False, str(exc)))
-    return results
+    return [_check_site(e.site) if e.site is not None
+            else SiteCheck(e.path.stem, False, e.error or "cannot be read") for e in entries]
+
+
+def _check_named(name: str, directory: SitesDir) -> SiteCheck:
+    try:
+        definition = load_site(name, directory)
+    except FederationError as exc:
+        return SiteCheck(name, False, str(exc))
+    return _check_site(definition)
+
+
+def _check_site(definition: SiteDefinition) -> SiteCheck:
+    try:
+        return SiteCheck(definition.name, True, _check(definition))
+    except FederationError as exc:  # shown as "NAME: why": the name once
+        return SiteCheck(definition.name, False,
+                         str(exc).removeprefix(f"site {definition.name}: "))
 
 
 def _check(definition: SiteDefinition) -> str:

@@ -12,6 +12,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from federation.errors import ConfigError, FederationError, InputError
+from federation.operations.selection import (
+    check_patterns,
+    datasets_in,
+    first_use,
+    note_if_empty,
+    refuse_unmatched,
+)
 from federation.registry.sync_log import LogEntry
 from federation.sites import SiteDefinition, list_sites, load_site
 from federation.sync.bundle.export import ExportResult, export_bundle
@@ -32,9 +39,28 @@ SitesDir = str | os.PathLike | None
 
 def sync(source: str, destination: str, options: SyncOptions, *, sites_dir: SitesDir = None,
          progress: Progress | None = None) -> Report:
-    """``fed sync SOURCE DEST``: pull into a local destination, or push to a remote one."""
+    """``fed sync SOURCE DEST``: pull into a local destination, or push to a remote one.
+
+    The first sync of a selection whose globs match nothing at SOURCE is refused
+    (nothing written); one that carries no dataset says so in a note.
+    """
     src, dst = load_site(source, sites_dir), load_site(destination, sites_dir)
-    return sync_sites(src, dst, options, sites=list_sites(sites_dir), progress=progress)
+    selection = options.selection
+    first = _checkable(src, dst, selection) and first_use(src, dst, selection)
+    if first:
+        check_patterns(src, dst, options)
+    report = sync_sites(src, dst, options, sites=list_sites(sites_dir), progress=progress)
+    if first:
+        report.notes += note_if_empty(src.name, selection, datasets_in(report))
+    return report
+
+
+def _checkable(source: SiteDefinition, destination: SiteDefinition,
+               selection: Selection) -> bool:
+    """Whether a sync's selection is checked against its source first: it names
+    something, and the sync can run at all (else the sync's own error is clearer)."""
+    return not selection.is_full and source.name != destination.name \
+        and not (source.is_remote and destination.is_remote)
 
 
 def sync_sites(source: SiteDefinition, destination: SiteDefinition, options: SyncOptions, *,
@@ -49,9 +75,20 @@ def sync_sites(source: SiteDefinition, destination: SiteDefinition, options: Syn
 def export(source: str, output: str | os.PathLike, *, since: int, selection: Selection,
            with_files: str | os.PathLike | None = None,
            sites_dir: SitesDir = None) -> ExportResult:
-    """``fed export``: SOURCE's journal after ``since`` (0: a snapshot) into a bundle file."""
-    return export_bundle(load_site(source, sites_dir), output, since=since, selection=selection,
-                         with_files=with_files)
+    """``fed export``: SOURCE's journal after ``since`` (0: a snapshot) into a bundle file.
+
+    A snapshot of a selection whose globs match nothing is refused; one that
+    carries no dataset says so in a note.
+    """
+    site = load_site(source, sites_dir)
+    with open_site(site) as butler:
+        if since == 0:
+            refuse_unmatched(site.name, butler, selection, "nothing was exported")
+        result = export_bundle(site, output, since=since, selection=selection,
+                               with_files=with_files, butler=butler)
+    if since == 0:
+        result.notes += note_if_empty(site.name, selection, result.counts["dataset"])
+    return result
 
 
 def import_(bundle: str | os.PathLike, destination: str, options: SyncOptions, *,

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 
 from federation.dimensions.universe import DimensionUniverse
 from federation.errors import ConfigError, SchemaVersionError
+from federation.interrupts import interrupts_held
 from federation.registry.journal import Change, decode, encode
 from federation.registry.journal import JournalEntry as Entry
 from federation.registry.schema import SCHEMA_VERSION, Tables, build_tables
@@ -160,7 +161,8 @@ class Database:
 
     @contextmanager
     def transaction(self) -> Iterator[sa.Connection]:
-        """A write transaction; nested calls join the outer one.
+        """A write transaction; nested calls join the outer one. Ctrl-C waits for it
+        to end (see :mod:`federation.interrupts`).
 
         Callbacks registered with :meth:`on_commit` run after a successful
         commit only (used to keep in-memory caches truthful).
@@ -170,22 +172,23 @@ class Database:
             yield current
             return
         self._local.callbacks, self._local.rollbacks = [], []
-        try:
-            with self.engine.connect() as conn:
-                conn = conn.execution_options(federation_write=True)
-                with conn.begin():
-                    self._local.conn = conn
-                    try:
-                        self._lock_journal(conn)
-                        yield conn
-                    finally:
-                        self._local.conn = None
-        except BaseException:
-            for callback in self._local.rollbacks:
+        with interrupts_held():  # Ctrl-C: after the commit or rollback, not inside a call
+            try:
+                with self.engine.connect() as conn:
+                    conn = conn.execution_options(federation_write=True)
+                    with conn.begin():
+                        self._local.conn = conn
+                        try:
+                            self._lock_journal(conn)
+                            yield conn
+                        finally:
+                            self._local.conn = None
+            except BaseException:
+                for callback in self._local.rollbacks:
+                    callback()
+                raise
+            for callback in self._local.callbacks:
                 callback()
-            raise
-        for callback in self._local.callbacks:
-            callback()
 
     @contextmanager
     def reading(self) -> Iterator[sa.Connection]:

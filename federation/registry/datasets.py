@@ -440,6 +440,13 @@ class Datasets(Memberships):
         if doomed:
             conn.execute(sa.delete(t.trash).where(t.trash.c.path.in_(doomed)))
             conn.execute(sa.insert(t.trash), [{"path": p} for p in doomed])
+        # A membership goes with its dataset; its version stays known here, so that a stale
+        # replica sending it back is recognized as older, not taken for a new change.
+        tag, gone = t.tag, t.tag_removed
+        conn.execute(sa.insert(gone).from_select(
+            ["collection_id", "dataset_id", "version"],
+            sa.select(tag.c.collection_id, tag.c.dataset_id, tag.c.version)
+            .where(tag.c.dataset_id.in_(list(ids)))))
         for table, column in ((t.file, t.file.c.dataset_id), (t.tag, t.tag.c.dataset_id),
                               (t.calib, t.calib.c.dataset_id), (t.dataset, t.dataset.c.id)):
             conn.execute(sa.delete(table).where(column.in_(list(ids))))

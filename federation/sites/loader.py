@@ -133,14 +133,17 @@ def read_yaml(path: Path) -> Any:
 
 
 def list_sites(directory: str | os.PathLike | None = None) -> list[SiteDefinition]:
-    """The readable site definitions (``fed site list`` shows the others with their error)."""
+    """The usable site definitions: readable, in the file named after the site (as
+    :func:`load_site` finds them). ``fed site list`` shows the others with their error."""
     folder = sites_dir(directory)
     if not folder.is_dir():
         return []
     sites = []
     for path in sorted(folder.glob("*.yaml")):
         try:
-            sites.append(parse_site(read_yaml(path), path))
+            site = parse_site(read_yaml(path), path)
         except ConfigError:
             continue
+        if site.name == path.stem:
+            sites.append(site)
     return sites

@@ -22,6 +22,7 @@ from federation.registry.states import (
     RecordState,
     State,
     TagState,
+    identity,
 )
 
 KEEP = 1000
@@ -70,29 +71,44 @@ class Report:
     resumed_bytes: int = 0
     cursor: int | None = None
     more_conflicts: int = 0  # beyond the ones kept
+    notes: list[str] = field(default_factory=list)  # e.g. that a selection matched no dataset
     _context_seen: set = field(default_factory=set, repr=False)
+    _left_out: set[int] = field(default_factory=set, repr=False)
 
     def add(self, plan: Plan, failed: set[str] = frozenset()) -> None:
-        """Count a planned batch; states left out because a file they need failed count
-        as ``failed``.
+        """Count a planned batch; ``failed``: the datasets whose files failed in it.
 
         Datasets, memberships and deletions come once per operation; the dimension
         records, dataset types and collections they need come with every batch
         that needs them, and are counted once, by what their first mention did.
+        A dataset whose file failed counts once as ``failed``, however many batches
+        of the operation bring it (a retry, then the journal); a membership it
+        holds back counts once as ``blocked``.
         """
         counts = self.counts
+        missing = set(failed) | self.failed_ids  # earlier batches' failures hold back too
         for state, action in plan.actions:
             if type(state) in _CONTEXT:
                 ident = _identity(state)
                 if ident in self._context_seen:
                     continue
                 self._context_seen.add(ident)
-            if failed and refers_to(state, failed):
-                counts[f"{state.kind} failed"] += 1
+            if action not in _SETTLED and refers_to(state, missing):
+                self._count_left_out(state)
             else:  # refresh and adopt change versions only: to a user, nothing changed
                 shown = "skip" if action in ("refresh", "adopt") else action
                 counts[f"{state.kind} {shown}"] += 1
         self.add_conflicts(plan.conflicts)
+
+    def _count_left_out(self, state: State) -> None:
+        """A state left out because a file failed: its dataset ``failed``, anything that
+        needs it ``blocked``; each counted once per operation."""
+        ident = hash(identity(state))
+        if ident in self._left_out:
+            return
+        self._left_out.add(ident)
+        action = "failed" if isinstance(state, DatasetState) else "blocked"
+        self.counts[f"{state.kind} {action}"] += 1
 
     def add_conflicts(self, conflicts: Iterable[Conflict]) -> None:
         for conflict in conflicts:
@@ -116,10 +132,11 @@ class Report:
                 "failed_files": [{"id": i, "path": p, "reason": r} for i, p, r in self.failed],
                 "files": self.files, "bytes": self.bytes,
                 "resumed": {"files": self.resumed_files, "bytes": self.resumed_bytes},
-                "cursor": self.cursor}
+                "cursor": self.cursor, "notes": list(self.notes)}
 
 
 _CONTEXT = (RecordState, DatasetTypeState, CollectionState, CollectionRemoval)
+_SETTLED = ("skip", "conflict", "refused")  # counted as planned, failed file or not
 
 
 def _identity(state: State) -> int | str:

@@ -22,7 +22,13 @@ from federation.faults import checkpoint
 from federation.registry.states import DatasetState, State, to_json
 from federation.sites import SiteDefinition
 from federation.sync.batch import Batch, Marked
-from federation.sync.bundle.format import VERSION, BundleHeader, ManifestEntry, Writer
+from federation.sync.bundle.format import (
+    VERSION,
+    BundleHeader,
+    ManifestEntry,
+    ObjectCounts,
+    Writer,
+)
 from federation.sync.fetcher import local_path
 from federation.sync.planner import carries_file
 from federation.sync.reader import SourceReader
@@ -33,21 +39,28 @@ from federation.transport.base import check_relative
 
 @dataclass
 class ExportResult:
+    """What an export wrote; ``counts``: distinct objects by kind."""
+
     path: Path
     header: BundleHeader
-    counts: Counter = field(default_factory=Counter)
+    objects: ObjectCounts = field(default_factory=ObjectCounts)
     batches: int = 0
     files: int = 0
     bytes: int = 0
     copied: int = 0
+    notes: list[str] = field(default_factory=list)  # e.g. that the selection matched no dataset
     #: each listed file, with where the source holds it
     manifest: list[tuple[ManifestEntry, str]] = field(default_factory=list, repr=False)
+
+    @property
+    def counts(self) -> Counter:
+        return self.objects.counts
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": str(self.path), "header": self.header.to_dict(),
                 "records": dict(sorted(self.counts.items())), "batches": self.batches,
                 "manifest": {"files": self.files, "bytes": self.bytes},
-                "files_copied": self.copied}
+                "files_copied": self.copied, "notes": list(self.notes)}
 
 
 def export_bundle(source: SiteDefinition, output: str | os.PathLike, *, since: int,
@@ -90,7 +103,7 @@ def _export(reader: SourceReader, source: SiteDefinition, output: Path, since: i
             for state in batch.states:
                 state, original = _portable(state, selection)
                 writer.write(to_json(state))
-                result.counts[state.kind] += 1
+                result.objects.add(state)
                 if isinstance(state, DatasetState) and carries_file(state, selection) \
                         and state.id not in manifest:
                     info = state.file

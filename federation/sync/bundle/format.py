@@ -31,7 +31,7 @@ from typing import IO, Any, BinaryIO
 from federation.dimensions.universe import DimensionUniverse
 from federation.errors import FederationError, InputError
 from federation.registry.state_checks import check_state
-from federation.registry.states import DatasetState, State, from_json
+from federation.registry.states import DatasetState, State, from_json, identity
 from federation.sync.batch import Batch, Marked
 from federation.sync.planner import carries_file
 from federation.sync.selection import Selection
@@ -83,19 +83,39 @@ class ManifestEntry:
 
 
 @dataclass
+class ObjectCounts:
+    """Distinct objects by kind. A bundle repeats some states (the collections and
+    dimension records every batch needs; a tag changed twice): each counts once."""
+
+    counts: Counter = field(default_factory=Counter)
+    _seen: set[int] = field(default_factory=set, repr=False)
+
+    def add(self, state: State) -> None:
+        key = hash(identity(state))
+        if key not in self._seen:
+            self._seen.add(key)
+            self.counts[state.kind] += 1
+
+
+@dataclass
 class BundleSummary:
-    """What a full read of a bundle found; ``error`` is the first integrity failure."""
+    """What a full read of a bundle found; ``error`` is the first integrity failure.
+    ``counts``: distinct objects by kind (``lines`` counts lines)."""
 
     path: Path
     compressed: bool
     header: BundleHeader | None = None
-    counts: Counter = field(default_factory=Counter)
+    objects: ObjectCounts = field(default_factory=ObjectCounts)
     batches: int = 0
     files: int = 0
     bytes: int = 0
     lines: int = 0
     sha256: str | None = None
     error: str | None = None
+
+    @property
+    def counts(self) -> Counter:
+        return self.objects.counts
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": str(self.path), "compressed": self.compressed,
@@ -214,7 +234,7 @@ class Bundle:
                 except InputError as exc:
                     raise self._error(lineno, str(exc)) from None
                 self._check_state(lineno, state, wanted)
-                summary.counts[state.kind] += 1
+                summary.objects.add(state)
                 in_batch = True
                 if on_state is not None:
                     on_state(state)
