@@ -7,6 +7,7 @@ import os
 import shutil
 import stat
 import uuid
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from federation.errors import (
     InputError,
     MissingDatasetError,
     MissingRecordError,
+    RetractedReleaseWarning,
 )
 from federation.faults import checkpoint
 from federation.model import (
@@ -224,7 +226,11 @@ class Butler:
             collections = [collections]
         if not collections:
             raise CollectionError("no collections to search: pass collections=")
-        return self.registry.collections.expand_patterns(collections)
+        names = self.registry.collections.expand_patterns(collections)
+        for name, reason in self.registry.releases.retracted(names).items():
+            warnings.warn(f"release {name!r} has been retracted: {reason}",
+                          RetractedReleaseWarning, stacklevel=3)
+        return names
 
     def _new_ref(self, dataset_type: DatasetType, data_id: DataId, run: str,
                  id_mode: IdMode) -> tuple[DatasetRef, str]:

@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from federation import yamlio
 from federation.errors import ConfigError
 
 CONFIG_NAME = "federation.yaml"
@@ -36,7 +37,7 @@ class RepoConfig:
             hint = " (create one with 'fed create')" if not root.exists() else ""
             raise ConfigError(f"{root} is not a federation repository: no {CONFIG_NAME}{hint}")
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = yamlio.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
         if not isinstance(data, dict):
@@ -57,7 +58,7 @@ class RepoConfig:
     def read_overrides(path: str | Path) -> dict[str, Any]:
         """A user's seed config: optional ``templates`` mapping."""
         try:
-            data = yaml.safe_load(Path(path).read_bytes().decode("utf-8-sig")) or {}
+            data = yamlio.safe_load(Path(path).read_bytes().decode("utf-8-sig")) or {}
         except UnicodeDecodeError as exc:
             raise ConfigError(f"config {path} is not UTF-8 text (byte {exc.start})") from None
         except (OSError, yaml.YAMLError) as exc:

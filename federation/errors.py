@@ -91,3 +91,7 @@ class ChecksumError(DatastoreError):
 
 class InputError(FederationError):
     """A user-supplied input file or table is malformed."""
+
+
+class RetractedReleaseWarning(UserWarning):
+    """A search uses a release that has been retracted (its data is still there)."""

@@ -8,6 +8,7 @@ Confirmation questions are asked here and handed to the operations as callbacks.
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -59,6 +60,12 @@ def cli(ctx: click.Context, verbose: bool) -> None:
     checksummed files. Exit status: 0 success, 1 error, 2 bad usage.
     """
     ctx.obj = {"verbose": verbose}
+    warnings.showwarning = _warning_line
+
+
+def _warning_line(message, category, *_args, **_kwargs) -> None:
+    """Warnings meant for users (a retracted release searched) as one `warning:` line."""
+    click.echo(f"warning: {message}", err=True)
 
 
 def _bind(values: tuple[str, ...]) -> dict:
@@ -469,11 +476,17 @@ def verify(repo: Path, collections, dataset_types, where, as_json) -> None:
 
 
 def _register_federation_commands() -> None:
-    from federation.cli import bundle_commands, federation_commands, remote_commands
+    from federation.cli import (
+        bundle_commands,
+        federation_commands,
+        release_commands,
+        remote_commands,
+    )
 
     cli.add_command(federation_commands.site)
     cli.add_command(federation_commands.sync)
     cli.add_command(federation_commands.log)
+    cli.add_command(release_commands.release)
     cli.add_command(remote_commands.publish)
     cli.add_command(remote_commands.receive)
     for command in (bundle_commands.export, bundle_commands.import_, bundle_commands.bundle):

@@ -19,6 +19,7 @@ from typing import IO, Any
 
 import yaml
 
+from federation import yamlio
 from federation.errors import DatastoreError
 
 __all__ = [
@@ -169,7 +170,7 @@ class YamlFormatter(_TextFormatter):
         return yaml.safe_dump(obj, sort_keys=True, default_flow_style=False)
 
     def _load(self, text: str) -> Any:
-        return yaml.safe_load(text)
+        return yamlio.safe_load(text)
 
 
 def _numpy() -> ModuleType:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from federation import yamlio
 from federation.errors import ConfigError
 
 KEY_TYPES = {"string": str, "int": int}
@@ -90,6 +91,9 @@ class DimensionGroup:
         return ", ".join(self.required) or "(none)"
 
 
+_PARSED: dict[str, DimensionUniverse] = {}
+
+
 class DimensionUniverse:
     """All dimensions a repository knows, in dependency order."""
 
@@ -111,14 +115,18 @@ class DimensionUniverse:
     def default(cls) -> DimensionUniverse:
         text = resources.files("federation.dimensions").joinpath(
             "default_universe.yaml").read_text()
-        return cls(yaml.safe_load(text))
+        return cls(yamlio.safe_load(text))
 
     @classmethod
     def from_yaml(cls, text: str) -> DimensionUniverse:
-        try:
-            return cls(yaml.safe_load(text))
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"dimension universe is not valid YAML: {exc}") from None
+        """The universe a registry records (parsed once per process for each text)."""
+        found = _PARSED.get(text)
+        if found is None:
+            try:
+                found = _PARSED[text] = cls(yamlio.safe_load(text))
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"dimension universe is not valid YAML: {exc}") from None
+        return found
 
     @classmethod
     def from_file(cls, path: str | Path) -> DimensionUniverse:

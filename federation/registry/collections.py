@@ -118,13 +118,25 @@ class Collections:
                 "prefix")
 
     def check_writable(self, name: str) -> None:
-        """Refuse local writes into a collection another site owns."""
+        """Refuse local writes into a collection another site owns, or a release froze."""
+        release = self.release_of(name)
+        if release is not None:
+            raise CollectionError(f"collection {name!r} belongs to release {release!r}: a "
+                                  "release never changes")
         owner = self.owner(name)
         if owner != self.site:
             raise CollectionError(
                 f"collection {name!r} is owned by site {owner!r}; this repository is site "
                 f"{self.site!r} and cannot write into it"
             )
+
+    def release_of(self, name: str) -> str | None:
+        """The release whose frozen structure ``name`` is part of (``NAME`` and
+        ``NAME/...``), if any."""
+        table = self.db.tables.release
+        with self.db.reading() as conn:
+            names = conn.execute(sa.select(table.c.name)).scalars().all()
+        return next((r for r in names if name == r or name.startswith(r + "/")), None)
 
     def get(self, name: str) -> Collection:
         cid, _ = self.lookup(name)
@@ -157,14 +169,15 @@ class Collections:
     # -- definition ------------------------------------------------------------
 
     def register(self, name: str, ctype: CollectionType, doc: str = "",
-                 owner: str | None = None) -> bool:
-        """Create a collection; a no-op if it exists with the same type."""
+                 owner: str | None = None, *, release: bool = False) -> bool:
+        """Create a collection; a no-op if it exists with the same type. A release's
+        collections (``release``) have names of their own, outside the owned prefixes."""
         check_collection_name(name)
         ctype = CollectionType(ctype)
         if self._is_registered(name, ctype):
             return False
         owner = owner or self.site
-        if owner == self.site:
+        if owner == self.site and not release:
             self.check_owned(name)
         table = self.db.tables.collection
         with self.db.transaction() as conn:

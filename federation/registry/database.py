@@ -24,7 +24,7 @@ from federation.errors import ConfigError, SchemaVersionError
 from federation.interrupts import interrupts_held
 from federation.registry.journal import Change, decode, encode
 from federation.registry.journal import JournalEntry as Entry
-from federation.registry.schema import SCHEMA_VERSION, Tables, build_tables
+from federation.registry.schema import SCHEMA_VERSION, Tables, tables_for
 
 CHUNK = 1000  # values per IN (...) list: well under both databases' parameter limits
 
@@ -105,7 +105,7 @@ class Database:
     def __init__(self, engine: sa.Engine, universe: DimensionUniverse) -> None:
         self.engine = engine
         self.universe = universe
-        self.tables: Tables = build_tables(universe)
+        self.tables: Tables = tables_for(universe)
         self.is_sqlite = engine.dialect.name == "sqlite"
         self._local = threading.local()
 
@@ -125,6 +125,19 @@ class Database:
         except sa.exc.DatabaseError as exc:  # e.g. a file that is not an SQLite database
             raise ConfigError(f"cannot open registry database: {_first_line(exc)}") from None
         return dict(rows)
+
+    def upgrade(self, meta: dict[str, str]) -> None:
+        """Bring a registry of an older schema this release can upgrade up to date: version
+        2 gains the release tables (added, nothing changed)."""
+        if meta.get("schema_version") != "2":
+            return
+        with self.engine.begin() as conn:
+            self.tables.metadata.create_all(conn, tables=[
+                self.tables.release, self.tables.release_entry, self.tables.release_node,
+                self.tables.release_check])
+            conn.execute(sa.update(self.tables.meta).where(
+                self.tables.meta.c.key == "schema_version").values(value=str(SCHEMA_VERSION)))
+        meta["schema_version"] = str(SCHEMA_VERSION)
 
     @staticmethod
     def check_version(meta: dict[str, str]) -> None:

@@ -25,6 +25,7 @@ from federation.registry.journal import (
     DatasetsRemoved,
 )
 from federation.registry.memberships import Memberships
+from federation.registry.releases import Releases
 from federation.timespan import Timespan
 
 
@@ -32,8 +33,9 @@ class Datasets(Memberships):
     """Dataset rows, collection memberships and datastore records."""
 
     def __init__(self, db: Database, dims: DimensionRecords, types: DatasetTypes,
-                 collections: Collections) -> None:
+                 collections: Collections, releases: Releases) -> None:
         self.db = db
+        self.releases = releases
         self.dims = dims
         self.types = types
         self.collections = collections
@@ -407,6 +409,7 @@ class Datasets(Memberships):
         """Delete datasets' rows (or, if ``kept``, only mark them) and leave tombstones with
         the deletion's version (one for all, or one per dataset) -- unless not
         ``tombstone``: a dataset replaced by its re-creation."""
+        self.releases.check_deletable(list(ids))
         t = self.db.tables
         conn = self.db.current()
         tomb = t.dataset_tombstone

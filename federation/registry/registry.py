@@ -15,6 +15,7 @@ from federation.registry.database import Database, make_engine
 from federation.registry.dataset_types import DatasetTypes
 from federation.registry.datasets import Datasets
 from federation.registry.dimensions import DimensionRecords
+from federation.registry.releases import Releases
 from federation.registry.sync_log import SyncLog
 
 
@@ -37,7 +38,9 @@ class Registry:
         self.dimensions = DimensionRecords(db)
         self.dataset_types = DatasetTypes(db)
         self.collections = Collections(db, site, owns)
-        self.datasets = Datasets(db, self.dimensions, self.dataset_types, self.collections)
+        self.releases = Releases(db)
+        self.datasets = Datasets(db, self.dimensions, self.dataset_types, self.collections,
+                                 self.releases)
         self.cursors = CursorStore(db)
         self.log = SyncLog(db)
 
@@ -58,14 +61,16 @@ class Registry:
         """Open an existing registry, refusing unknown schema versions."""
         engine = make_engine(url)
         meta = Database.read_meta(engine)
-        Database.check_version(meta)
+        if meta.get("schema_version") != "2":
+            Database.check_version(meta)
         missing = [key for key in ("site", "universe", "instance") if key not in meta]
         if missing:
             raise ConfigError(f"registry database is damaged: its meta table lacks "
                               f"{', '.join(missing)}")
         universe = DimensionUniverse.from_yaml(meta["universe"])
-        return cls(Database(engine, universe), meta["site"], meta["instance"],
-                   json.loads(meta.get("owns", "[]")))
+        db = Database(engine, universe)
+        db.upgrade(meta)
+        return cls(db, meta["site"], meta["instance"], json.loads(meta.get("owns", "[]")))
 
     def close(self) -> None:
         self.db.engine.dispose()

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from federation.dimensions.universe import DimensionUniverse
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: releases (a version 2 registry gains their tables on open)
 
 _SQL_TYPES = {
     "string": sa.String(128),
@@ -47,10 +47,26 @@ class Tables:
     sync_retry: sa.Table
     trash: sa.Table
     sync_log: sa.Table
+    release: sa.Table
+    release_entry: sa.Table
+    release_node: sa.Table
+    release_check: sa.Table
 
 
 def dimension_table_name(name: str) -> str:
     return f"dim_{name}"
+
+
+_built: dict[str, Tables] = {}
+
+
+def tables_for(universe: DimensionUniverse) -> Tables:
+    """The tables of a universe, built once per process: a sync's source and destination
+    usually share one universe, and building them costs as much as opening a registry."""
+    found = _built.get(universe.digest)
+    if found is None:
+        found = _built[universe.digest] = build_tables(universe)
+    return found
 
 
 def build_tables(universe: DimensionUniverse) -> Tables:
@@ -220,6 +236,53 @@ def build_tables(universe: DimensionUniverse) -> Tables:
         sa.Column("message", sa.Text, nullable=False),
         sqlite_autoincrement=True,
     )
+    # Data releases (see federation.registry.releases): what was frozen, its manifest's
+    # entries in key order, and its Merkle tree's nodes (shared by every release).
+    release = sa.Table(
+        "release", md,
+        sa.Column("name", sa.String(256), primary_key=True),
+        sa.Column("root", sa.String(64), nullable=False),
+        sa.Column("site", sa.String(64), nullable=False),
+        sa.Column("created", sa.Float, nullable=False),
+        sa.Column("creator", sa.String(256), nullable=False),
+        sa.Column("doc", sa.Text, nullable=False),
+        sa.Column("selection", sa.Text, nullable=False),
+        sa.Column("entries", sa.BigInteger, nullable=False),
+        sa.Column("bytes", sa.BigInteger, nullable=False),
+        sa.Column("counts", sa.Text, nullable=False),  # entries by dataset type (JSON)
+        sa.Column("retracted", sa.Float, nullable=True),
+        sa.Column("retract_reason", sa.Text, nullable=True),
+    )
+    release_entry = sa.Table(
+        "release_entry", md,
+        sa.Column("release", sa.ForeignKey("release.name", ondelete="CASCADE"),
+                  primary_key=True),
+        sa.Column("position", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("dataset_id", sa.Uuid, nullable=False, index=True),
+        sa.Column("hash", sa.String(64), nullable=False, index=True),
+        sa.Column("line", sa.Text, nullable=False),
+    )
+    release_node = sa.Table(
+        "release_node", md,
+        sa.Column("hash", sa.String(64), primary_key=True),
+        sa.Column("level", sa.Integer, nullable=False),
+        sa.Column("children", sa.LargeBinary, nullable=False),
+    )
+    # Verifications of releases held here: every file re-hashed against the manifest.
+    release_check = sa.Table(
+        "release_check", md,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("release", sa.ForeignKey("release.name", ondelete="CASCADE"),
+                  nullable=False, index=True),
+        sa.Column("checked", sa.Float, nullable=False),
+        sa.Column("checker", sa.String(256), nullable=False),
+        sa.Column("root", sa.String(64), nullable=False),
+        sa.Column("complete", sa.Boolean, nullable=False),
+        sa.Column("files", sa.BigInteger, nullable=False),
+        sa.Column("missing", sa.BigInteger, nullable=False),
+        sa.Column("corrupt", sa.BigInteger, nullable=False),
+        sqlite_autoincrement=True,
+    )
     calib = sa.Table(
         "calib", md,
         sa.Column("id", sa.Integer, primary_key=True),
@@ -249,7 +312,8 @@ def build_tables(universe: DimensionUniverse) -> Tables:
     return Tables(md, meta, journal_head, journal, dataset_type, collection,
                   collection_chain, dataset, tag, calib, file, dimensions, tag_removed,
                   calib_slot, dataset_tombstone, collection_tombstone, sync_cursor, sync_retry,
-                  trash, sync_log)
+                  trash, sync_log, release, release_entry, release_node,
+                  release_check)
 
 
 def _dimension_table(md: sa.MetaData, universe: DimensionUniverse, name: str) -> sa.Table:

@@ -32,6 +32,7 @@ from typing import Any
 
 import yaml
 
+from federation import yamlio
 from federation.errors import ConfigError
 from federation.sites.definition import LocalRegistry, PublishedRegistry, SiteDefinition
 from federation.transport.kinds import KINDS, kind_of, parse_settings
@@ -125,7 +126,7 @@ def load_site(name: str, directory: str | os.PathLike | None = None) -> SiteDefi
 
 def read_yaml(path: Path) -> Any:
     try:
-        return yaml.safe_load(path.read_text())
+        return yamlio.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
     except (OSError, UnicodeDecodeError) as exc:

@@ -1,0 +1,1 @@
+"""Data releases: frozen, hash-identified sets of datasets and what they protect."""
