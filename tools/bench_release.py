@@ -5,7 +5,7 @@
    not files) and ``fed``'s release creation over its run, in a subprocess of
    its own: seconds, CPU seconds, peak RSS.
 2. Verification: a release of ``--verify-files`` files of ``--verify-kib`` KiB
-   (default 2,000 x 256 KiB), ``fed``'s verification (one process per core)
+   (default 2,000 x 1 MiB), ``fed``'s verification (one process per core)
    against ``xxhsum -H2`` (Debian's xxhash package) over the same files, page
    cache warm, interleaved, ``--repeat`` times: throughput and its ratio.
 3. Diff: two manifests of ``--diff-n`` entries (default 1,000,000) in canonical
@@ -158,7 +158,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--verify-files", type=int, default=2000,
                         help="files of the release verified (0: skip)")
-    parser.add_argument("--verify-kib", type=int, default=256, help="size of each, KiB")
+    parser.add_argument("--verify-kib", type=int, default=1024, help="size of each, KiB")
     parser.add_argument("--child", choices=["create", "verify"], help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()

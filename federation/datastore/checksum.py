@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 from pathlib import Path
 
 import xxhash
@@ -17,12 +18,20 @@ _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
           (stat.S_ISSOCK, "a socket"))
 
 
+_buffers = threading.local()
+
+
 def _hash_fd(fd: int) -> tuple[int, str]:
+    """Size and digest of what ``fd`` reads, through one reused buffer per thread (a new
+    buffer per chunk would cost more than hashing it)."""
+    buffer = getattr(_buffers, "buffer", None)
+    if buffer is None:
+        buffer = _buffers.buffer = memoryview(bytearray(CHUNK))
     digest = xxhash.xxh3_128()
     size = 0
-    while chunk := os.read(fd, CHUNK):
-        size += len(chunk)
-        digest.update(chunk)
+    while n := os.readv(fd, [buffer]):
+        size += n
+        digest.update(buffer[:n])
     return size, digest.hexdigest()
 
 

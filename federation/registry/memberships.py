@@ -8,7 +8,7 @@ import sqlalchemy as sa
 
 from federation.errors import CalibrationError, ConflictError
 from federation.model import CollectionType, DatasetRef, DatasetType, ref_key
-from federation.registry.database import chunked
+from federation.registry.database import IN_VALUES, chunked
 from federation.registry.journal import (
     DatasetsCertified,
     DatasetsDecertified,
@@ -41,17 +41,20 @@ class Memberships:
                 if slot in wanted and wanted[slot] != ref.id:
                     raise ConflictError(f"two datasets for one slot of {collection!r}: {ref}")
                 wanted[slot] = ref.id
+            held = {(r.dataset_type_id, r.data_id_key): r.dataset_id
+                    for r in self.db.select_in(
+                        sa.select(tg.c.dataset_type_id, tg.c.data_id_key, tg.c.dataset_id)
+                        .where(tg.c.collection_id == cid, tg.c.data_id_key.in_(IN_VALUES)),
+                        {key for _, key in wanted})}
             for (tid, key), dataset_id in wanted.items():
-                row = conn.execute(sa.select(tg.c.dataset_id).where(
-                    tg.c.collection_id == cid, tg.c.dataset_type_id == tid,
-                    tg.c.data_id_key == key)).first()
-                if row is None:
+                there = held.get((tid, key))
+                if there is None:
                     new.append({"collection_id": cid, "dataset_id": dataset_id,
                                 "dataset_type_id": tid, "data_id_key": key})
-                elif row.dataset_id != dataset_id:
+                elif there != dataset_id:
                     raise ConflictError(
-                        f"TAGGED collection {collection!r} already holds {self.get(row.dataset_id)}"
-                        f" (id {row.dataset_id}); cannot also tag {dataset_id}")
+                        f"TAGGED collection {collection!r} already holds {self.get(there)}"
+                        f" (id {there}); cannot also tag {dataset_id}")
             if new:
                 version = self.db.append([DatasetsTagged(
                     collection, [str(r["dataset_id"]) for r in new])])

@@ -266,7 +266,7 @@ class Replica:
                 self.registry.datasets.set_slot_versions(
                     cid, [(types.id_of(state.dataset_type), state.data_id_key)], state.version)
             elif isinstance(state, DatasetRemoval):
-                self._record_tombstones([state])
+                self._record_tombstones([state], {uuid.UUID(state.id)})
             elif isinstance(state, CollectionRemoval):
                 tomb = t.collection_tombstone
                 conn.execute(sa.delete(tomb).where(tomb.c.name == state.name))
@@ -362,22 +362,24 @@ class Replica:
         created = self.registry.datasets.versions([i for _, i in fresh])
         present = {i: s.version for s, i in fresh if created.get(i, s.version + 1) <= s.version}
         colls = self.registry.collections
-        owners = {s.run: colls.owner(s.run) if colls.exists(s.run) else origin
-                  for s, _ in fresh}
+        owners = {run: colls.owner(run) if colls.exists(run) else origin
+                  for run in {s.run for s, _ in fresh}}
         self.db.append_replicated([(DatasetsRemoved([s.id]), owners[s.run], s.version)
                                    for s, _ in fresh])
         if present:  # files go to the trash, emptied after the commit
             self.registry.datasets.delete_rows(list(present), present, kept=keep)
-        self._record_tombstones([s for s, i in fresh if i not in present])
+        self._record_tombstones([s for s, i in fresh if i not in present], set(known))
 
-    def _record_tombstones(self, states: Sequence[DatasetRemoval]) -> None:
-        """Tombstones of datasets not held here (never, or re-created since)."""
+    def _record_tombstones(self, states: Sequence[DatasetRemoval],
+                           replaced: set[uuid.UUID]) -> None:
+        """Tombstones of datasets not held here (never, or re-created since); ``replaced``:
+        those of them with an older tombstone here."""
         if not states:
             return
         tomb = self.t.dataset_tombstone
         conn = self.db.current()
         ids = [uuid.UUID(s.id) for s in states]
-        for chunk in chunked(ids):
+        for chunk in chunked([i for i in ids if i in replaced]):
             conn.execute(sa.delete(tomb).where(tomb.c.dataset_id.in_(list(chunk))))
         now = time.time()
         conn.execute(sa.insert(tomb), [

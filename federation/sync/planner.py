@@ -312,11 +312,14 @@ class BatchContext:
         return found if found is not None else self.planner.removed.get(dataset_id)
 
     def owner(self, collection: str) -> str | None:
-        owner = self.owners.get(collection)
-        if owner is not None:
-            return owner
+        """Who owns a collection: as the batch sends it, else as the destination has it
+        (looked up once per batch: removals name the same few runs thousands of times)."""
+        if collection in self.owners:
+            return self.owners[collection]
         colls = self.registry.collections
-        return colls.owner(collection) if colls.exists(collection) else None
+        found = self.owners[collection] = \
+            colls.owner(collection) if colls.exists(collection) else None
+        return found
 
     def key(self, state: DatasetState) -> str:
         key = self._keys.get(state.id)
