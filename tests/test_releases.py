@@ -204,3 +204,41 @@ def test_a_release_is_held_only_once_verified(ncsa):
     assert [e["result"] for e in logged] == ["ok", "failed", "failed"]
     with ncsa.butler("NCSA") as b:
         assert repo_state(b) == before  # verifying changes nothing but its own record
+
+
+def test_syncs_leave_releases_out_until_they_can_carry_them(ncsa):
+    """Releases are not distributed by sync yet: a sync from a site holding one brings
+    everything else, with no conflict over the release's collections, before and after
+    a first sync."""
+    ncsa.sync("NCSA", "IN2P3")
+    fed("release", "create", repo(ncsa), "DR1", "-c", "HSC/defaults")
+    with ncsa.butler("NCSA", run="HSC/raw/all") as b:
+        b.registry.register_collection("HSC/raw/extra", "TAGGED")
+    again = ncsa.sync("NCSA", "IN2P3")
+    first = ncsa.sync("NCSA", "Princeton")
+    assert not again.conflicts and not first.conflicts
+    for site in ("IN2P3", "Princeton"):
+        with ncsa.butler(site) as b:
+            names = {c.name for c in b.registry.collections.query()}
+            assert "HSC/raw/extra" in names and "HSC/defaults" in names
+            assert not {n for n in names if n.startswith("DR1")}
+
+
+def test_release_status_over_the_sites_and_diffs_by_site(ncsa):
+    sites = ["--sites", ncsa.sites_dir]
+    fed("release", "create", repo(ncsa), "DR1", "-c", "HSC/raw/all")
+    states = {s["site"]: s["state"] for s in json.loads(
+        fed("release", "status", "DR1", *sites, "--json").stdout)}
+    assert states == {"NCSA": "unverified", "IN2P3": "absent", "Princeton": "absent",
+                      "laptop": "absent"}
+    fed("release", "verify", repo(ncsa), "DR1")
+    repo(ncsa, "laptop").rename(ncsa.root / "laptop-away")  # the laptop is away
+    shown = fed("release", "status", "DR1", *sites).stdout
+    rows = {line.split()[0]: line for line in shown.splitlines()[2:]}
+    assert "verified" in rows["NCSA"] and "16 files" in rows["NCSA"]
+    assert "unreachable" in rows["laptop"] and "no repository" in rows["laptop"]
+    assert "absent" in rows["IN2P3"]
+    same = fed("release", "diff", "NCSA:DR1", f"{repo(ncsa)}:DR1", *sites).stdout
+    assert "0 added, 0 removed, 0 changed" in same
+    fails("release", "diff", "Elsewhere:DR1", "NCSA:DR1", *sites, match="unknown site")
+    fails("release", "diff", "IN2P3:DR1", "NCSA:DR1", *sites, match="no release 'DR1'")

@@ -49,14 +49,15 @@ class Demo:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
 
-    def fed(self, *args: str) -> str:
+    def fed(self, *args: str, code: int = 0) -> str:
+        """Run `fed ARGS`, show what it prints; stop the demo unless it exits ``code``."""
         shown = " ".join(a if a and " " not in a and "*" not in a else repr(a) for a in args)
         print(f"$ fed {shown}")
         result = subprocess.run(FED + list(args), capture_output=True, text=True,
                                 cwd=self.workdir)
         for line in (result.stdout + result.stderr).splitlines():
             print(f"  {line}")
-        if result.returncode != 0:
+        if result.returncode != code:
             sys.exit(f"demo failed: 'fed {shown}' exited {result.returncode}")
         return result.stdout
 
@@ -280,6 +281,16 @@ def main() -> None:
         PROCESSING_RUN, "--where", f"exposure = {BAD} OR visit = {BAD}")
     fed("verify", "Princeton")
     compare(workdir, SERVERS)
+
+    step("NCSA freezes data release DR1 (raws and calibrations) and proves it holds it")
+    fed("release", "create", "NCSA", "DR1", "-c", "HSC/defaults", "--doc", "First release")
+    fed("release", "verify", "NCSA", "DR1")
+    note("nothing changes a release: pruning a released raw is refused (exit 1)")
+    fed("prune-datasets", "NCSA", "raw", "-c", "HSC/raw/all", "--yes", code=1)
+    note("DR2 adds the processing run; the diff reads only the parts of the trees that differ")
+    fed("release", "create", "NCSA", "DR2", "-c", "HSC/defaults", "-c", PROCESSING_RUN)
+    fed("release", "diff", "NCSA:DR1", "NCSA:DR2", code=1)
+    note("distributing releases to the other sites is not built yet")
 
     step(f"laptop pre-caches exposure {LAPTOP_EXPOSURE} from Princeton, with the calibrations")
     note("one cursor per selection: each of these syncs can be re-run later to refresh")

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from federation.cli import render
+from federation.cli.federation_commands import SITES
 
 REPO = click.argument("repo", type=click.Path(file_okay=False, path_type=Path))
 
@@ -137,20 +138,40 @@ def retract(repo, name, reason) -> None:
     click.echo(f"retracted {info.name} ({info.root[:16]}): {info.retract_reason}")
 
 
+@release.command("status")
+@click.argument("name")
+@SITES
+@render.JSON_OPTION
+def status(name, sites_dir, as_json) -> None:
+    """Where release NAME stands at every site of the sites directory: verified
+    (when, the root found), incomplete (missing or corrupt files), unverified,
+    absent or unreachable."""
+    from federation.operations.release import status as run
+
+    found = run(name, sites_dir)
+    if as_json:
+        render.as_json([dataclasses.asdict(s) for s in found])
+        return
+    render.table(["site", "state", "checked", "root", "detail"],
+                 [[s.site, s.state, _when(s.checked), (s.root or "")[:16], s.detail]
+                  for s in found])
+
+
 @release.command("diff")
 @click.argument("a")
 @click.argument("b")
+@SITES
 @render.JSON_OPTION
-def diff(a, b, as_json) -> None:
-    """Compare releases A and B, each given as REPO:NAME (DR1 against DR2, or one
-    release at two repositories).
+def diff(a, b, sites_dir, as_json) -> None:
+    """Compare releases A and B, each given as REPO:NAME or SITE:NAME (DR1 against DR2,
+    or one release at two sites).
 
     Lists entries added, removed and changed (by dataset type + data ID), reading
     only the parts of the two trees whose hashes differ. Exits 1 when they differ.
     """
     from federation.operations.release import ReleaseRef, compare
 
-    found = compare(ReleaseRef.parse(a), ReleaseRef.parse(b))
+    found = compare(ReleaseRef.parse(a, sites_dir), ReleaseRef.parse(b, sites_dir))
     if as_json:
         render.as_json({"a": found.a.root, "b": found.b.root, "same": found.same,
                         "nodes_visited": found.nodes_visited,

@@ -8,13 +8,15 @@ from pathlib import Path
 from typing import Any
 
 from federation.butler import Butler
-from federation.errors import InputError
+from federation.errors import FederationError, InputError
 from federation.merkle import diff as tree_diff
 from federation.registry.releases import ReleaseInfo
 from federation.release.freeze import ReleaseRequest, freeze
 from federation.release.manifest import ManifestEntry
 from federation.release.verify import Verification
 from federation.release.verify import verify as verify_release
+from federation.sites import list_sites, load_site
+from federation.sync.site_access import open_site
 
 
 def create(repo: Path, name: str, collections: Sequence[str],
@@ -65,17 +67,70 @@ def retract(repo: Path, name: str, reason: str) -> ReleaseInfo:
 
 @dataclass(frozen=True)
 class ReleaseRef:
-    """One side of a comparison: ``REPO:NAME``."""
+    """One side of a comparison: ``REPO:NAME`` or ``SITE:NAME``."""
 
     repo: Path
     name: str
 
     @classmethod
-    def parse(cls, text: str) -> ReleaseRef:
-        repo, sep, name = text.rpartition(":")
-        if not sep or not repo or not name:
-            raise InputError(f"{text!r}: give a release as REPO:NAME")
-        return cls(Path(repo), name)
+    def parse(cls, text: str, sites_dir: Path | None = None) -> ReleaseRef:
+        """A repository directory, or else a site of the sites directory (local sites:
+        remote ones do not publish their releases yet)."""
+        where, sep, name = text.rpartition(":")
+        if not sep or not where or not name:
+            raise InputError(f"{text!r}: give a release as REPO:NAME or SITE:NAME")
+        if (Path(where) / "federation.yaml").is_file():
+            return cls(Path(where), name)
+        site = load_site(where, sites_dir)
+        if site.is_remote:
+            raise InputError(f"site {site.name} is reached over {site.transport}: remote sites "
+                             "do not publish their releases yet; compare at the site")
+        return cls(site.root, name)
+
+
+@dataclass(frozen=True)
+class SiteRelease:
+    """Where one site stands with a release: verified (complete, with the root it found
+    and when), incomplete (what its last check found missing or corrupt), unverified
+    (held, never checked there), absent, or unreachable."""
+
+    site: str
+    state: str
+    root: str | None = None
+    checked: float | None = None
+    detail: str = ""
+
+
+def status(name: str, sites_dir: Path | None = None) -> list[SiteRelease]:
+    """Release ``name`` at every site of the sites directory."""
+    found = []
+    for site in list_sites(sites_dir):
+        if site.is_remote:
+            found.append(SiteRelease(site.name, "unreachable", detail=(
+                f"reached over {site.transport}; remote sites do not publish release checks "
+                "yet")))
+            continue
+        try:
+            butler = open_site(site)
+        except FederationError as exc:
+            found.append(SiteRelease(site.name, "unreachable", detail=str(exc)))
+            continue
+        with butler:
+            releases = butler.registry.releases
+            if name not in releases.names():
+                found.append(SiteRelease(site.name, "absent"))
+                continue
+            info = releases.get(name)
+        check = info.check
+        if check is None:
+            found.append(SiteRelease(site.name, "unverified", detail="held, never verified"))
+        elif check.complete and check.root == info.root:
+            found.append(SiteRelease(site.name, "verified", check.root, check.checked,
+                                     f"{check.files} files, by {check.checker}"))
+        else:
+            found.append(SiteRelease(site.name, "incomplete", check.root, check.checked,
+                                     f"{check.missing} missing, {check.corrupt} corrupt"))
+    return found
 
 
 @dataclass

@@ -60,6 +60,7 @@ class SourceReader:
         self.type_ids: set[int] = set()
         self._runs: set[str] = set()
         self._run_ids: set[int] = set()
+        self._releases: list[str] = []
 
     @contextmanager
     def window(self) -> Iterator[int]:
@@ -81,18 +82,25 @@ class SourceReader:
             yield upto
 
     def _selected_collections(self) -> set[str]:
-        """Collections matching the selection, with the children of matching chains."""
+        """Collections matching the selection, with the children of matching chains; a
+        release's collections are left out (releases do not travel by sync yet)."""
         colls = self.registry.collections
-        names = {c.name for c in colls.query() if self.selection.matches_collection(c.name)}
+        self._releases = self.registry.releases.names()
+        names = {c.name for c in colls.query()
+                 if self.selection.matches_collection(c.name) and not self._frozen(c.name)}
         stack = list(names)
         while stack:
             name = stack.pop()
             if colls.lookup(name)[1] is CollectionType.CHAINED:
                 for child in colls.children(name):
-                    if child not in names:
+                    if child not in names and not self._frozen(child):
                         names.add(child)
                         stack.append(child)
         return names
+
+    def _frozen(self, name: str) -> bool:
+        """Whether ``name`` is one of a release's collections."""
+        return any(name == r or name.startswith(r + "/") for r in self._releases)
 
     def pull(self, upto: int, cursor: int | None, covered: set[str] | None,
              retries: Sequence[uuid.UUID] = ()) -> Marked:
@@ -152,7 +160,8 @@ class SourceReader:
                                         for k in change.data_id_keys or [])
             elif kind in (CollectionCreated, CollectionDocChanged, ChainChanged,
                           CollectionRemoved):
-                if self.selection.matches_collection(change.name) or change.name in selected:
+                if change.name in selected or (self.selection.matches_collection(change.name)
+                                               and not self._frozen(change.name)):
                     wanted.collections.append(change.name)
             elif kind is DatasetsRemoved:
                 wanted.removed.extend(uuid.UUID(i) for i in change.ids)
