@@ -242,3 +242,14 @@ def test_release_status_over_the_sites_and_diffs_by_site(ncsa):
     assert "0 added, 0 removed, 0 changed" in same
     fails("release", "diff", "Elsewhere:DR1", "NCSA:DR1", *sites, match="unknown site")
     fails("release", "diff", "IN2P3:DR1", "NCSA:DR1", *sites, match="no release 'DR1'")
+
+
+def test_a_release_is_made_where_its_data_is_owned(ncsa):
+    """A replica cannot freeze its owner's data: it could not then apply the owner's
+    deletions, and its sync edge would stop."""
+    ncsa.sync("NCSA", "IN2P3")
+    fails("release", "create", repo(ncsa, "IN2P3"), "DR1", "-c", "HSC/raw/all",
+          match=["owned by site 'NCSA'", "owns its data"])
+    with ncsa.butler("IN2P3") as b:
+        assert b.registry.releases.names() == []
+        assert not b.registry.collections.exists("DR1")

@@ -69,6 +69,12 @@ def freeze(butler: Butler, request: ReleaseRequest) -> ReleaseInfo:
                                          if t is CollectionType.CALIBRATION],
                                 {t.name for t in types})
     refs = {ref.id: ref for ref in found} | {ref.id: ref for ref, _ in certified}
+    for run in sorted({ref.run for ref in refs.values()}):
+        owner = registry.collections.owner(run)
+        if owner != registry.site:
+            raise ReleaseError(f"run {run!r} is owned by site {owner!r}: a release is created "
+                               "at the site that owns its data (a replica could not keep its "
+                               "owner's deletions out)")
     files = {i: f for i, f, _ in registry.datasets.iter_files(list(refs))}
     ranges: dict[uuid.UUID, list[tuple[int, int]]] = {}
     for ref, span in certified:
