@@ -253,3 +253,41 @@ def test_a_release_is_made_where_its_data_is_owned(ncsa):
     with ncsa.butler("IN2P3") as b:
         assert b.registry.releases.names() == []
         assert not b.registry.collections.exists("DR1")
+
+
+def test_an_interrupted_verification_resumes(ncsa, monkeypatch):
+    """Ctrl-C after two chunks of 4 files: the next verification checks only the other
+    12 files, keeps what the first found (a corrupt file among the first 8), and says so;
+    --restart checks everything again."""
+    from federation.faults import hooked
+    from federation.operations.release import verify
+    from federation.release import verify as verifying
+
+    r = repo(ncsa)
+    fed("release", "create", r, "DR1", "-c", "HSC/defaults")
+    with ncsa.butler("NCSA") as b:
+        first_bias = b.find_dataset("bias", instrument="HSC", detector=0, collections="DR1",
+                                    timespan=Timespan.from_values("2013-06-01", "2013-06-02"))
+        path = b.datastore.path_of(b.registry.datasets.file(first_bias.id)[0])
+    path.write_bytes(path.read_bytes()[::-1])  # the first entry in key order
+    monkeypatch.setattr(verifying, "CHUNK", 4)
+    calls = []
+
+    def stop_after_two() -> None:
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+
+    with hooked("release files verified", stop_after_two), pytest.raises(KeyboardInterrupt):
+        verify(r, "DR1")
+    later = []
+    with hooked("release files verified", lambda: later.append(1)):
+        found = verify(r, "DR1")
+    assert len(later) == 3  # the last 12 files only
+    assert found.resumed == 8 and found.check.files == 20
+    assert not found.check.complete and found.check.corrupt == 1
+    assert [p.entry.id for p in found.problems] == [first_bias.id]
+    path.write_bytes(path.read_bytes()[::-1])
+    again = json.loads(fed("release", "verify", r, "DR1", "--restart", "--json").stdout)
+    assert again["complete"] and again["resumed"] == 0 and again["files"] == 20
+    assert not list((r / ".federation-verify").glob("*"))

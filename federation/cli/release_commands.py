@@ -74,26 +74,29 @@ def show(repo, name, manifest, as_json) -> None:
 @click.argument("name")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=None,
               help="Processes hashing files (default: one per core).")
+@click.option("--restart", is_flag=True,
+              help="Verify every file again, even after an interrupted verification.")
 @render.JSON_OPTION
-def verify(repo, name, jobs, as_json) -> None:
+def verify(repo, name, jobs, restart, as_json) -> None:
     """Prove that REPO holds release NAME: re-hash every file against the manifest and
     recompute the id from the manifest's entries.
 
     The outcome (when, by whom, the root found, files missing or corrupt) is recorded
-    in REPO's registry and its sync log. Exits 1 unless the release is complete here.
+    in REPO's registry and its sync log. An interrupted verification resumes where
+    it stopped. Exits 1 unless the release is complete here.
     """
     from federation.operations.release import show as info_of
     from federation.operations.release import verify as run
 
     total = info_of(repo, name).entries
     with render.progress(total, f"verify {name}") as advance:
-        found = run(repo, name, jobs, advance)
+        found = run(repo, name, jobs, advance, restart)
     check = found.check
     if as_json:
         render.as_json({"release": name, "complete": check.complete, "root": check.root,
                         "expected_root": found.expected_root, "files": check.files,
                         "bytes": found.bytes, "missing": check.missing,
-                        "corrupt": check.corrupt,
+                        "corrupt": check.corrupt, "resumed": found.resumed,
                         "problems": [{"kind": p.kind, "dataset": str(p.entry.id),
                                       "detail": p.detail} for p in found.problems]})
     else:
@@ -102,6 +105,8 @@ def verify(repo, name, jobs, as_json) -> None:
         if check.root != found.expected_root:
             click.echo(f"the manifest's entries give root {check.root}, not the release's "
                        f"{found.expected_root}")
+        if found.resumed:
+            click.echo(f"resumed: {found.resumed} files were verified by an interrupted run")
         state = "complete" if check.complete else "INCOMPLETE"
         click.echo(f"{name} {state} here: {check.files} files ({found.bytes} bytes) checked, "
                    f"{check.missing} missing, {check.corrupt} corrupt; root {check.root}")

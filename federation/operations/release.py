@@ -45,11 +45,13 @@ def show(repo: Path, name: str, manifest: Path | None = None) -> ReleaseInfo:
 
 
 def verify(repo: Path, name: str, jobs: int | None = None,
-           progress: Callable[[int], None] | None = None) -> Verification:
+           progress: Callable[[int], None] | None = None,
+           restart: bool = False) -> Verification:
     """Re-hash every file of release ``name`` here against its manifest, recompute its
-    root, and record the outcome (the registry's release checks and the sync log)."""
+    root, and record the outcome (the registry's release checks and the sync log); an
+    interrupted verification resumes unless ``restart``."""
     with Butler(repo) as butler:
-        return verify_release(butler, name, jobs=jobs, progress=progress)
+        return verify_release(butler, name, jobs=jobs, progress=progress, restart=restart)
 
 
 def names(repo: Path) -> list[ReleaseInfo]:
