@@ -155,6 +155,7 @@ class Butler:
         if isinstance(collections, str):
             collections = [collections]
         self.collections = list(collections) if collections else ([run] if run else [])
+        self._checked: set[str] = set()  # collections checked for retracted releases
 
     @staticmethod
     def create(repo: str | Path, *, db: str | None = None, site: str = "local",
@@ -227,7 +228,9 @@ class Butler:
         if not collections:
             raise CollectionError("no collections to search: pass collections=")
         names = self.registry.collections.expand_patterns(collections)
-        for name, reason in self.registry.releases.retracted(names).items():
+        unchecked = set(names) - self._checked  # a warning once, not a query per lookup
+        self._checked |= unchecked
+        for name, reason in self.registry.releases.retracted(unchecked).items():
             warnings.warn(f"release {name!r} has been retracted: {reason}",
                           RetractedReleaseWarning, stacklevel=3)
         return names

@@ -93,5 +93,9 @@ class InputError(FederationError):
     """A user-supplied input file or table is malformed."""
 
 
+class ReleaseError(FederationError):
+    """A release is missing, exists already, or would be changed."""
+
+
 class RetractedReleaseWarning(UserWarning):
     """A search uses a release that has been retracted (its data is still there)."""

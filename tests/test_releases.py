@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import populate_ncsa, repo_state
+from test_bundles import export, import_
 from test_cli import fails, fed
 
 from federation.errors import RetractedReleaseWarning
@@ -217,7 +218,10 @@ def test_syncs_leave_releases_out_until_they_can_carry_them(ncsa):
     again = ncsa.sync("NCSA", "IN2P3")
     first = ncsa.sync("NCSA", "Princeton")
     assert not again.conflicts and not first.conflicts
-    for site in ("IN2P3", "Princeton"):
+    # ... and a bundle carries what a sync would (its export reads the same way).
+    bundle = export(ncsa, ncsa.root / "all.jsonl.gz")
+    import_(ncsa, bundle, "--files-from", repo(ncsa), dest="laptop")
+    for site in ("IN2P3", "Princeton", "laptop"):
         with ncsa.butler(site) as b:
             names = {c.name for c in b.registry.collections.query()}
             assert "HSC/raw/extra" in names and "HSC/defaults" in names

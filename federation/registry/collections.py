@@ -17,6 +17,7 @@ from federation.registry.journal import (
     CollectionDocChanged,
     CollectionRemoved,
 )
+from federation.registry.releases import release_holding
 
 _NAME = re.compile(r"[A-Za-z0-9_.+\-]+(/[A-Za-z0-9_.+\-]+)*")
 MAX_NAME = 256  # the width of collection.name
@@ -135,8 +136,7 @@ class Collections:
         ``NAME/...``), if any."""
         table = self.db.tables.release
         with self.db.reading() as conn:
-            names = conn.execute(sa.select(table.c.name)).scalars().all()
-        return next((r for r in names if name == r or name.startswith(r + "/")), None)
+            return release_holding(name, conn.execute(sa.select(table.c.name)).scalars())
 
     def get(self, name: str) -> Collection:
         cid, _ = self.lookup(name)

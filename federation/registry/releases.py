@@ -17,13 +17,16 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
-from federation.errors import FederationError
+from federation.errors import ReleaseError
 from federation.merkle import Node
 from federation.registry.database import IN_VALUES, Database, chunked
 
 
-class ReleaseError(FederationError):
-    """A release is missing, exists already, or would be changed."""
+def release_holding(collection: str, releases: Iterable[str]) -> str | None:
+    """The release among ``releases`` whose frozen collections include ``collection``
+    (``NAME`` and ``NAME/...``), if any."""
+    return next((r for r in releases if collection == r or collection.startswith(r + "/")),
+                None)
 
 
 @dataclass

@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from federation.butler import Butler
-from federation.errors import InputError
+from federation.errors import InputError, ReleaseError
 from federation.merkle import build
 from federation.model import CollectionType, DatasetRef, StoredFile
 from federation.registry.collections import check_collection_name
-from federation.registry.releases import ReleaseError, ReleaseInfo, StoredEntry
+from federation.registry.releases import ReleaseInfo, StoredEntry
 from federation.release.manifest import ManifestEntry
 from federation.timespan import Timespan
 

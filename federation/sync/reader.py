@@ -31,6 +31,7 @@ from federation.registry.journal import (
     JournalEntry,
 )
 from federation.registry.registry import Registry
+from federation.registry.releases import release_holding
 from federation.registry.source import Slot, SourceStates
 from federation.registry.states import (
     CollectionRemoval,
@@ -100,7 +101,7 @@ class SourceReader:
 
     def _frozen(self, name: str) -> bool:
         """Whether ``name`` is one of a release's collections."""
-        return any(name == r or name.startswith(r + "/") for r in self._releases)
+        return release_holding(name, self._releases) is not None
 
     def pull(self, upto: int, cursor: int | None, covered: set[str] | None,
              retries: Sequence[uuid.UUID] = ()) -> Marked:
