@@ -160,7 +160,8 @@ class Butler:
     @staticmethod
     def create(repo: str | Path, *, db: str | None = None, site: str = "local",
                universe: DimensionUniverse | None = None,
-               templates: Mapping[str, str] | None = None, owns: Sequence[str] = ()) -> Path:
+               templates: Mapping[str, str] | None = None, owns: Sequence[str] = (),
+               role: str = "repository") -> Path:
         """Create a new repository directory with its registry; nothing is left on failure."""
         root = Path(repo).absolute()
         if (root / CONFIG_NAME).exists():
@@ -179,7 +180,7 @@ class Butler:
             root.mkdir(parents=True, exist_ok=True)
             try:
                 Registry.create(config.db_url, site=site, universe=universe,
-                                owns=owns).close()
+                                owns=owns, role=role).close()
             except sa.exc.DBAPIError as exc:
                 reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
                 raise ConfigError(f"cannot create registry database: "

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from conftest import populate_ncsa, repo_state
-from test_bundles import export, import_
 from test_cli import fails, fed
 
 from federation.errors import RetractedReleaseWarning
@@ -205,27 +204,6 @@ def test_a_release_is_held_only_once_verified(ncsa):
     assert [e["result"] for e in logged] == ["ok", "failed", "failed"]
     with ncsa.butler("NCSA") as b:
         assert repo_state(b) == before  # verifying changes nothing but its own record
-
-
-def test_syncs_leave_releases_out_until_they_can_carry_them(ncsa):
-    """Releases are not distributed by sync yet: a sync from a site holding one brings
-    everything else, with no conflict over the release's collections, before and after
-    a first sync."""
-    ncsa.sync("NCSA", "IN2P3")
-    fed("release", "create", repo(ncsa), "DR1", "-c", "HSC/defaults")
-    with ncsa.butler("NCSA", run="HSC/raw/all") as b:
-        b.registry.register_collection("HSC/raw/extra", "TAGGED")
-    again = ncsa.sync("NCSA", "IN2P3")
-    first = ncsa.sync("NCSA", "Princeton")
-    assert not again.conflicts and not first.conflicts
-    # ... and a bundle carries what a sync would (its export reads the same way).
-    bundle = export(ncsa, ncsa.root / "all.jsonl.gz")
-    import_(ncsa, bundle, "--files-from", repo(ncsa), dest="laptop")
-    for site in ("IN2P3", "Princeton", "laptop"):
-        with ncsa.butler(site) as b:
-            names = {c.name for c in b.registry.collections.query()}
-            assert "HSC/raw/extra" in names and "HSC/defaults" in names
-            assert not {n for n in names if n.startswith("DR1")}
 
 
 def test_release_status_over_the_sites_and_diffs_by_site(ncsa):

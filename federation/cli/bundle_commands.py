@@ -30,8 +30,8 @@ from federation.cli.federation_commands import (
               metavar="DIR", help="Also copy (and verify) the listed files into DIR.")
 @SITES
 @render.JSON_OPTION
-def export(source, since, collections, dataset_types, where, bind, files, output, with_files,
-           sites_dir, as_json) -> None:
+def export(source, since, collections, dataset_types, where, bind, files, release, output,
+           with_files, sites_dir, as_json) -> None:
     """Write the changes of site SOURCE to a bundle file, for a site that cannot reach it.
 
     The bundle holds SOURCE's journal after --since (or a snapshot) as batches
@@ -41,7 +41,7 @@ def export(source, since, collections, dataset_types, where, bind, files, output
     from federation.operations.sync import export as run_export
     from federation.sync.bundle.format import parse_since
 
-    selection = make_selection(collections, dataset_types, where, bind, files)
+    selection = make_selection(collections, dataset_types, where, bind, files, release)
     result = run_export(source, output, since=parse_since(since), selection=selection,
                         with_files=with_files, sites_dir=sites_dir)
     if as_json:

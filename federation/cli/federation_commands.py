@@ -22,7 +22,7 @@ SITES = click.option("--sites", "sites_dir", type=click.Path(file_okay=False, pa
 
 
 def selection_options(func):
-    """--collections, --dataset-types, --where, --bind, --files/--no-files."""
+    """--collections, --dataset-types, --where, --bind, --files/--no-files, --release."""
     options = [
         click.option("--collections", "-c", multiple=True, metavar="GLOB",
                      help="Collections to carry (globs; chains bring their children). "
@@ -35,6 +35,10 @@ def selection_options(func):
         click.option("--files/--no-files", default=True, show_default=True,
                      help="Move files too, or only records (datasets then stay 'held at' the "
                           "source site)."),
+        click.option("--release", default=None, metavar="NAME",
+                     help="A data release, whole: its collections, datasets, files, manifest "
+                          "and verifications (not with -c, -t, --where). A sync of a release "
+                          "ends with the destination verifying it."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -62,13 +66,13 @@ def apply_options(func):
     return func
 
 
-def make_selection(collections, dataset_types, where, bind, files):
+def make_selection(collections, dataset_types, where, bind, files, release=None):
     from federation.inputs import parse_assignments
     from federation.registry.where import parse_where
     from federation.sync.selection import Selection
 
     selection = Selection.make(collections, dataset_types, where,
-                               parse_assignments(bind, "--bind"), files)
+                               parse_assignments(bind, "--bind"), files, release)
     if where:  # refuse an unparsable expression before touching anything
         parse_where(where)
     return selection
@@ -164,8 +168,8 @@ def site_init(name, sites_dir) -> None:
 @click.option("--reset-cursor", is_flag=True,
               help="SOURCE was rebuilt (another repository under the same name): re-plan "
                    "from a snapshot, comparing contents; every difference is a conflict.")
-def sync(source, destination, collections, dataset_types, where, bind, files, dry_run,
-         on_conflict, jobs, wait, sites_dir, as_json, reset_cursor) -> None:
+def sync(source, destination, collections, dataset_types, where, bind, files, release,
+         dry_run, on_conflict, jobs, wait, sites_dir, as_json, reset_cursor) -> None:
     """Bring site DESTINATION up to date with site SOURCE.
 
     Reads SOURCE's journal after DESTINATION's cursor for this selection (a
@@ -175,12 +179,14 @@ def sync(source, destination, collections, dataset_types, where, bind, files, dr
 
     The first sync of a selection whose -c or -t globs match nothing at SOURCE
     is an error and writes nothing; one whose --where matches no dataset runs
-    and says so.
+    and says so. With --release NAME the sync carries that release whole and
+    ends with DESTINATION verifying it (every file re-hashed, the root
+    recomputed); a release site (role: release) accepts nothing else.
     """
     from federation.operations.sync import sync as run_sync
     from federation.sync.options import SyncOptions
 
-    selection = make_selection(collections, dataset_types, where, bind, files)
+    selection = make_selection(collections, dataset_types, where, bind, files, release)
     options = SyncOptions(selection, dry_run, on_conflict, jobs, wait, reset_cursor)
     run_and_report(f"{source} -> {destination}", as_json, options,
                    lambda progress: run_sync(source, destination, options, sites_dir=sites_dir,
@@ -205,6 +211,12 @@ def run_and_report(title: str, as_json: bool, options: SyncOptions,
             raise
     sync_render.report(report, as_json, dry_run=options.dry_run, title=title,
                        strict=options.strict)
+    unverified = [c.release for c in report.verified if not c.complete]
+    if unverified and not report.failed:
+        click.echo(f"error: release {', '.join(unverified)} arrived but did not verify here "
+                   "(listed above): it is not held until 'fed release verify' passes",
+                   err=True)
+        sys.exit(1)
     if report.failed:
         click.echo(f"error: {len(report.failed)} file(s) did not arrive or did not match their "
                    "records (listed above); they were left out with what needs them, the rest "

@@ -38,6 +38,11 @@ def report(result: Any, as_json_output: bool, *, dry_run: bool, title: str,
         click.echo(f"failed: {path} ({dataset_id}): {reason}")
     for note in getattr(result, "notes", ()):
         click.echo(f"note: {note}")
+    for check in getattr(result, "verified", ()):
+        shown = "complete" if check.complete else \
+            f"INCOMPLETE ({check.missing} missing, {check.corrupt} corrupt)"
+        click.echo(f"release {check.release} verified at {check.site}: {shown}, "
+                   f"{check.files} files, root {check.root}")
     if result.cursor is not None and not dry_run and not refused:
         click.echo(f"cursor now at source journal entry {result.cursor}")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,12 +11,13 @@ from typing import Any
 from federation.butler import Butler
 from federation.errors import FederationError, InputError
 from federation.merkle import diff as tree_diff
-from federation.registry.releases import ReleaseInfo
+from federation.registry.releases import ReleaseCheck, ReleaseInfo
 from federation.release.freeze import ReleaseRequest, freeze
 from federation.release.manifest import ManifestEntry
 from federation.release.verify import Verification
 from federation.release.verify import verify as verify_release
-from federation.sites import list_sites, load_site
+from federation.sites import SiteDefinition, list_sites, load_site
+from federation.sync.remote.mirror import Mirror
 from federation.sync.site_access import open_site
 
 
@@ -76,8 +78,8 @@ class ReleaseRef:
 
     @classmethod
     def parse(cls, text: str, sites_dir: Path | None = None) -> ReleaseRef:
-        """A repository directory, or else a site of the sites directory (local sites:
-        remote ones do not publish their releases yet)."""
+        """A repository directory, or else a site of the sites directory (a remote one is
+        read through what it published: its outbox, mirrored in the local cache)."""
         where, sep, name = text.rpartition(":")
         if not sep or not where or not name:
             raise InputError(f"{text!r}: give a release as REPO:NAME or SITE:NAME")
@@ -85,9 +87,22 @@ class ReleaseRef:
             return cls(Path(where), name)
         site = load_site(where, sites_dir)
         if site.is_remote:
-            raise InputError(f"site {site.name} is reached over {site.transport}: remote sites "
-                             "do not publish their releases yet; compare at the site")
+            return cls(published(site), name)
         return cls(site.root, name)
+
+
+def cache_home() -> Path:
+    """Where mirrors of remote sites' outboxes are kept for status and diffs."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "federation"
+
+
+def published(site: SiteDefinition) -> Path:
+    """The records-only mirror of what a remote site published, brought up to date."""
+    mirror = Mirror(site, cache_home())
+    mirror.path.parent.mkdir(parents=True, exist_ok=True)
+    mirror.refresh()
+    return mirror.path
 
 
 @dataclass(frozen=True)
@@ -104,35 +119,36 @@ class SiteRelease:
 
 
 def status(name: str, sites_dir: Path | None = None) -> list[SiteRelease]:
-    """Release ``name`` at every site of the sites directory."""
+    """Release ``name`` at every site of the sites directory: a local site's own record of
+    its verifications, a remote site's as it published them."""
     found = []
     for site in list_sites(sites_dir):
-        if site.is_remote:
-            found.append(SiteRelease(site.name, "unreachable", detail=(
-                f"reached over {site.transport}; remote sites do not publish release checks "
-                "yet")))
-            continue
         try:
-            butler = open_site(site)
+            if site.is_remote:
+                butler = Butler(published(site))
+            else:
+                butler = open_site(site)
         except FederationError as exc:
             found.append(SiteRelease(site.name, "unreachable", detail=str(exc)))
             continue
         with butler:
             releases = butler.registry.releases
-            if name not in releases.names():
-                found.append(SiteRelease(site.name, "absent"))
-                continue
-            info = releases.get(name)
-        check = info.check
-        if check is None:
-            found.append(SiteRelease(site.name, "unverified", detail="held, never verified"))
-        elif check.complete and check.root == info.root:
-            found.append(SiteRelease(site.name, "verified", check.root, check.checked,
-                                     f"{check.files} files, by {check.checker}"))
-        else:
-            found.append(SiteRelease(site.name, "incomplete", check.root, check.checked,
-                                     f"{check.missing} missing, {check.corrupt} corrupt"))
+            info = releases.find(name)
+            check = None if info is None else releases.last_check(name, site.name)
+        found.append(_standing(site.name, info, check))
     return found
+
+
+def _standing(site: str, info: ReleaseInfo | None, check: ReleaseCheck | None) -> SiteRelease:
+    if info is None:
+        return SiteRelease(site, "absent")
+    if check is None:
+        return SiteRelease(site, "unverified", detail="held, never verified")
+    if check.complete and check.root == info.root:
+        return SiteRelease(site, "verified", check.root, check.checked,
+                           f"{check.files} files, by {check.checker}")
+    return SiteRelease(site, "incomplete", check.root, check.checked,
+                       f"{check.missing} missing, {check.corrupt} corrupt")
 
 
 @dataclass

@@ -117,7 +117,8 @@ def init(name: str, directory: SitesDir = None) -> SiteDefinition:
     url = definition.registry.url
     default = f"sqlite:///{definition.root / 'registry.sqlite3'}"
     db = None if url == default else url
-    Butler.create(definition.root, db=db, site=definition.name, owns=definition.owns)
+    Butler.create(definition.root, db=db, site=definition.name, owns=definition.owns,
+                  role=definition.role)
     return definition
 
 

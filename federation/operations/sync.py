@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from federation.errors import ConfigError, FederationError, InputError
+from federation.errors import ConfigError, FederationError, InputError, ReleaseError
 from federation.operations.selection import (
     check_patterns,
     datasets_in,
@@ -20,6 +20,7 @@ from federation.operations.selection import (
     refuse_unmatched,
 )
 from federation.registry.sync_log import LogEntry
+from federation.release.verify import verify as verify_release
 from federation.sites import SiteDefinition, list_sites, load_site
 from federation.sync.bundle.export import ExportResult, export_bundle
 from federation.sync.bundle.format import Bundle, BundleSummary
@@ -46,12 +47,29 @@ def sync(source: str, destination: str, options: SyncOptions, *, sites_dir: Site
     """
     src, dst = load_site(source, sites_dir), load_site(destination, sites_dir)
     selection = options.selection
+    if selection.release is not None and not src.is_remote and src.name != dst.name:
+        with open_site(src) as butler:
+            if butler.registry.releases.find(selection.release) is None:
+                raise ReleaseError(f"site {src.name} has no release {selection.release!r} "
+                                   "('fed release list' shows what it has)")
     first = _checkable(src, dst, selection) and first_use(src, dst, selection)
     if first:
         check_patterns(src, dst, options)
     report = sync_sites(src, dst, options, sites=list_sites(sites_dir), progress=progress)
     if first:
         report.notes += note_if_empty(src.name, selection, datasets_in(report))
+    if selection.release is not None and not options.dry_run:
+        if dst.is_remote:
+            report.notes.append(f"{dst.name} verifies release {selection.release} when it "
+                                "receives it ('fed receive')")
+        elif not selection.files:
+            report.notes.append(f"records only: {dst.name} holds release "
+                                f"{selection.release} once its files arrive and it verifies "
+                                "them ('fed release verify')")
+        else:
+            with open_site(dst) as butler:
+                report.verified.append(verify_release(butler, selection.release,
+                                                      jobs=options.jobs).check)
     return report
 
 
@@ -118,8 +136,18 @@ def publish_site(name: str, *, lock_timeout: float = 60.0,
 
 def receive_site(name: str, options: SyncOptions, *,
                  sites_dir: SitesDir = None) -> list[tuple[str, Report]]:
-    """``fed receive``: the bundles pushed into NAME's inbox, oldest first."""
-    return receive(load_site(name, sites_dir), options, sites=list_sites(sites_dir))
+    """``fed receive``: the bundles pushed into NAME's inbox, oldest first; releases that
+    arrived are verified here (a site holds a release once it verified it)."""
+    site = load_site(name, sites_dir)
+    results = receive(site, options, sites=list_sites(sites_dir))
+    arrived = [report for _, report in results if report.counts.get("release insert")]
+    if arrived and not options.dry_run:
+        with open_site(site) as butler:
+            releases = butler.registry.releases
+            arrived[-1].verified += [verify_release(butler, release, jobs=options.jobs).check
+                                     for release in releases.names()
+                                     if releases.last_check(release) is None]
+    return results
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from federation.dimensions.universe import DimensionUniverse
-from federation.errors import ConfigError, SchemaVersionError
+from federation.errors import CollectionError, ConfigError, SchemaVersionError
 from federation.interrupts import interrupts_held
-from federation.registry.journal import Change, decode, encode
+from federation.registry.journal import Change, ReleaseChecked, decode, encode
 from federation.registry.journal import JournalEntry as Entry
 from federation.registry.schema import SCHEMA_VERSION, Tables, tables_for
 
@@ -108,6 +108,8 @@ class Database:
         self.tables: Tables = tables_for(universe)
         self.is_sqlite = engine.dialect.name == "sqlite"
         self._local = threading.local()
+        #: ``release``: a release site, written only by syncs (and its own verifications)
+        self.role = "repository"
 
     # -- creation and opening ------------------------------------------------
 
@@ -128,15 +130,22 @@ class Database:
 
     def upgrade(self, meta: dict[str, str]) -> None:
         """Bring a registry of an older schema this release can upgrade up to date: version
-        2 gains the release tables (added, nothing changed)."""
-        if meta.get("schema_version") != "2":
+        2 gains the release tables, version 3 the site of each verification (added,
+        nothing changed)."""
+        found = meta.get("schema_version")
+        if found not in ("2", "3"):
             return
+        t = self.tables
         with self.engine.begin() as conn:
-            self.tables.metadata.create_all(conn, tables=[
-                self.tables.release, self.tables.release_entry, self.tables.release_node,
-                self.tables.release_check])
-            conn.execute(sa.update(self.tables.meta).where(
-                self.tables.meta.c.key == "schema_version").values(value=str(SCHEMA_VERSION)))
+            if found == "2":
+                t.metadata.create_all(conn, tables=[
+                    t.release, t.release_entry, t.release_node, t.release_check])
+            else:
+                conn.execute(sa.text("ALTER TABLE release_check ADD COLUMN site "
+                                     "VARCHAR(64) NOT NULL DEFAULT ''"))
+                conn.execute(sa.update(t.release_check).values(site=meta.get("site", "")))
+            conn.execute(sa.update(t.meta).where(t.meta.c.key == "schema_version")
+                         .values(value=str(SCHEMA_VERSION)))
         meta["schema_version"] = str(SCHEMA_VERSION)
 
     @staticmethod
@@ -152,9 +161,9 @@ class Database:
                 f"release reads schema version {SCHEMA_VERSION}"
             )
 
-    def create(self, site: str, owns: Sequence[str] = ()) -> str:
+    def create(self, site: str, owns: Sequence[str] = (), role: str = "repository") -> str:
         """Create every table and record the schema version, universe, site, the
-        collection prefixes the site owns and a new instance id (returned)."""
+        collection prefixes the site owns, its role and a new instance id (returned)."""
         instance = uuid.uuid4().hex
         with self.engine.begin() as conn:
             if sa.inspect(conn).has_table("meta"):
@@ -166,6 +175,7 @@ class Database:
                 {"key": "universe", "value": self.universe.to_yaml()},
                 {"key": "instance", "value": instance},
                 {"key": "owns", "value": json.dumps(list(owns))},
+                {"key": "role", "value": role},
             ])
             conn.execute(sa.insert(self.tables.journal_head), {"id": 1, "last_seq": 0})
         return instance
@@ -329,13 +339,29 @@ class Database:
         finally:
             self._local.origin = previous
 
+    @contextmanager
+    def replicating(self) -> Iterator[None]:
+        """Changes made inside apply what another site sent (a sync, an import)."""
+        previous = getattr(self._local, "replicating", False)
+        self._local.replicating = True
+        try:
+            yield
+        finally:
+            self._local.replicating = previous
+
     def append(self, changes: Sequence[Change]) -> int:
         """Append one journal entry per change inside the current transaction.
 
         Returns the *version* of the first: its sequence number at the site where
-        it was first made (here, unless inside :meth:`importing`).
+        it was first made (here, unless inside :meth:`importing`). A release site
+        refuses local changes (all but its verifications), rolling back the write.
         """
         origin = getattr(self._local, "origin", None)
+        if self.role == "release" and origin is None and changes and not getattr(
+                self._local, "replicating", False) and any(
+                type(c) is not ReleaseChecked for c in changes):
+            raise CollectionError("this is a release site: it holds releases synced from "
+                                  "their sites and refuses local writes")
         if not changes:
             return origin[1] if origin else 0
         conn = self._local.conn

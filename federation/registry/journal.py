@@ -117,15 +117,41 @@ class CalibSlotsReplaced:
     data_id_keys: list[str]
 
 
+@dataclass(frozen=True, slots=True)
+class ReleaseCreated:
+    """A release frozen at its site (written after its collections, so they travel first)."""
+
+    kind: ClassVar[str] = "release"
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseRetracted:
+    kind: ClassVar[str] = "retract_release"
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseChecked:
+    """A verification of a release by ``site``, recorded here."""
+
+    kind: ClassVar[str] = "release_check"
+    release: str
+    site: str
+    checked: float
+
+
 Change = (DimensionRecordAdded | DatasetTypeRegistered | CollectionCreated
           | CollectionDocChanged | ChainChanged | CollectionRemoved | DatasetCreated
           | DatasetsRemoved | DatasetsTagged | DatasetsUntagged | DatasetsCertified
-          | DatasetsDecertified | CalibSlotsReplaced)
+          | DatasetsDecertified | CalibSlotsReplaced | ReleaseCreated | ReleaseRetracted
+          | ReleaseChecked)
 
 KINDS: dict[str, type] = {cls.kind: cls for cls in (
     DimensionRecordAdded, DatasetTypeRegistered, CollectionCreated, CollectionDocChanged,
     ChainChanged, CollectionRemoved, DatasetCreated, DatasetsRemoved, DatasetsTagged,
-    DatasetsUntagged, DatasetsCertified, DatasetsDecertified, CalibSlotsReplaced)}
+    DatasetsUntagged, DatasetsCertified, DatasetsDecertified, CalibSlotsReplaced,
+    ReleaseCreated, ReleaseRetracted, ReleaseChecked)}
 _FIELDS = {kind: tuple(f.name for f in fields(cls)) for kind, cls in KINDS.items()}
 
 

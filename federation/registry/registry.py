@@ -38,7 +38,7 @@ class Registry:
         self.dimensions = DimensionRecords(db)
         self.dataset_types = DatasetTypes(db)
         self.collections = Collections(db, site, owns)
-        self.releases = Releases(db)
+        self.releases = Releases(db, site)
         self.datasets = Datasets(db, self.dimensions, self.dataset_types, self.collections,
                                  self.releases)
         self.cursors = CursorStore(db)
@@ -46,14 +46,15 @@ class Registry:
 
     @classmethod
     def create(cls, url: str, *, site: str, universe: DimensionUniverse | None = None,
-               owns: Sequence[str] = ()) -> Registry:
+               owns: Sequence[str] = (), role: str = "repository") -> Registry:
         """Create a new, empty registry at ``url``."""
         if not site or not site.replace("-", "").replace("_", "").isalnum():
             raise ConfigError(f"invalid site name {site!r}: use letters, digits, '-' and '_'")
         universe = universe or DimensionUniverse.default()
         db = Database(make_engine(url), universe)
         owns = [check_prefix(p) for p in owns]
-        instance = db.create(site, owns)
+        instance = db.create(site, owns, role)
+        db.role = role
         return cls(db, site, instance, owns)
 
     @classmethod
@@ -61,7 +62,7 @@ class Registry:
         """Open an existing registry, refusing unknown schema versions."""
         engine = make_engine(url)
         meta = Database.read_meta(engine)
-        if meta.get("schema_version") != "2":
+        if meta.get("schema_version") not in ("2", "3"):
             Database.check_version(meta)
         missing = [key for key in ("site", "universe", "instance") if key not in meta]
         if missing:
@@ -70,6 +71,7 @@ class Registry:
         universe = DimensionUniverse.from_yaml(meta["universe"])
         db = Database(engine, universe)
         db.upgrade(meta)
+        db.role = meta.get("role", "repository")
         return cls(db, meta["site"], meta["instance"], json.loads(meta.get("owns", "[]")))
 
     def close(self) -> None:

@@ -20,6 +20,8 @@ import sqlalchemy as sa
 from federation.errors import ReleaseError
 from federation.merkle import Node
 from federation.registry.database import IN_VALUES, Database, chunked
+from federation.registry.journal import ReleaseChecked, ReleaseCreated, ReleaseRetracted
+from federation.registry.states import ReleaseCheckState, ReleaseEntries, ReleaseState
 
 
 def release_holding(collection: str, releases: Iterable[str]) -> str | None:
@@ -47,10 +49,23 @@ class ReleaseInfo:
     counts: dict[str, int] = field(default_factory=dict)  # entries by dataset type
     check: ReleaseCheck | None = None  # the latest verification here
 
+    @property
+    def state(self) -> ReleaseState:
+        """What a sync sends of this release (its manifest's lines travel apart)."""
+        return ReleaseState(self.name, self.root, self.site, self.created, self.creator,
+                            self.doc, self.selection, self.entries, self.bytes, self.counts,
+                            self.retracted, self.retract_reason)
+
+    @classmethod
+    def from_state(cls, state: ReleaseState) -> ReleaseInfo:
+        return cls(state.name, state.root, state.site, state.created, state.creator,
+                   state.doc, state.selection, state.entries, state.bytes,
+                   state.retracted, state.retract_reason, dict(state.counts))
+
 
 @dataclass(frozen=True)
 class ReleaseCheck:
-    """One verification of a release at this site: every file re-hashed against the
+    """One verification of a release at ``site``: every file re-hashed against the
     manifest and the root recomputed from the stored entries."""
 
     release: str
@@ -61,6 +76,18 @@ class ReleaseCheck:
     files: int
     missing: int
     corrupt: int
+    site: str = ""  # empty: this registry's site
+
+    @property
+    def state(self) -> ReleaseCheckState:
+        return ReleaseCheckState(self.release, self.site, self.checked, self.checker,
+                                 self.root, self.complete, self.files, self.missing,
+                                 self.corrupt)
+
+    @classmethod
+    def from_state(cls, state: ReleaseCheckState) -> ReleaseCheck:
+        return cls(state.release, state.checked, state.checker, state.root, state.complete,
+                   state.files, state.missing, state.corrupt, state.site)
 
 
 @dataclass(frozen=True)
@@ -74,14 +101,21 @@ class StoredEntry:
 
 
 class Releases:
-    """Create, read and retract releases; refuse changes to what they hold."""
+    """Create, read and retract releases; refuse changes to what they hold.
 
-    def __init__(self, db: Database) -> None:
+    Creations, retractions and verifications are journaled, so that they travel to
+    the sites a release is synced to (and on from there).
+    """
+
+    def __init__(self, db: Database, site: str) -> None:
         self.db = db
+        self.site = site
 
     def create(self, info: ReleaseInfo, entries: Iterable[StoredEntry],
                nodes: Sequence[Node]) -> None:
-        """Record a release (its name must be new) with its entries and tree."""
+        """Record a release (its name must be new) with its entries and tree; its
+        collections must be written before, in the same transaction (a sync reading the
+        journal sends the release after them)."""
         t = self.db.tables
         with self.db.transaction() as conn:
             if conn.execute(sa.select(t.release.c.name).where(
@@ -97,6 +131,7 @@ class Releases:
                     {"release": info.name, "position": e.position, "dataset_id": e.dataset_id,
                      "hash": e.hash, "line": e.line} for e in chunk])
             self._store_nodes(conn, nodes)
+            self.db.append([ReleaseCreated(info.name)])
 
     def _store_nodes(self, conn: sa.Connection, nodes: Sequence[Node]) -> None:
         table = self.db.tables.release_node
@@ -119,6 +154,13 @@ class Releases:
         return ReleaseInfo(row.name, row.root, row.site, row.created, row.creator, row.doc,
                            json.loads(row.selection), row.entries, row.bytes, row.retracted,
                            row.retract_reason, json.loads(row.counts), self.last_check(name))
+
+    def find(self, name: str) -> ReleaseInfo | None:
+        """A release, or None if this registry has none of that name."""
+        t = self.db.tables.release
+        with self.db.reading() as conn:
+            found = conn.execute(sa.select(t.c.name).where(t.c.name == name)).first()
+        return None if found is None else self.get(name)
 
     def names(self) -> list[str]:
         with self.db.reading() as conn:
@@ -150,14 +192,45 @@ class Releases:
         children = bytes(row.children)
         return Node(row.level, tuple(children[i:i + 32] for i in range(0, len(children), 32)))
 
-    def retract(self, name: str, reason: str) -> ReleaseInfo:
-        """Mark a release retracted (its data stays, and stays protected)."""
-        self.get(name)
+    def retract(self, name: str, reason: str, when: float | None = None) -> ReleaseInfo:
+        """Mark a release retracted (its data stays, and stays protected); a release
+        retracted already keeps its first retraction."""
+        if self.get(name).retracted is not None:
+            return self.get(name)
         t = self.db.tables
         with self.db.transaction() as conn:
             conn.execute(sa.update(t.release).where(t.release.c.name == name).values(
-                retracted=time.time(), retract_reason=reason))
+                retracted=time.time() if when is None else when, retract_reason=reason))
+            self.db.append([ReleaseRetracted(name)])
         return self.get(name)
+
+    # -- as a sync source ----------------------------------------------------------
+
+    def entry_chunks(self, name: str, size: int = 4000) -> Iterator[ReleaseEntries]:
+        """The manifest's lines in key order, ``size`` at a time."""
+        lines: list[str] = []
+        start = 0
+        for entry in self.entries(name):
+            lines.append(entry.line)
+            if len(lines) == size:
+                yield ReleaseEntries(name, start, lines)
+                start, lines = start + size, []
+        if lines:
+            yield ReleaseEntries(name, start, lines)
+
+    def checks(self, name: str, keys: Iterable[tuple[str, float]] | None = None
+               ) -> list[ReleaseCheck]:
+        """The verifications of a release recorded here (by any site), oldest first; or
+        those among ``keys`` (site, time)."""
+        t = self.db.tables.release_check
+        with self.db.reading() as conn:
+            rows = conn.execute(sa.select(t).where(t.c.release == name)
+                                .order_by(t.c.checked, t.c.id)).all()
+        found = [self._check(row) for row in rows]
+        if keys is not None:
+            wanted = set(keys)
+            found = [c for c in found if (c.site, c.checked) in wanted]
+        return found
 
     def retracted(self, names: Iterable[str]) -> dict[str, str]:
         """The retracted releases among ``names``, with the reason given."""
@@ -169,23 +242,35 @@ class Releases:
     # -- verification --------------------------------------------------------------
 
     def record_check(self, check: ReleaseCheck) -> None:
-        """Note a verification of a release held here."""
+        """Note a verification of a release (made here, unless ``check.site`` names
+        another site); one already recorded is not recorded twice."""
+        site = check.site or self.site
+        t = self.db.tables.release_check
         with self.db.transaction() as conn:
-            conn.execute(sa.insert(self.db.tables.release_check).values(
-                release=check.release, checked=check.checked, checker=check.checker,
-                root=check.root, complete=check.complete, files=check.files,
-                missing=check.missing, corrupt=check.corrupt))
+            if conn.execute(sa.select(t.c.id).where(
+                    t.c.release == check.release, t.c.site == site,
+                    t.c.checked == check.checked)).first() is not None:
+                return
+            conn.execute(sa.insert(t).values(
+                release=check.release, site=site, checked=check.checked,
+                checker=check.checker, root=check.root, complete=check.complete,
+                files=check.files, missing=check.missing, corrupt=check.corrupt))
+            self.db.append([ReleaseChecked(check.release, site, check.checked)])
 
-    def last_check(self, name: str) -> ReleaseCheck | None:
-        """The latest verification of a release here, if any."""
+    def last_check(self, name: str, site: str | None = None) -> ReleaseCheck | None:
+        """The latest verification of a release by ``site`` (default: this site) that
+        this registry records, if any."""
         t = self.db.tables.release_check
         with self.db.reading() as conn:
-            row = conn.execute(sa.select(t).where(t.c.release == name)
-                               .order_by(t.c.id.desc()).limit(1)).first()
-        if row is None:
-            return None
+            row = conn.execute(sa.select(t).where(t.c.release == name,
+                                                  t.c.site == (site or self.site))
+                               .order_by(t.c.checked.desc(), t.c.id.desc()).limit(1)).first()
+        return None if row is None else self._check(row)
+
+    @staticmethod
+    def _check(row: sa.Row) -> ReleaseCheck:
         return ReleaseCheck(row.release, row.checked, row.checker, row.root, row.complete,
-                            row.files, row.missing, row.corrupt)
+                            row.files, row.missing, row.corrupt, row.site)
 
     # -- protection ----------------------------------------------------------------
 

@@ -8,6 +8,7 @@ the sites that sync from this one.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -15,6 +16,8 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from federation.errors import ReleaseError
+from federation.merkle import build, entry_hash
 from federation.model import CollectionType, DatasetRef, StoredFile
 from federation.registry.database import IN_VALUES, chunked
 from federation.registry.journal import (
@@ -23,12 +26,16 @@ from federation.registry.journal import (
     DatasetsRemoved,
 )
 from federation.registry.registry import Registry
+from federation.registry.releases import ReleaseCheck, ReleaseInfo, StoredEntry
 from federation.registry.states import (
     CalibSlotState,
     CollectionRemoval,
     CollectionState,
     DatasetRemoval,
     DatasetState,
+    ReleaseCheckState,
+    ReleaseEntries,
+    ReleaseState,
     State,
     TagState,
 )
@@ -346,6 +353,39 @@ class Replica:
                 version = self.db.append([CalibSlotsReplaced(
                     state.collection, state.dataset_type, [state.data_id_key])])
             self.registry.datasets.set_slot_versions(cid, [(tid, state.data_id_key)], version)
+
+    def apply_releases(self, releases: Sequence[ReleaseState],
+                       entries: Sequence[ReleaseEntries]) -> None:
+        """Record releases made elsewhere, each with its manifest's lines (already checked
+        against its root by the planner; the tree is rebuilt from them here)."""
+        by_release: dict[str, list[ReleaseEntries]] = {}
+        for chunk in entries:
+            by_release.setdefault(chunk.release, []).append(chunk)
+        for state in releases:
+            chunks = sorted(by_release.get(state.name, []), key=lambda c: c.start)
+            stored = [StoredEntry(i, uuid.UUID(json.loads(line)["id"]), h.hex(), line)
+                      for i, (line, h) in enumerate(
+                          (line, entry_hash(line.encode()))
+                          for c in chunks for line in c.lines)]
+            root, nodes = build(bytes.fromhex(e.hash) for e in stored)
+            if root.hex() != state.root:
+                raise ReleaseError(f"release {state.name!r}: its manifest does not hash to "
+                                   "its root")
+            with self.db.importing(state.site, 0):
+                self.registry.releases.create(ReleaseInfo.from_state(state), stored, nodes)
+
+    def retract_releases(self, releases: Sequence[ReleaseState]) -> None:
+        """Retractions of releases held here, as their site made them."""
+        for state in releases:
+            with self.db.importing(state.site, 0):
+                self.registry.releases.retract(state.name, state.retract_reason or "",
+                                               when=state.retracted)
+
+    def record_checks(self, checks: Sequence[ReleaseCheckState]) -> None:
+        """Verifications other sites made of releases held here."""
+        for state in checks:
+            with self.db.importing(state.site, 0):
+                self.registry.releases.record_check(ReleaseCheck.from_state(state))
 
     def apply_removals(self, states: Sequence[DatasetRemoval], *, keep: bool,
                        origin: str) -> None:

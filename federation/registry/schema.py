@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from federation.dimensions.universe import DimensionUniverse
 
-SCHEMA_VERSION = 3  # 3: releases (a version 2 registry gains their tables on open)
+SCHEMA_VERSION = 4  # 3: releases; 4: verifications name their site (older ones upgrade on open)
 
 _SQL_TYPES = {
     "string": sa.String(128),
@@ -268,12 +268,14 @@ def build_tables(universe: DimensionUniverse) -> Tables:
         sa.Column("level", sa.Integer, nullable=False),
         sa.Column("children", sa.LargeBinary, nullable=False),
     )
-    # Verifications of releases held here: every file re-hashed against the manifest.
+    # Verifications of releases: every file re-hashed against the manifest, here or at
+    # another site (whose records travel with the release).
     release_check = sa.Table(
         "release_check", md,
         sa.Column("id", sa.Integer, primary_key=True),
         sa.Column("release", sa.ForeignKey("release.name", ondelete="CASCADE"),
                   nullable=False, index=True),
+        sa.Column("site", sa.String(64), nullable=False, server_default=""),
         sa.Column("checked", sa.Float, nullable=False),
         sa.Column("checker", sa.String(256), nullable=False),
         sa.Column("root", sa.String(64), nullable=False),

@@ -7,6 +7,7 @@ fields too long to store. Each is refused with one line, before any file moves.
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from typing import Any
@@ -22,6 +23,9 @@ from federation.registry.states import (
     DatasetState,
     DatasetTypeState,
     RecordState,
+    ReleaseCheckState,
+    ReleaseEntries,
+    ReleaseState,
     State,
     TagState,
 )
@@ -32,6 +36,8 @@ MAX_KEY = 512  # the width of data_id_key
 _SITE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 _TYPE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]{0,127}")
 _CHECKSUM = re.compile(r"[0-9a-f]{32}")
+_ROOT = re.compile(r"[0-9a-f]{64}")
+MAX_LINE = 65536  # one manifest entry
 
 
 def check_state(state: State) -> None:
@@ -49,6 +55,8 @@ def _collection(state: CollectionState) -> None:
     _site(state.owner)
     _text(state.doc, MAX_TEXT, "doc")
     _versions(state.created_version, state.doc_version, state.chain_version)
+    if state.release is not None:
+        _name(state.release)
     if state.children is not None:
         if not isinstance(state.children, list):
             raise InputError("chain children must be a list")
@@ -126,10 +134,51 @@ def _record(state: RecordState) -> None:
         raise InputError(f"a {state.dimension} record must map field names to values")
 
 
+def _release(state: ReleaseState) -> None:
+    _name(state.name)
+    _root(state.root)
+    _site(state.site)
+    _text(state.creator, 256, "creator")
+    _text(state.doc, MAX_TEXT, "doc")
+    if not _time(state.created) or not (state.retracted is None or _time(state.retracted)):
+        raise InputError("release times must be numbers")
+    if state.retract_reason is not None:
+        _text(state.retract_reason, MAX_TEXT, "retraction reason")
+    if not _count(state.entries) or not _count(state.bytes):
+        raise InputError("a release's entry count and bytes must be non-negative integers")
+    if not isinstance(state.selection, dict) or not isinstance(state.counts, dict) or not all(
+            isinstance(k, str) and _count(v) for k, v in state.counts.items()):
+        raise InputError("a release's selection and counts must be mappings")
+
+
+def _release_entries(state: ReleaseEntries) -> None:
+    _name(state.release)
+    if not _count(state.start) or not isinstance(state.lines, list):
+        raise InputError("manifest lines need a start and a list of lines")
+    for line in state.lines:
+        _text(line, MAX_LINE, "manifest line")
+        try:
+            entry = json.loads(line)
+            _uuid(entry["id"])
+        except (ValueError, TypeError, KeyError):
+            raise InputError(f"invalid manifest line {line[:80]!r}") from None
+
+
+def _release_check(state: ReleaseCheckState) -> None:
+    _name(state.release)
+    _site(state.site)
+    _root(state.root)
+    _text(state.checker, 256, "checker")
+    if not _time(state.checked) or not isinstance(state.complete, bool) or not all(
+            _count(v) for v in (state.files, state.missing, state.corrupt)):
+        raise InputError("a verification needs a time, a result and counts")
+
+
 _CHECKS: dict[type, Any] = {
     CollectionState: _collection, DatasetTypeState: _dataset_type, DatasetState: _dataset,
     TagState: _tag, CalibSlotState: _calib_slot, DatasetRemoval: _dataset_removal,
-    CollectionRemoval: _collection_removal, RecordState: _record}
+    CollectionRemoval: _collection_removal, RecordState: _record, ReleaseState: _release,
+    ReleaseEntries: _release_entries, ReleaseCheckState: _release_check}
 
 
 def _name(name: Any) -> None:
@@ -156,6 +205,15 @@ def _uuid(value: Any) -> None:
 def _text(value: Any, limit: int, what: str) -> None:
     if not isinstance(value, str) or len(value) > limit:
         raise InputError(f"invalid {what} (text of at most {limit} characters)")
+
+
+def _root(value: Any) -> None:
+    if not isinstance(value, str) or not _ROOT.fullmatch(value):
+        raise InputError(f"invalid release root {str(value)[:80]!r}")
+
+
+def _time(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
 
 
 def _count(value: Any) -> bool:

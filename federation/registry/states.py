@@ -54,6 +54,9 @@ class CollectionState:
     doc_version: int = 0
     children: list[str] | None = None
     chain_version: int = 0
+    #: the release whose frozen structure this collection is (it has a name of its own,
+    #: outside the prefixes its site owns)
+    release: str | None = None
 
 
 @dataclass(frozen=True)
@@ -119,11 +122,61 @@ class CollectionRemoval:
     version: int
 
 
+@dataclass(frozen=True)
+class ReleaseState:
+    """A release: what its row records and, in key order, every line of its manifest
+    (a destination rebuilds the Merkle tree from them and must find the same root).
+    A retraction is the only change a release ever sees."""
+
+    kind: ClassVar[str] = "release"
+    name: str
+    root: str
+    site: str
+    created: float
+    creator: str
+    doc: str
+    selection: dict[str, Any]
+    entries: int
+    bytes: int
+    counts: dict[str, int]
+    retracted: float | None = None
+    retract_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class ReleaseEntries:
+    """Manifest lines ``start``.. of a release (a release of 100,000 entries travels as
+    some twenty of these, each a bundle line of about a megabyte)."""
+
+    kind: ClassVar[str] = "release_entries"
+    release: str
+    start: int
+    lines: list[str]
+
+
+@dataclass(frozen=True)
+class ReleaseCheckState:
+    """One verification of a release by ``site`` (see :class:`~federation.registry.releases.
+    ReleaseCheck`): it travels, so that every site can tell who holds the release."""
+
+    kind: ClassVar[str] = "release_check"
+    release: str
+    site: str
+    checked: float
+    checker: str
+    root: str
+    complete: bool
+    files: int
+    missing: int
+    corrupt: int
+
+
 State = (RecordState | DatasetTypeState | CollectionState | DatasetState | TagState
-         | CalibSlotState | DatasetRemoval | CollectionRemoval)
+         | CalibSlotState | DatasetRemoval | CollectionRemoval | ReleaseState | ReleaseEntries
+         | ReleaseCheckState)
 KINDS: dict[str, type] = {cls.kind: cls for cls in (
     RecordState, DatasetTypeState, CollectionState, DatasetState, TagState, CalibSlotState,
-    DatasetRemoval, CollectionRemoval)}
+    DatasetRemoval, CollectionRemoval, ReleaseState, ReleaseEntries, ReleaseCheckState)}
 
 
 def identity(state: State) -> tuple:
@@ -136,6 +189,12 @@ def identity(state: State) -> tuple:
         return (state.kind, state.id)
     if isinstance(state, TagState):
         return (state.kind, state.collection, state.dataset_id)
+    if isinstance(state, ReleaseState):
+        return (state.kind, state.name)
+    if isinstance(state, ReleaseEntries):
+        return (state.kind, state.release, state.start)
+    if isinstance(state, ReleaseCheckState):
+        return (state.kind, state.release, state.site, state.checked)
     return (state.kind, state.collection, state.dataset_type, state.data_id_key)
 
 

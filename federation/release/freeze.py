@@ -47,6 +47,9 @@ def freeze(butler: Butler, request: ReleaseRequest) -> ReleaseInfo:
     """Create the release ``request.name`` at this repository's site."""
     registry = butler.registry
     name = request.name
+    if registry.db.role == "release":
+        raise ReleaseError("this is a release site: it holds releases synced from the sites "
+                           "that made them; create a release where its data is owned")
     check_collection_name(name)
     if name in registry.releases.names():
         raise ReleaseError(f"release {name!r} exists already; a release never changes: give "
@@ -98,8 +101,8 @@ def freeze(butler: Butler, request: ReleaseRequest) -> ReleaseInfo:
     stored = [StoredEntry(i, e.id, h.hex(), e.line)
               for i, (e, h) in enumerate(zip(entries, hashes, strict=True))]
     with registry.transaction():
-        registry.releases.create(info, stored, nodes)
         _searchable(butler, name, request.doc, found, certified)
+        registry.releases.create(info, stored, nodes)
     return registry.releases.get(name)
 
 
@@ -132,7 +135,8 @@ def _entry(ref: DatasetRef, stored: StoredFile | None, found: bool,
 def _searchable(butler: Butler, name: str, doc: str, found: list[DatasetRef],
                 certified: list[tuple[DatasetRef, Timespan]]) -> None:
     """``NAME`` -> [``NAME/found``, ``NAME/calib``], written before the release row makes
-    them read-only (inside the caller's transaction)."""
+    them read-only (inside the caller's transaction, and journaled before the release, so
+    that a sync sends them first)."""
     registry = butler.registry
     collections, datasets = registry.collections, registry.datasets
     children = []

@@ -126,7 +126,7 @@ def verify(butler: Butler, name: str, *, jobs: int | None = None,
     missing = sum(p.kind == "missing" for p in problems)
     check = ReleaseCheck(name, time.time(), who(), root,
                          complete=not problems and root == info.root, files=checked,
-                         missing=missing, corrupt=len(problems) - missing)
+                         missing=missing, corrupt=len(problems) - missing, site=registry.site)
     registry.releases.record_check(check)
     notes.drop()
     log.files, log.bytes, log.failures = checked, nbytes, len(problems)

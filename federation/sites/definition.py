@@ -46,6 +46,8 @@ class SiteDefinition:
     owns: tuple[str, ...] = ()
     read_only: bool = False
     keep_deleted: bool = False  # an archive: keeps datasets deleted upstream
+    #: ``release``: a read-only release site that takes only releases, by sync
+    role: str = "repository"
     description: str = ""
     source: Path | None = None  # the YAML file it was read from
 
@@ -105,4 +107,9 @@ class SiteDefinition:
         else:
             data[self.transport] = self.files.to_dict()
         return data | {"owns": list(self.owns), "read_only": self.read_only,
-                       "keep_deleted": self.keep_deleted, "description": self.description}
+                       "keep_deleted": self.keep_deleted, "role": self.role,
+                       "description": self.description}
+
+    @property
+    def is_release_site(self) -> bool:
+        return self.role == "release"

@@ -9,6 +9,7 @@ A site on this machine::
     owns: [HSC/raw, HSC/calib, HSC/runs, HSC/defaults, refcats, skymaps]
     read_only: false
     keep_deleted: false           # true: an archive keeps data deleted upstream
+    role: repository              # release: a read-only release site (takes releases only)
     outbox: /srv/ncsa/outbox      # where 'fed publish' writes (default ROOT/.federation-outbox)
 
 Another machine describes the same site by how it reaches it; its registry is
@@ -40,8 +41,9 @@ from federation.transport.settings import LocalSettings
 
 SITES_ENV = "FED_SITES"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+ROLES = ("repository", "release")
 _KEYS = {"name", "registry", "root", "transport", "owns", "read_only", "keep_deleted",
-         "description", "outbox", "inbox"} | {k for k, v in KINDS.items() if v.remote}
+         "role", "description", "outbox", "inbox"} | {k for k, v in KINDS.items() if v.remote}
 
 
 def check_site_name(name: object) -> str:
@@ -83,10 +85,13 @@ def parse_site(data: Any, source: Path) -> SiteDefinition:
     description = data.get("description", "")
     if not isinstance(description, str):
         raise ConfigError(f"{where}: 'description' must be a string")
+    role = data.get("role", "repository")
+    if role not in ROLES:
+        raise ConfigError(f"{where}: 'role' must be {' or '.join(ROLES)}, not {role!r}")
     common = dict(name=name, owns=tuple(p.strip("/") for p in owns),
                   read_only=data.get("read_only", False),
-                  keep_deleted=data.get("keep_deleted", False), description=description,
-                  source=source)
+                  keep_deleted=data.get("keep_deleted", False), role=role,
+                  description=description, source=source)
     if kind.remote:
         for key in ("registry", "root", "outbox", "inbox"):
             if key in data:

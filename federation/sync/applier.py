@@ -26,6 +26,9 @@ from federation.registry.states import (
     DatasetState,
     DatasetTypeState,
     RecordState,
+    ReleaseCheckState,
+    ReleaseEntries,
+    ReleaseState,
     State,
     TagState,
 )
@@ -68,7 +71,7 @@ class Applier:
         as failed: moved to ``fetched.failed``.
         """
         replica = self.replica
-        with self.registry.transaction():
+        with self.registry.transaction(), self.registry.db.replicating():
             self._check_arrived(fetched)
             failed = set(fetched.failed)
             taken: dict[type, list[tuple[State, str]]] = {kind: [] for kind in ORDER}
@@ -97,6 +100,7 @@ class Applier:
                 replica.apply_tags([s for s, _ in taken[TagState]])
             for state, _ in taken[CollectionRemoval]:
                 replica.apply_collection_removal(state)
+            self._releases(taken)
             checkpoint("state applied")
             cursors = self.registry.cursors
             cursors.record_retries(self.source, retry_key, {
@@ -120,6 +124,17 @@ class Applier:
                 del fetched.arrived[dataset_id]
                 fetched.failed[dataset_id] = (path, "the file was deleted by another process "
                                                     "after it arrived")
+
+    def _releases(self, taken: dict[type, list[tuple[State, str]]]) -> None:
+        """New releases with their manifests, retractions, other sites' verifications."""
+        new = [s for s, a in taken[ReleaseState] if a == "insert"]
+        if new:
+            self.replica.apply_releases(new, [s for s, _ in taken[ReleaseEntries]])
+        retracted = [s for s, a in taken[ReleaseState] if a == "update"]
+        if retracted:
+            self.replica.retract_releases(retracted)
+        if taken[ReleaseCheckState]:
+            self.replica.record_checks([s for s, _ in taken[ReleaseCheckState]])
 
     def _records(self, states: Sequence[RecordState]) -> None:
         """New dimension records, one insert per dimension, required ones first."""
@@ -149,4 +164,5 @@ class Applier:
 
 #: the order in which a batch's kinds of states are written
 ORDER = (RecordState, DatasetTypeState, CollectionState, DatasetRemoval, DatasetState,
-         CalibSlotState, TagState, CollectionRemoval)
+         CalibSlotState, TagState, CollectionRemoval, ReleaseState, ReleaseEntries,
+         ReleaseCheckState)

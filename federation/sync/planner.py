@@ -25,6 +25,7 @@ from collections.abc import Sequence
 
 from federation.butler import Butler
 from federation.errors import FederationError
+from federation.merkle import build, entry_hash
 from federation.model import data_id_key
 from federation.registry.replica import HeldDataset, Replica
 from federation.registry.states import (
@@ -35,6 +36,9 @@ from federation.registry.states import (
     DatasetState,
     DatasetTypeState,
     RecordState,
+    ReleaseCheckState,
+    ReleaseEntries,
+    ReleaseState,
     State,
     TagState,
 )
@@ -112,7 +116,45 @@ class Planner:
             return self._dataset_type(state, plan)
         if isinstance(state, CollectionState):
             return self._collection(state, plan)
+        if isinstance(state, ReleaseState):
+            return self._release(state, ctx, plan)
+        if isinstance(state, ReleaseEntries):
+            return "insert" if ctx.release_actions.get(state.release) == "insert" else "skip"
+        if isinstance(state, ReleaseCheckState):
+            return self._release_check(state, ctx)
         return self._versioned(state, ctx, plan)
+
+    def _release(self, state: ReleaseState, ctx: BatchContext, plan: Plan) -> str:
+        """A release is taken whole, once, if its manifest hashes to its root; then only
+        its retraction can change it. Another release under the same name conflicts."""
+        ours = self.registry.releases.find(state.name)
+        if ours is not None:
+            if ours.root != state.root:
+                plan.conflicts.append(Conflict("release", state.name, "another release "
+                                               "has this name here", f"root {state.root}",
+                                               f"root {ours.root}"))
+                action = "conflict"
+            else:
+                action = "update" if state.retracted and ours.retracted is None else "skip"
+        else:
+            problem = ctx.manifest_problem(state)
+            if problem:
+                plan.conflicts.append(Conflict("release", state.name, problem,
+                                               f"root {state.root}", "no such release"))
+                action = "conflict"
+            else:
+                action = "insert"
+        ctx.release_actions[state.name] = action
+        return action
+
+    def _release_check(self, state: ReleaseCheckState, ctx: BatchContext) -> str:
+        """Another site's verification of a release held here (or arriving), if new."""
+        held = ctx.release_actions.get(state.release) in ("insert", "update", "skip") or \
+            self.registry.releases.find(state.release) is not None
+        if not held or state.site == self.site:
+            return "skip"  # a site's own verifications are made there, not received
+        known = self.registry.releases.checks(state.release, [(state.site, state.checked)])
+        return "skip" if known else "insert"
 
     def _record(self, state: RecordState, ctx: BatchContext, plan: Plan) -> str:
         key = ctx.record_key(state)
@@ -138,13 +180,15 @@ class Planner:
 
     def _collection(self, state: CollectionState, plan: Plan) -> str:
         claimed = owner_by_prefix(state.name, self.sites)
+        if state.release is not None and claimed != self.site:
+            claimed = None  # a release's collections have names of their own
         if claimed is not None and claimed != state.owner:
             plan.conflicts.append(Conflict(
                 "collection", state.name, f"its prefix is owned by site {claimed}",
                 f"owner {state.owner}", f"owner {claimed}"))
             return "conflict"
         owner = self._sites.get(state.owner)
-        if claimed is None and owner is not None and owner.owns:
+        if claimed is None and owner is not None and owner.owns and state.release is None:
             plan.conflicts.append(Conflict(
                 "collection", state.name, f"site {state.owner} does not own its prefix (it "
                 f"owns {', '.join(owner.owns)}): only the owner of a prefix creates "
@@ -232,6 +276,13 @@ class Planner:
         if isinstance(state, TagState) and ctx.deleted_here(state.dataset_id):
             return "skip"  # the dataset was deleted here: its memberships went with it
         newer = ctx.newer(state)
+        if isinstance(state, DatasetRemoval) and newer and state.id in ctx.released:
+            release = ctx.released[state.id]
+            plan.conflicts.append(Conflict(
+                "dataset", state.id, f"belongs to release {release!r} here: a released "
+                "dataset is never deleted", f"deleted at {self.source} (its change "
+                f"{state.version})", f"held by release {release!r}"))
+            return "conflict"
         if ctx.owner(collection) == self.site and newer:
             plan.conflicts.append(Conflict(state.kind, collection, f"collection is owned by "
                                            f"this site ({self.site}), which does not have this "
@@ -254,6 +305,14 @@ class BatchContext:
         datasets = [s for s in batch.states if isinstance(s, DatasetState)]
         removals = [s for s in batch.states if isinstance(s, DatasetRemoval)]
         self.removals = {} if planner.keep_deleted else {s.id: s.version for s in removals}
+        self.released = {str(i): r for i, r in self.registry.releases.holding(
+            [uuid.UUID(s.id) for s in removals]).items()} if removals else {}
+        self._manifests: dict[str, list[ReleaseEntries]] = {}
+        for state in batch.states:
+            if isinstance(state, ReleaseEntries):
+                self._manifests.setdefault(state.release, []).append(state)
+        #: what the planner decided for each release of the batch (its lines follow it)
+        self.release_actions: dict[str, str] = {}
         ids = [s.uuid for s in datasets]
         self.held: dict[uuid.UUID, HeldDataset] = self.replica.held(ids)
         self.tombstones = self.replica.dataset_tombstones(
@@ -296,6 +355,19 @@ class BatchContext:
         present = self.replica.existing([i for i in ids if i not in planned])
         return {i for i in ids if i in deleted and i not in present
                 and arriving.get(i, -1) <= deleted[i]}
+
+    def manifest_problem(self, state: ReleaseState) -> str | None:
+        """Why the manifest lines the batch carries are not the release's, if they are not:
+        every line, in key order, hashing to its root."""
+        chunks = sorted(self._manifests.get(state.name, []), key=lambda c: c.start)
+        lines = [line for chunk in chunks for line in chunk.lines]
+        if len(lines) != state.entries or any(
+                c.start != sum(len(p.lines) for p in chunks[:i]) for i, c in enumerate(chunks)):
+            return f"its manifest arrived with {len(lines)} of {state.entries} entries"
+        root = build(entry_hash(line.encode()) for line in lines)[0].hex()
+        if root != state.root:
+            return f"its manifest hashes to {root}, not to the release's root"
+        return None
 
     def deleted_here(self, dataset_id: str) -> bool:
         """Whether a dataset a membership names was deleted here, or is by this sync before
@@ -436,7 +508,7 @@ def _describe(dataset_type: str, run: str, key: str, checksum: str | None) -> st
 
 def _key_of(state: State) -> tuple[str, str]:
     """What other states name this one by."""
-    if isinstance(state, DatasetTypeState | CollectionState):
+    if isinstance(state, DatasetTypeState | CollectionState | ReleaseState):
         return (state.kind, state.name)
     if isinstance(state, DatasetState):
         return (state.kind, state.id)
@@ -454,4 +526,8 @@ def _needs(state: State) -> list[tuple[str, str]]:
     if isinstance(state, CalibSlotState):
         return [("collection", state.collection), ("dataset_type", state.dataset_type),
                 *(("dataset", entry[0]) for entry in state.entries)]
+    if isinstance(state, ReleaseState):
+        return [("collection", state.name)]
+    if isinstance(state, ReleaseEntries | ReleaseCheckState):
+        return [("release", state.release)]
     return []

@@ -26,7 +26,7 @@ from federation.sync.reader import SourceReader
 from federation.sync.remote.mirror import Mirror
 from federation.sync.report import Report
 from federation.sync.reset import ResetPlanner
-from federation.sync.site_access import check_universes, open_site, sync_lock
+from federation.sync.site_access import check_accepts, check_universes, open_site, sync_lock
 
 
 def pull(source: SiteDefinition, destination: SiteDefinition, options: SyncOptions, *,
@@ -45,6 +45,7 @@ def pull(source: SiteDefinition, destination: SiteDefinition, options: SyncOptio
                           "push to it instead")
     with open_site(destination) as dst, \
             sync_lock(dst.config.root, destination.name, options.lock_timeout):
+        check_accepts(dst, options.selection)
         if not options.dry_run:
             dst.registry.log.interrupted(destination.name)
         if not source.is_remote:

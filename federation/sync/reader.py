@@ -8,11 +8,13 @@ sent; a dataset is sent once per snapshot.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from federation.errors import ReleaseError
 from federation.model import CollectionType, DatasetType
 from federation.registry.journal import (
     CalibSlotsReplaced,
@@ -29,6 +31,9 @@ from federation.registry.journal import (
     DatasetTypeRegistered,
     DimensionRecordAdded,
     JournalEntry,
+    ReleaseChecked,
+    ReleaseCreated,
+    ReleaseRetracted,
 )
 from federation.registry.registry import Registry
 from federation.registry.releases import release_holding
@@ -39,6 +44,9 @@ from federation.registry.states import (
     DatasetState,
     DatasetTypeState,
     RecordState,
+    ReleaseCheckState,
+    ReleaseEntries,
+    ReleaseState,
     State,
     TagState,
 )
@@ -62,6 +70,8 @@ class SourceReader:
         self._runs: set[str] = set()
         self._run_ids: set[int] = set()
         self._releases: list[str] = []
+        #: the releases this sync carries: those whose collection the selection covers
+        self.releases: list[str] = []
 
     @contextmanager
     def window(self) -> Iterator[int]:
@@ -80,28 +90,26 @@ class SourceReader:
             colls = self.registry.collections
             self._runs = {n for n in self.collections if colls.lookup(n)[1] is CollectionType.RUN}
             self._run_ids = {colls.lookup(n)[0] for n in self._runs}
+            self.releases = [r for r in self._releases if r in self.collections]
+            wanted = self.selection.release
+            if wanted is not None and wanted not in self._releases:
+                raise ReleaseError(f"the source holds no release {wanted!r}")
             yield upto
 
     def _selected_collections(self) -> set[str]:
-        """Collections matching the selection, with the children of matching chains; a
-        release's collections are left out (releases do not travel by sync yet)."""
+        """Collections matching the selection, with the children of matching chains."""
         colls = self.registry.collections
         self._releases = self.registry.releases.names()
-        names = {c.name for c in colls.query()
-                 if self.selection.matches_collection(c.name) and not self._frozen(c.name)}
+        names = {c.name for c in colls.query() if self.selection.matches_collection(c.name)}
         stack = list(names)
         while stack:
             name = stack.pop()
             if colls.lookup(name)[1] is CollectionType.CHAINED:
                 for child in colls.children(name):
-                    if child not in names and not self._frozen(child):
+                    if child not in names:
                         names.add(child)
                         stack.append(child)
         return names
-
-    def _frozen(self, name: str) -> bool:
-        """Whether ``name`` is one of a release's collections."""
-        return release_holding(name, self._releases) is not None
 
     def pull(self, upto: int, cursor: int | None, covered: set[str] | None,
              retries: Sequence[uuid.UUID] = ()) -> Marked:
@@ -161,9 +169,14 @@ class SourceReader:
                                         for k in change.data_id_keys or [])
             elif kind in (CollectionCreated, CollectionDocChanged, ChainChanged,
                           CollectionRemoved):
-                if change.name in selected or (self.selection.matches_collection(change.name)
-                                               and not self._frozen(change.name)):
+                if change.name in selected or self.selection.matches_collection(change.name):
                     wanted.collections.append(change.name)
+            elif kind in (ReleaseCreated, ReleaseRetracted):
+                if change.name in self.releases:
+                    wanted.releases.append(change.name)
+            elif kind is ReleaseChecked:
+                if change.release in self.releases:
+                    wanted.checks.append((change.release, change.site, change.checked))
             elif kind is DatasetsRemoved:
                 wanted.removed.extend(uuid.UUID(i) for i in change.ids)
             elif kind is DatasetTypeRegistered:
@@ -206,6 +219,9 @@ class SourceReader:
                 slots = self.states.calib_slots(name)
                 for start in range(0, len(slots), BATCH):
                     yield self._batch(_Wanted(slots=slots[start:start + BATCH]))
+        for release in self.releases:  # after the collections they freeze
+            if release in names:
+                yield self._batch(_Wanted(releases=[release]))
 
     def _run_snapshot(self, run: str, *, removed: bool) -> Iterator[Batch]:
         """A RUN's datasets (unless the run is gone), then the deletions made in it, so that
@@ -255,7 +271,23 @@ class SourceReader:
         self._calib_slots(slots, out, include_all=retry)
         out.removals.extend(r for r in self.states.removals(wanted.removed)
                             if self.selection.matches_type(r.dataset_type))
+        self._add_releases(wanted, out)
         return out.batch(self.registry)
+
+    def _add_releases(self, wanted: _Wanted, out: _Out) -> None:
+        """Releases whole (their row, every manifest line, every verification known here)
+        and verifications made since."""
+        releases = self.registry.releases
+        for name in dict.fromkeys(wanted.releases):
+            out.releases.append(releases.get(name).state)
+            out.release_entries.extend(releases.entry_chunks(name))
+            out.checks.extend(c.state for c in releases.checks(name))
+        by_release: dict[str, list[tuple[str, float]]] = {}
+        for release, site, checked in wanted.checks:
+            if release not in wanted.releases:
+                by_release.setdefault(release, []).append((site, checked))
+        for release, keys in by_release.items():
+            out.checks.extend(c.state for c in releases.checks(release, keys))
 
     def _add_datasets(self, states: Iterable[DatasetState], out: _Out) -> None:
         states = [s for s in states if s.id not in out.datasets]
@@ -302,6 +334,9 @@ class SourceReader:
         if isinstance(state, CollectionRemoval):
             out.removed_collections[name] = state
         elif state is not None:
+            release = release_holding(name, self._releases)
+            if release is not None:
+                state = dataclasses.replace(state, release=release)
             out.collections[name] = state
             for child in state.children or []:
                 self._collection(child, out)
@@ -367,6 +402,8 @@ class _Wanted:
         self.removed: list[uuid.UUID] = []
         self.types: set[str] = set()
         self.records: list[tuple[str, dict[str, Any]]] = []
+        self.releases: list[str] = []
+        self.checks: list[tuple[str, str, float]] = []
         for key, value in kwargs.items():
             setattr(self, key, value)
 
@@ -383,6 +420,9 @@ class _Out:
         self.tags: list[TagState] = []
         self.slots: list = []
         self.removals: list = []
+        self.releases: list[ReleaseState] = []
+        self.release_entries: list[ReleaseEntries] = []
+        self.checks: list[ReleaseCheckState] = []
 
     def add_type(self, dataset_type: DatasetType) -> None:
         if dataset_type.name not in self.types:
@@ -406,6 +446,9 @@ class _Out:
         states += self.slots
         states += sorted(self.tags, key=lambda t: t.present)  # removals before additions
         states += self.removed_collections.values()
+        states += self.releases  # after the collections they freeze, with their manifests
+        states += self.release_entries
+        states += self.checks
         return states
 
 

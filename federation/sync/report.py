@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from federation.errors import ConflictError
+from federation.registry.releases import ReleaseCheck
 from federation.registry.states import (
     CalibSlotState,
     CollectionRemoval,
@@ -72,6 +73,8 @@ class Report:
     cursor: int | None = None
     more_conflicts: int = 0  # beyond the ones kept
     notes: list[str] = field(default_factory=list)  # e.g. that a selection matched no dataset
+    #: the verifications a release sync ended with, at the destination
+    verified: list[ReleaseCheck] = field(default_factory=list)
     _context_seen: set = field(default_factory=set, repr=False)
     _left_out: set[int] = field(default_factory=set, repr=False)
 
@@ -132,7 +135,11 @@ class Report:
                 "failed_files": [{"id": i, "path": p, "reason": r} for i, p, r in self.failed],
                 "files": self.files, "bytes": self.bytes,
                 "resumed": {"files": self.resumed_files, "bytes": self.resumed_bytes},
-                "cursor": self.cursor, "notes": list(self.notes)}
+                "cursor": self.cursor, "notes": list(self.notes),
+                "verified": [{"release": c.release, "site": c.site, "complete": c.complete,
+                              "root": c.root, "files": c.files, "missing": c.missing,
+                              "corrupt": c.corrupt, "checked": c.checked}
+                             for c in self.verified]}
 
 
 _CONTEXT = (RecordState, DatasetTypeState, CollectionState, CollectionRemoval)

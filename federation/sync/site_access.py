@@ -15,6 +15,7 @@ from federation.dimensions.universe import DimensionUniverse
 from federation.errors import ConfigError, FederationError
 from federation.registry.database import same_database, shown_url
 from federation.sites import SiteDefinition
+from federation.sync.selection import Selection
 
 LOCK_NAME = ".federation-sync.lock"
 
@@ -37,7 +38,18 @@ def open_site(site: SiteDefinition) -> Butler:
         butler.close()
         raise ConfigError(f"site {site.name}: the repository at {site.root} belongs to site "
                           f"{butler.site!r}")
+    if site.is_release_site and butler.registry.db.role != "release":
+        butler.close()
+        raise ConfigError(f"site {site.name}: its definition says 'role: release' but its "
+                          f"repository at {site.root} was created as an ordinary one")
     return butler
+
+
+def check_accepts(dst: Butler, selection: Selection) -> None:
+    """A release site takes releases (and what they need) only."""
+    if dst.registry.db.role == "release" and selection.release is None:
+        raise ConfigError(f"site {dst.site} is a release site: it takes only releases "
+                          f"('fed sync SOURCE {dst.site} --release NAME')")
 
 
 @contextmanager

@@ -26,7 +26,7 @@ from federation.sync.options import SyncOptions
 from federation.sync.planner import Planner
 from federation.sync.progress import Progress
 from federation.sync.report import Report
-from federation.sync.site_access import check_universes, open_site, sync_lock
+from federation.sync.site_access import check_accepts, check_universes, open_site, sync_lock
 from federation.transport.local import LocalTransport
 
 
@@ -79,6 +79,7 @@ def import_into(path: str | os.PathLike, dst: Butler, options: SyncOptions, *,
                              f"{expect_source}")
         if header.source == dst.site:
             raise ConfigError(f"this bundle comes from {dst.site} itself")
+        check_accepts(dst, selection)
         if header.universe is not None:
             check_universes(header.source, DimensionUniverse(header.universe), dst.site,
                             dst.registry.universe)
