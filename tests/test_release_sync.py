@@ -136,7 +136,8 @@ def test_a_retraction_travels_and_warns_everywhere(ncsa):
     fed("release", "retract", repo(ncsa, "NCSA"), "DR1", "--reason", "bad flats")
     release_sync(ncsa, "NCSA", "IN2P3", sites)
     release_sync(ncsa, "IN2P3", "Princeton", sites)
-    for site in ("IN2P3", "Princeton"):
+    release_sync(ncsa, "Princeton", "laptop", sites)  # a first arrival, retracted already
+    for site in ("IN2P3", "Princeton", "laptop"):
         searched = fed("query-datasets", repo(ncsa, site), "raw", "-c", "DR1")
         assert "warning: release 'DR1' has been retracted: bad flats" in searched.stderr
         with pytest.warns(RetractedReleaseWarning), \

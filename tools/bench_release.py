@@ -13,11 +13,18 @@
    their trees built (not timed), then compared with the tree walk (median of
    ``--repeat``): seconds, nodes read, and d * log64(n) beside it for scale.
 
+4. Distribution: a release of ``--sync-n`` datasets of ~1 KiB files (default
+   20,000; ingested, then frozen), ``fed sync SOURCE DEST --release DR1`` as a
+   whole process into an empty destination (its verification at the end
+   included) against ``rsync -a`` of the release's run directory, interleaved
+   pairs, ``--repeat`` times: medians of wall and CPU seconds, and the ratio.
+
 Targets (exit status 1 when missed): verification >= 0.8x xxhsum's throughput;
 the diff under 1 s and reading O(d log n) nodes (at most 4 * d * (levels + 1)).
-A release sync against `rsync -a` waits for release distribution, not built yet.
+The release sync against rsync is reported, with no target.
 
     python tools/bench_release.py [--n 100000] [--diff-n 1000000] [--changes 100]
+                                  [--sync-n 20000]
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchlib import Timer, log, peak_rss_mib, print_rows
+from benchlib import Timer, log, pair_ratios, peak_rss_mib, print_rows, run_measured, settle
 
 
 def create_child(workdir: Path, n: int) -> dict:
@@ -100,6 +107,43 @@ def verify_child(workdir: Path, files: int, kib: int, repeat: int) -> dict:
             "ratio": statistics.median(t / o for o, t in zip(ours, theirs, strict=True))}
 
 
+def sync_child(workdir: Path, n: int, repeat: int) -> dict:
+    """A release of ``n`` ~1 KiB files (built, not timed), then interleaved pairs of
+    ``rsync -a`` of its run directory and ``fed sync --release`` into empty targets."""
+    import sync_fixtures as fx
+
+    from federation.butler import Butler
+    from federation.release.freeze import ReleaseRequest, freeze
+
+    sites = fx.write_sites(workdir)
+    fx.build_source(workdir, n)
+    with Butler(workdir / fx.SOURCE) as butler:
+        freeze(butler, ReleaseRequest("DR1", [fx.RUN]))
+    fed = Path(sys.executable).parent / "fed"
+    ours, theirs = [], []
+    for _ in range(repeat):
+        target = workdir / "rsync-target"
+        shutil.rmtree(target, ignore_errors=True)
+        settle(1.0)
+        theirs.append(run_measured(["rsync", "-a", f"{workdir / fx.SOURCE / fx.RUN}/",
+                                    f"{target}/"]))
+        fx.create_destination(workdir)
+        settle(1.0)
+        run = run_measured([str(fed), "sync", fx.SOURCE, fx.DESTINATION, "--release", "DR1",
+                            "--sites", str(sites), "--json"], cwd=workdir)
+        if run["returncode"] != 0:
+            raise SystemExit(f"fed sync --release failed: {run['stderr'][-400:]}")
+        verified = json.loads(run["stdout"])["verified"]
+        assert verified and verified[0]["complete"] and verified[0]["files"] == n
+        ours.append(run)
+    return {"ours_s": statistics.median(r["seconds"] for r in ours),
+            "ours_cpu": statistics.median(r["cpu_seconds"] for r in ours),
+            "rsync_s": statistics.median(r["seconds"] for r in theirs),
+            "rsync_cpu": statistics.median(r["cpu_seconds"] for r in theirs),
+            "ratio": statistics.median(pair_ratios([r["seconds"] for r in ours],
+                                                   [r["seconds"] for r in theirs]))}
+
+
 def manifest_lines(n: int, changed: set[int]) -> list[bytes]:
     lines = []
     for i in range(n):
@@ -143,7 +187,8 @@ def child(args: argparse.Namespace, phase: str, what: str) -> dict:
         out = subprocess.run([sys.executable, __file__, "--child", phase, "--workdir", tmp,
                               "--n", str(args.n), "--repeat", str(args.repeat),
                               "--verify-files", str(args.verify_files),
-                              "--verify-kib", str(args.verify_kib)],
+                              "--verify-kib", str(args.verify_kib),
+                              "--sync-n", str(args.sync_n)],
                              capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"{phase} failed:\n{out.stderr}")
@@ -159,11 +204,17 @@ def main() -> int:
     parser.add_argument("--verify-files", type=int, default=2000,
                         help="files of the release verified (0: skip)")
     parser.add_argument("--verify-kib", type=int, default=1024, help="size of each, KiB")
-    parser.add_argument("--child", choices=["create", "verify"], help=argparse.SUPPRESS)
+    parser.add_argument("--sync-n", type=int, default=20_000,
+                        help="datasets of the release synced against rsync -a (0: skip)")
+    parser.add_argument("--child", choices=["create", "verify", "sync"],
+                        help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child == "create":
         print(json.dumps(create_child(args.workdir, args.n)))
+        return 0
+    if args.child == "sync":
+        print(json.dumps(sync_child(args.workdir, args.sync_n, args.repeat)))
         return 0
     if args.child == "verify":
         print(json.dumps(verify_child(args.workdir, args.verify_files, args.verify_kib,
@@ -176,6 +227,9 @@ def main() -> int:
     elif args.verify_files:
         verified = child(args, "verify", f"verification of {args.verify_files:,} files of "
                          f"{args.verify_kib} KiB against xxhsum -H2")
+    synced = None
+    if args.sync_n:
+        synced = child(args, "sync", f"release sync of {args.sync_n:,} files against rsync -a")
     diffed = bench_diff(args.diff_n, args.changes, args.repeat)
     rows = [("create (freeze a run)", f"{args.n:,}", f"{created['seconds']:.3f}",
              f"{created['cpu_seconds']:.3f}",
@@ -188,6 +242,13 @@ def main() -> int:
             ("xxhsum -H2, same files", f"{args.verify_files:,}",
              f"{verified['xxhsum_s']:.3f}", "",
              f"{verified['mib'] / verified['xxhsum_s']:.0f} MiB/s")]
+    if synced is not None:
+        rows += [
+            (f"fed sync --release (median of {args.repeat})", f"{args.sync_n:,}",
+             f"{synced['ours_s']:.3f}", f"{synced['ours_cpu']:.3f}",
+             f"{synced['ratio']:.2f}x rsync (median pair ratio), verification included"),
+            ("rsync -a of its files", f"{args.sync_n:,}", f"{synced['rsync_s']:.3f}",
+             f"{synced['rsync_cpu']:.3f}", "")]
     rows.append((f"diff ({args.changes} changed, median of {args.repeat})",
                  f"{args.diff_n:,}", f"{diffed['seconds']:.4f}", "",
                  f"{diffed['nodes_visited']} of {diffed['nodes']:,} nodes read "

@@ -166,6 +166,9 @@ def site_state(repo: Path) -> dict[str, object]:
             if str(c.type) == "CALIBRATION":
                 lines += [f"calib {c.name} {r.id} {ts.begin} {ts.end}"
                           for r, ts in reg.datasets.certifications(c.name)]
+        for name in reg.releases.names():
+            info = reg.releases.get(name)
+            lines.append(f"release {name} {info.root} {info.site} {info.retracted is not None}")
         files = sum(1 for p in Path(repo).rglob("*") if p.is_file() and p.suffix == ".fits")
     digest = hashlib.sha256("\n".join(sorted(lines)).encode()).hexdigest()[:16]
     return {"datasets": len(refs), "collections": len(collections), "files": files,
@@ -180,7 +183,7 @@ def compare(workdir: Path, names: tuple[str, ...]) -> None:
               f"{s['digest']}")
     same = len({s["digest"] for s in states.values()}) == 1
     print(f"  => {'identical' if same else 'DIFFERENT'}: collections, chains, datasets "
-          "(UUID, type, run, data ID, checksum) and certifications")
+          "(UUID, type, run, data ID, checksum), certifications and releases")
     if not same:
         sys.exit("demo failed: the sites did not converge")
 
@@ -290,7 +293,13 @@ def main() -> None:
     note("DR2 adds the processing run; the diff reads only the parts of the trees that differ")
     fed("release", "create", "NCSA", "DR2", "-c", "HSC/defaults", "-c", PROCESSING_RUN)
     fed("release", "diff", "NCSA:DR1", "NCSA:DR2", code=1)
-    note("distributing releases to the other sites is not built yet")
+
+    step("DR1 travels NCSA -> IN2P3 -> Princeton; each site verifies it as it arrives")
+    fed("sync", "NCSA", "IN2P3", "--release", "DR1")
+    fed("sync", "IN2P3", "Princeton", "--release", "DR1")
+    note("each site's proof: its own verification (every file re-hashed, the root rebuilt)")
+    fed("release", "status", "DR1")
+    fed("release", "diff", "NCSA:DR1", "Princeton:DR1")
 
     step(f"laptop pre-caches exposure {LAPTOP_EXPOSURE} from Princeton, with the calibrations")
     note("one cursor per selection: each of these syncs can be re-run later to refresh")

@@ -8,12 +8,16 @@ operations, ``fed sync`` runs along random edges (both directions, cycles, sever
 paths to one site), sometimes killed with SIGKILL at a random instant or at a
 random crash point, sometimes while the source's owner writes, sometimes beside a
 second sync into the same repository. Ingests, prunes and run removals are
-sometimes killed too.
+sometimes killed too. NCSA freezes data releases of its chain now and then (and
+retracts some); what they hold is never pruned or removed, and releases travel
+with the syncs.
 
 After every step each repository the step touched is verified: every file its
-registry records is there and matches its checksum. At the end, syncs run along
-every edge until nothing changes, and every site must hold the same collections,
-datasets (UUID, type, run, data ID, checksum) and certifications.
+registry records is there and matches its checksum, and every release it holds
+verifies complete (every file re-hashed, the root rebuilt). At the end, syncs run
+along every edge until nothing changes, and every site must hold the same
+collections, datasets (UUID, type, run, data ID, checksum), certifications and
+releases (name, root, retraction).
 
     python tools/random_federation.py [--seeds 1 2 3] [--steps 200] [--postgres URL]
 
@@ -41,6 +45,7 @@ import yaml
 from demo import site_state
 
 from federation import Butler
+from federation.release.verify import verify as verify_release
 
 FED = str(Path(sys.executable).parent / "fed")
 OWNS = {"NCSA": ["HSC/raw", "HSC/calib", "HSC/defaults"], "IN2P3": ["HSC/runs-in2p3", "u/in2p3"],
@@ -68,6 +73,9 @@ class Model:
     certified: dict[int, str] = field(default_factory=dict)  # year -> the run valid then
     runs: dict[str, list[str]] = field(default_factory=dict)  # site -> its live runs
     made: int = 0  # runs created so far (names are never reused)
+    releases: list[str] = field(default_factory=list)  # NCSA's releases
+    released: set[int] = field(default_factory=set)  # exposures a release holds
+    released_runs: set[str] = field(default_factory=set)  # calibration runs a release holds
 
 
 class Run:
@@ -238,7 +246,9 @@ class Run:
         model, rng = self.model, self.rng
         choices = ["ingest", "process", "process", "certify"]
         if model.ingested:
-            choices += ["prune", "tag"]
+            choices += ["prune", "tag", "release"]
+        if model.releases:
+            choices.append("retract")
         if model.tagged:
             choices += ["untag", "chain"]
         if any(model.runs.values()):
@@ -250,8 +260,16 @@ class Run:
             fresh = [e for e in EXPOSURES if e not in model.ingested]
             if fresh:
                 self.ingest(rng.choice(fresh))
+        elif what == "release":
+            self.release()
+        elif what == "retract":
+            self.must("release", "retract", "NCSA", rng.choice(model.releases), "--reason",
+                      f"step {len(self.log)}")
         elif what == "prune":
-            exposure = rng.choice(sorted(model.ingested))
+            unreleased = sorted(model.ingested - model.released)
+            if not unreleased:
+                return
+            exposure = rng.choice(unreleased)
             if self.owner_run("prune-datasets", "NCSA", "raw", "-c", RAWS, "--where",
                               f"exposure = {exposure}", "--yes"):
                 self.refresh_raws()
@@ -279,7 +297,11 @@ class Run:
             for year in range(begin, end):
                 model.certified.pop(year, None)
         elif what == "remove-calib":
-            run = model.calibs.pop(rng.randrange(len(model.calibs)))
+            free = [r for r in model.calibs if r not in model.released_runs]
+            if not free:
+                return
+            run = free[rng.randrange(len(free))]
+            model.calibs.remove(run)
             self.must("remove-runs", "NCSA", run, "--force", "--yes")
             model.certified = {y: r for y, r in model.certified.items() if r != run}
         else:
@@ -289,6 +311,28 @@ class Run:
                 with Butler(self.workdir / site) as butler:
                     if butler.registry.collections.exists(run):
                         model.runs[site].append(run)  # killed before it committed
+
+    def release(self) -> None:
+        """NCSA freezes what its chain finds now (the creation may be killed)."""
+        self.model.made += 1
+        with Butler(self.workdir / "NCSA") as butler:
+            present = [c for c in (CHAIN, CALIB) if butler.registry.collections.exists(c)]
+        if not present:
+            return
+        args = ("release", "create", "NCSA", f"DR{self.model.made}",
+                *(a for c in present for a in ("-c", c)))
+        kill = "timer" if self.rng.random() < 0.15 else None
+        result = self.fed(*args, kill=kill)
+        if not (result.returncode == 1 and "would be empty" in result.stdout):
+            self.finished(args, result.returncode, result.stdout, killable=kill is not None)
+        with Butler(self.workdir / "NCSA") as butler:
+            releases = butler.registry.releases
+            self.model.releases = releases.names()
+            held = {e.dataset_id for r in self.model.releases for e in releases.entries(r)}
+            refs = butler.registry.datasets.get_many(held).values()
+        self.model.released = {r.data_id["exposure"] for r in refs
+                               if r.dataset_type.name == "raw"}
+        self.model.released_runs = {r.run for r in refs if r.dataset_type.name == "bias"}
 
     def certify(self) -> None:
         """NCSA writes a bias per detector into a new run and certifies it for some years
@@ -361,9 +405,15 @@ class Run:
         for site in sorted(sites & set(OWNS)):
             with Butler(self.workdir / site) as butler:
                 report = butler.verify()
+                releases = butler.registry.releases.names()
+                checks = {name: verify_release(butler, name, jobs=1).check
+                          for name in releases}
             if report.problems:
                 raise Failed(f"{site}: {len(report.problems)} file(s) missing or corrupt: "
                              f"{report.problems[:3]}")
+            for name, check in checks.items():
+                if not check.complete:
+                    raise Failed(f"{site}: release {name} does not verify: {check}")
 
     def converge(self) -> dict[str, str]:
         """Sync along every edge until nothing changes; every site must end up the same."""

@@ -478,6 +478,7 @@ def verify(repo: Path, collections, dataset_types, where, as_json) -> None:
 def _register_federation_commands() -> None:
     from federation.cli import (
         bundle_commands,
+        drop_commands,
         federation_commands,
         release_commands,
         remote_commands,
@@ -487,6 +488,7 @@ def _register_federation_commands() -> None:
     cli.add_command(federation_commands.sync)
     cli.add_command(federation_commands.log)
     cli.add_command(release_commands.release)
+    cli.add_command(drop_commands.drop)
     cli.add_command(remote_commands.publish)
     cli.add_command(remote_commands.receive)
     for command in (bundle_commands.export, bundle_commands.import_, bundle_commands.bundle):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
@@ -27,6 +27,22 @@ from federation.registry.journal import (
 from federation.registry.memberships import Memberships
 from federation.registry.releases import Releases
 from federation.timespan import Timespan
+
+
+class LocalFile(NamedTuple):
+    """A dataset's file in this datastore, and when the dataset arrived here."""
+
+    stored: StoredFile
+    arrived: float  # the dataset's ingest_date
+
+
+class HeldElsewhere(NamedTuple):
+    """A file to leave to another site: its record here as the caller verified it."""
+
+    dataset_id: uuid.UUID
+    path: str
+    checksum: str
+    site: str
 
 
 class Datasets(Memberships):
@@ -199,6 +215,47 @@ class Datasets(Memberships):
                 for row in conn.execution_options(yield_per=5000).execute(batch):
                     yield (row.dataset_id, StoredFile(row.path, row.formatter, row.size,
                                                       row.checksum), row.held_at)
+
+    def files_here(self, ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, LocalFile]:
+        """The files of ``ids`` that are in this datastore (not held elsewhere), each with
+        the time its dataset arrived here."""
+        d, f = self.db.tables.dataset, self.db.tables.file
+        stmt = sa.select(f.c.dataset_id, f.c.path, f.c.formatter, f.c.size, f.c.checksum,
+                         d.c.ingest_date).join(d, d.c.id == f.c.dataset_id).where(
+            f.c.dataset_id.in_(IN_VALUES), f.c.held_at.is_(None))
+        return {row[0]: LocalFile(StoredFile(*row[1:5]), row[5])
+                for row in self.db.select_in(stmt, dict.fromkeys(ids))}
+
+    def hold_elsewhere(self, files: Sequence[HeldElsewhere]) -> list[uuid.UUID]:
+        """Mark files as held at other sites, in one transaction: the datasets' records
+        stay, their files go to the trash (deleted once this commits, see ``trash``).
+
+        A file whose record changed since the caller verified it (another path or
+        checksum, held elsewhere already, or gone) is left alone. Returns the datasets
+        marked.
+        """
+        t = self.db.tables
+        f = t.file
+        marked: list[uuid.UUID] = []
+        with self.db.transaction() as conn:
+            for chunk in chunked(list(files)):
+                wanted = {h.dataset_id: h for h in chunk}
+                rows = conn.execute(sa.select(f.c.dataset_id, f.c.path, f.c.checksum).where(
+                    f.c.dataset_id.in_(list(wanted)), f.c.held_at.is_(None))).all()
+                same = [wanted[r[0]] for r in rows
+                        if (r[1], r[2]) == (wanted[r[0]].path, wanted[r[0]].checksum)]
+                by_site: dict[str, list[uuid.UUID]] = {}
+                for held in same:
+                    by_site.setdefault(held.site, []).append(held.dataset_id)
+                for site, ids in by_site.items():
+                    conn.execute(sa.update(f).where(f.c.dataset_id.in_(ids),
+                                                    f.c.held_at.is_(None)).values(held_at=site))
+                doomed = [h.path for h in same if not h.path.startswith("/")]
+                if doomed:  # in-place ingests are never the datastore's to delete
+                    conn.execute(sa.delete(t.trash).where(t.trash.c.path.in_(doomed)))
+                    conn.execute(sa.insert(t.trash), [{"path": p} for p in doomed])
+                marked += [h.dataset_id for h in same]
+        return marked
 
     # -- searching -------------------------------------------------------------
 
@@ -461,10 +518,12 @@ class Datasets(Memberships):
         return dict(self.db.select_in(stmt, dict.fromkeys(ids)))
 
     def trash(self, limit: int | None = None) -> list[str]:
-        """Paths of removed datasets' files not yet deleted from the datastore, that no
-        dataset uses again (at most ``limit`` of them)."""
+        """Paths of removed (or dropped) datasets' files not yet deleted from the
+        datastore, that no file here uses again (at most ``limit`` of them). A record of a
+        file held at another site keeps its path but has no file here."""
         t = self.db.tables
-        stmt = sa.select(t.trash.c.path).where(t.trash.c.path.not_in(sa.select(t.file.c.path)))
+        stmt = sa.select(t.trash.c.path).where(t.trash.c.path.not_in(
+            sa.select(t.file.c.path).where(t.file.c.held_at.is_(None))))
         if limit is not None:
             stmt = stmt.limit(limit)
         with self.db.reading() as conn:

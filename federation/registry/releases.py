@@ -125,7 +125,8 @@ class Releases:
             conn.execute(sa.insert(t.release).values(
                 name=info.name, root=info.root, site=info.site, created=info.created,
                 creator=info.creator, doc=info.doc, selection=json.dumps(info.selection),
-                entries=info.entries, bytes=info.bytes, counts=json.dumps(info.counts)))
+                entries=info.entries, bytes=info.bytes, counts=json.dumps(info.counts),
+                retracted=info.retracted, retract_reason=info.retract_reason))
             for chunk in chunked(list(entries), 5000):
                 conn.execute(sa.insert(t.release_entry), [
                     {"release": info.name, "position": e.position, "dataset_id": e.dataset_id,
