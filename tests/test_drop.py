@@ -229,6 +229,13 @@ def test_the_last_verified_copy_of_a_released_dataset_is_never_dropped(ncsa):
     found = as_json_drop(ncsa, "NCSA", "--release", "DR1")
     assert len(found["dropped"]) == 4 and found["dropped"][0]["release"] == "DR1"
     assert found["held_at"] == {"IN2P3": 4}
+    # NCSA no longer holds DR1 whole: its verifications say so, here and where they travel.
+    with ncsa.butler("NCSA") as b:
+        check = b.registry.releases.last_check("DR1")
+    assert not check.complete and (check.files, check.missing) == (0, 4)
+    states = {s["site"]: s["state"] for s in json.loads(
+        fed("release", "status", "DR1", "--sites", ncsa.sites_dir, "--json").stdout)}
+    assert states["NCSA"] == "incomplete"
     # ... and IN2P3's copies are then the last ones: never dropped.
     before = state(ncsa, "IN2P3")
     fed_drop(ncsa, "IN2P3", "-c", RAW, code=1)

@@ -18,6 +18,7 @@ them after it commits. Sites reached over SFTP or HTTP are read, not locked.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack
@@ -38,7 +39,8 @@ from federation.operations.copies import (
 )
 from federation.operations.selection import refuse_unmatched
 from federation.registry.datasets import HeldElsewhere
-from federation.registry.sync_log import LogEntry
+from federation.registry.releases import ReleaseCheck
+from federation.registry.sync_log import LogEntry, who
 from federation.sites import SiteDefinition, list_sites, load_site
 from federation.sync.selection import Selection
 from federation.sync.site_access import open_site, sync_lock
@@ -233,6 +235,7 @@ def _commit(butler: Butler, site: SiteDefinition, others: list[SiteDefinition],
                                                                "the drop was checking"))
             result.dropped = [c for c in result.dropped if c.ref.id in marked]
             result.kept += changed
+            _no_longer_held(butler, list(marked))
             butler.empty_trash()
     except BaseException as exc:
         entry.result, entry.message = "error", str(exc).splitlines()[0] if str(exc) else \
@@ -248,6 +251,20 @@ def _commit(butler: Butler, site: SiteDefinition, others: list[SiteDefinition],
     log.finish(entry)
     result.done = True
     return result
+
+
+def _no_longer_held(butler: Butler, dropped: list[uuid.UUID]) -> None:
+    """This site stops holding the releases whose files it dropped: each gets a check
+    saying what is no longer here (it travels, so no site counts on a verification made
+    before the drop)."""
+    releases = butler.registry.releases
+    for name in sorted(releases.containing(dropped)):
+        info = releases.get(name)
+        gone = releases.files_not_here(name)
+        releases.record_check(ReleaseCheck(name, time.time(), f"{who()} (fed drop)",
+                                           info.root, complete=False,
+                                           files=info.entries - gone, missing=gone,
+                                           corrupt=0, site=butler.site))
 
 
 def _recheck(result: DropResult, site: SiteDefinition) -> None:

@@ -273,6 +273,21 @@ class Releases:
         return ReleaseCheck(row.release, row.checked, row.checker, row.root, row.complete,
                             row.files, row.missing, row.corrupt, row.site)
 
+    def files_not_here(self, name: str) -> int:
+        """How many of a release's datasets have no file here (none, or held elsewhere)."""
+        e, f = self.db.tables.release_entry, self.db.tables.file
+        stmt = sa.select(sa.func.count()).select_from(
+            e.outerjoin(f, f.c.dataset_id == e.c.dataset_id)).where(
+            e.c.release == name, sa.or_(f.c.dataset_id.is_(None), f.c.held_at.is_not(None)))
+        with self.db.reading() as conn:
+            return conn.execute(stmt).scalar_one()
+
+    def containing(self, ids: Sequence[uuid.UUID]) -> set[str]:
+        """Every release holding one of ``ids``."""
+        e = self.db.tables.release_entry
+        stmt = sa.select(e.c.release).where(e.c.dataset_id.in_(IN_VALUES)).distinct()
+        return {row[0] for row in self.db.select_in(stmt, dict.fromkeys(ids))}
+
     # -- protection ----------------------------------------------------------------
 
     def holding(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
