@@ -263,3 +263,19 @@ def test_a_registry_of_schema_3_is_upgraded(ncsa):
         assert "site" in {c["name"] for c in sa.inspect(conn).get_columns("release_check")}
     engine.dispose()
 
+
+
+@pytest.mark.parametrize("reach", ["sftp"], indirect=True)
+def test_a_release_pushed_over_sftp_is_verified_when_received(ncsa, reach, tmp_path,
+                                                              request):
+    """NCSA pushes DR1 to IN2P3 reached over SFTP; IN2P3's operator receives it, and the
+    receive ends with IN2P3 verifying it."""
+    from test_remote import puller_view, server_for
+
+    view = puller_view(ncsa, tmp_path, "IN2P3", "sftp", server_for(request, "sftp"))
+    pushed = fed("sync", "NCSA", "IN2P3", "--release", "DR1", "--sites", view).stdout
+    assert "IN2P3 verifies release DR1 when it receives it" in pushed
+    received = fed("receive", "IN2P3", "--sites", ncsa.sites_dir).stdout
+    assert "release DR1 verified at IN2P3: complete, 20 files" in received
+    with ncsa.butler("IN2P3") as b:
+        assert b.registry.releases.last_check("DR1").complete
