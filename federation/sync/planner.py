@@ -25,7 +25,6 @@ from collections.abc import Sequence
 
 from federation.butler import Butler
 from federation.errors import FederationError
-from federation.merkle import build, entry_hash
 from federation.model import data_id_key
 from federation.registry.replica import HeldDataset, Replica
 from federation.registry.states import (
@@ -44,6 +43,7 @@ from federation.registry.states import (
 )
 from federation.sites import SiteDefinition, owner_by_prefix
 from federation.sync.batch import Batch
+from federation.sync.release_planning import RELEASE_STATES, ReleasePlanning
 from federation.sync.report import Conflict, Plan
 from federation.sync.selection import Selection
 from federation.transport.base import check_relative
@@ -116,45 +116,9 @@ class Planner:
             return self._dataset_type(state, plan)
         if isinstance(state, CollectionState):
             return self._collection(state, plan)
-        if isinstance(state, ReleaseState):
-            return self._release(state, ctx, plan)
-        if isinstance(state, ReleaseEntries):
-            return "insert" if ctx.release_actions.get(state.release) == "insert" else "skip"
-        if isinstance(state, ReleaseCheckState):
-            return self._release_check(state, ctx)
+        if isinstance(state, RELEASE_STATES):
+            return ctx.releases.classify(state, plan)
         return self._versioned(state, ctx, plan)
-
-    def _release(self, state: ReleaseState, ctx: BatchContext, plan: Plan) -> str:
-        """A release is taken whole, once, if its manifest hashes to its root; then only
-        its retraction can change it. Another release under the same name conflicts."""
-        ours = self.registry.releases.find(state.name)
-        if ours is not None:
-            if ours.root != state.root:
-                plan.conflicts.append(Conflict("release", state.name, "another release "
-                                               "has this name here", f"root {state.root}",
-                                               f"root {ours.root}"))
-                action = "conflict"
-            else:
-                action = "update" if state.retracted and ours.retracted is None else "skip"
-        else:
-            problem = ctx.manifest_problem(state)
-            if problem:
-                plan.conflicts.append(Conflict("release", state.name, problem,
-                                               f"root {state.root}", "no such release"))
-                action = "conflict"
-            else:
-                action = "insert"
-        ctx.release_actions[state.name] = action
-        return action
-
-    def _release_check(self, state: ReleaseCheckState, ctx: BatchContext) -> str:
-        """Another site's verification of a release held here (or arriving), if new."""
-        held = ctx.release_actions.get(state.release) in ("insert", "update", "skip") or \
-            self.registry.releases.find(state.release) is not None
-        if not held or state.site == self.site:
-            return "skip"  # a site's own verifications are made there, not received
-        known = self.registry.releases.checks(state.release, [(state.site, state.checked)])
-        return "skip" if known else "insert"
 
     def _record(self, state: RecordState, ctx: BatchContext, plan: Plan) -> str:
         key = ctx.record_key(state)
@@ -307,12 +271,7 @@ class BatchContext:
         self.removals = {} if planner.keep_deleted else {s.id: s.version for s in removals}
         self.released = {str(i): r for i, r in self.registry.releases.holding(
             [uuid.UUID(s.id) for s in removals]).items()} if removals else {}
-        self._manifests: dict[str, list[ReleaseEntries]] = {}
-        for state in batch.states:
-            if isinstance(state, ReleaseEntries):
-                self._manifests.setdefault(state.release, []).append(state)
-        #: what the planner decided for each release of the batch (its lines follow it)
-        self.release_actions: dict[str, str] = {}
+        self.releases = ReleasePlanning(self.registry, batch.states)
         ids = [s.uuid for s in datasets]
         self.held: dict[uuid.UUID, HeldDataset] = self.replica.held(ids)
         self.tombstones = self.replica.dataset_tombstones(
@@ -355,19 +314,6 @@ class BatchContext:
         present = self.replica.existing([i for i in ids if i not in planned])
         return {i for i in ids if i in deleted and i not in present
                 and arriving.get(i, -1) <= deleted[i]}
-
-    def manifest_problem(self, state: ReleaseState) -> str | None:
-        """Why the manifest lines the batch carries are not the release's, if they are not:
-        every line, in key order, hashing to its root."""
-        chunks = sorted(self._manifests.get(state.name, []), key=lambda c: c.start)
-        lines = [line for chunk in chunks for line in chunk.lines]
-        if len(lines) != state.entries or any(
-                c.start != sum(len(p.lines) for p in chunks[:i]) for i, c in enumerate(chunks)):
-            return f"its manifest arrived with {len(lines)} of {state.entries} entries"
-        root = build(entry_hash(line.encode()) for line in lines)[0].hex()
-        if root != state.root:
-            return f"its manifest hashes to {root}, not to the release's root"
-        return None
 
     def deleted_here(self, dataset_id: str) -> bool:
         """Whether a dataset a membership names was deleted here, or is by this sync before
