@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numbers
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -290,6 +290,17 @@ class DimensionRecords:
             stmt = stmt.where(condition)
         with self.db.reading() as conn:
             return [to_public(dim, dict(row)) for row in conn.execute(stmt).mappings()]
+
+    def stream(self, dimension: str, chunk: int) -> Iterator[list[dict[str, Any]]]:
+        """Every record of one dimension as stored (the form a sync sends), in key order,
+        ``chunk`` at a time."""
+        dim = self.universe[dimension]
+        table = self.db.tables.dimensions[dimension]
+        stmt = sa.select(table).order_by(*[table.c[k] for k in (*dim.requires, dim.name)])
+        with self.db.reading() as conn:
+            result = conn.execution_options(yield_per=chunk).execute(stmt).mappings()
+            for rows in result.partitions(chunk):
+                yield [dict(row) for row in rows]
 
     # -- data IDs --------------------------------------------------------------
 

@@ -203,6 +203,8 @@ class SourceReader:
             if self.selection.matches_collection(r.name)]
         yield self._batch(_Wanted(collections=names + [r.name for r in removed],
                                   types=set(self.types)))
+        if collections is None and self.selection.is_full:
+            yield from self._all_records()  # a full replica: records nothing refers to too
         colls = self.registry.collections
         kinds = {name: colls.lookup(name)[1] for name in names}
         for name in [r.name for r in removed] + [n for n in names
@@ -222,6 +224,13 @@ class SourceReader:
         for release in self.releases:  # after the collections they freeze
             if release in names:
                 yield self._batch(_Wanted(releases=[release]))
+
+    def _all_records(self) -> Iterator[Batch]:
+        """Every dimension record, in batches, required dimensions first."""
+        dims = self.registry.dimensions
+        for dimension in self.registry.universe.dimensions:
+            for records in dims.stream(dimension, BATCH):
+                yield self._batch(_Wanted(records=[(dimension, r) for r in records]))
 
     def _run_snapshot(self, run: str, *, removed: bool) -> Iterator[Batch]:
         """A RUN's datasets (unless the run is gone), then the deletions made in it, so that
