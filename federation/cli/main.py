@@ -478,6 +478,7 @@ def verify(repo: Path, collections, dataset_types, where, as_json) -> None:
 def _register_federation_commands() -> None:
     from federation.cli import (
         bundle_commands,
+        diff_commands,
         drop_commands,
         federation_commands,
         release_commands,
@@ -488,6 +489,7 @@ def _register_federation_commands() -> None:
     cli.add_command(federation_commands.sync)
     cli.add_command(federation_commands.log)
     cli.add_command(release_commands.release)
+    cli.add_command(diff_commands.diff)
     cli.add_command(drop_commands.drop)
     cli.add_command(remote_commands.publish)
     cli.add_command(remote_commands.receive)
