@@ -146,6 +146,30 @@ def process(repo: Path) -> int:
     return count
 
 
+IN2P3_RUN = "HSC/runs-in2p3/RC2/w_2026_47/DM-1"  # IN2P3 owns HSC/runs-in2p3
+
+
+def process_at_in2p3(repo: Path) -> int:
+    """IN2P3's run of the same processing (LDF104): calexp = raw - bias, where another
+    machine's floating point moves the last bit of about a third of the pixels."""
+    from federation import Butler
+
+    rng = np.random.default_rng(47)
+    count = 0
+    with Butler(repo, run=IN2P3_RUN, collections="HSC/defaults") as butler:
+        for ref in butler.query_datasets("raw", "HSC/raw/all"):
+            exposure, detector = ref.data_id["exposure"], ref.data_id["detector"]
+            raw = butler.get(ref)
+            bias = butler.get("bias", instrument="HSC", detector=detector, exposure=exposure)
+            image = raw[0].data - bias[0].data
+            moved = rng.random(image.shape) < 0.3
+            image[moved] = np.nextafter(image[moved], np.float32(np.inf))
+            butler.put(image, "calexp", instrument="HSC", visit=exposure, detector=detector,
+                       id_mode="deterministic-run")
+            count += 1
+    return count
+
+
 def site_state(repo: Path) -> dict[str, object]:
     """What a user could observe at a site, independent of which site it is."""
     from federation import Butler
@@ -300,6 +324,15 @@ def main() -> None:
     note("each site's proof: its own verification (every file re-hashed, the root rebuilt)")
     fed("release", "status", "DR1")
     fed("release", "diff", "NCSA:DR1", "Princeton:DR1")
+
+    step("LDF104: IN2P3 processes the same raws; fed compare decides if it agrees with NCSA")
+    count = process_at_in2p3(workdir / "IN2P3")
+    print(f"  (Python) IN2P3 put {count} calexp datasets into {IN2P3_RUN} "
+          "(its floating point rounds differently: the last bit of some pixels differs)")
+    note("IN2P3's run goes to NCSA, where both outputs meet; then they are compared")
+    fed("sync", "IN2P3", "NCSA", "-c", IN2P3_RUN)
+    fed("compare", f"NCSA:{PROCESSING_RUN}", f"NCSA:{IN2P3_RUN}", "--report", "compare-report")
+    note(f"open {workdir / 'compare-report' / 'index.html'} for the plots")
 
     step(f"laptop pre-caches exposure {LAPTOP_EXPOSURE} from Princeton, with the calibrations")
     note("one cursor per selection: each of these syncs can be re-run later to refresh")

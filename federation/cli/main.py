@@ -477,10 +477,13 @@ def verify(repo: Path, collections, dataset_types, where, as_json) -> None:
 
 def _register_federation_commands() -> None:
     from federation.cli import (
+        audit_commands,
         bundle_commands,
+        compare_commands,
         diff_commands,
         drop_commands,
         federation_commands,
+        policy_commands,
         release_commands,
         remote_commands,
     )
@@ -491,6 +494,11 @@ def _register_federation_commands() -> None:
     cli.add_command(release_commands.release)
     cli.add_command(diff_commands.diff)
     cli.add_command(drop_commands.drop)
+    cli.add_command(audit_commands.audit)
+    cli.add_command(audit_commands.repair)
+    cli.add_command(compare_commands.compare)
+    cli.add_command(policy_commands.policy)
+    cli.add_command(policy_commands.federate)
     cli.add_command(remote_commands.publish)
     cli.add_command(remote_commands.receive)
     for command in (bundle_commands.export, bundle_commands.import_, bundle_commands.bundle):

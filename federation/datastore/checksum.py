@@ -35,6 +35,11 @@ def _hash_fd(fd: int) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
+def descriptor_checksum(fd: int) -> tuple[int, str]:
+    """``(size, xxh3-128 hex digest)`` of what an open file descriptor reads to its end."""
+    return _hash_fd(fd)
+
+
 def file_checksum(path: str | os.PathLike) -> tuple[int, str]:
     """Return ``(size, xxh3-128 hex digest)`` of a file, reading it once."""
     fd = os.open(path, os.O_RDONLY)

@@ -13,4 +13,8 @@ are callbacks the caller passes in.
 - :mod:`.removal`: pruning datasets, removing runs and other collections.
 - :mod:`.sync` and :mod:`.sites`: the federation commands (sync, bundles,
   site definitions).
+- :mod:`.policy` and :mod:`.federate`: sync policies (list, show, check) and
+  running their flows.
+- :mod:`.audit`: auditing a repository's files (``fed audit``) and repairing them
+  from other sites (``fed repair``).
 """

@@ -3,24 +3,22 @@ recomputed from the manifest's entries, the outcome recorded in the registry.
 
 A site *holds* a release only when this has passed. Files are hashed in worker
 processes (every core; hashing is CPU work and one Python process would hold the
-GIL), a chunk of files per task. After each chunk, what was found so far is noted
-in ``.federation-verify/`` in the datastore, so that a verification interrupted
-(Ctrl-C, a kill) resumes after the last chunk it finished; the note goes when
-the verification is recorded.
+GIL), a chunk of files per task (:mod:`federation.datastore.hashing`). After each
+chunk, what was found so far is noted in ``.federation-verify/`` in the datastore,
+so that a verification interrupted (Ctrl-C, a kill) resumes after the last chunk it
+finished; the note goes when the verification is recorded.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from federation.butler import Butler
-from federation.datastore.checksum import file_checksum
+from federation.datastore.hashing import Unreadable, measure_chunks
 from federation.faults import checkpoint
 from federation.merkle import build, entry_hash
 from federation.registry.releases import ReleaseCheck
@@ -151,36 +149,35 @@ def _check_files(butler: Butler, entries: Sequence[ManifestEntry], jobs: int | N
     found: list[Problem] = []
     files = nbytes = 0
     chunks = [todo[i:i + CHUNK] for i in range(0, len(todo), CHUNK)]
-    with ProcessPoolExecutor(max(1, jobs or os.cpu_count() or 1)) as pool:
-        wanted = [[(pos, e, _where(datastore, stored.get(e.id))) for pos, e in chunk]
-                  for chunk in chunks]
-        hashed = pool.map(_hash_paths, ([w for _, e, w in c if e.size is not None
-                                         and not w.startswith("!")] for c in wanted))
-        for chunk, results in zip(wanted, hashed, strict=True):
-            problems: list[Problem] = []
-            got_of = iter(results)
-            chunk_bytes = chunk_files = 0
-            for _, entry, where in chunk:
-                if entry.size is None:
-                    continue  # a dataset without a file: nothing to hash
-                if where.startswith("!"):
-                    problems.append(Problem(entry, "missing", where[1:]))
-                    continue
-                got = next(got_of)
-                chunk_files += 1
-                if isinstance(got, str):
-                    problems.append(Problem(entry, "missing", f"{where}: {got}"))
-                    continue
-                chunk_bytes += got[0]
-                if got != (entry.size, entry.checksum):
-                    problems.append(Problem(entry, "corrupt", _mismatch(where, got, entry)))
-            notes.add(chunk[-1][0], problems, chunk_files, chunk_bytes)
-            checkpoint("release files verified")
-            found += problems
-            files += chunk_files
-            nbytes += chunk_bytes
-            if progress is not None:
-                progress(len(chunk))
+    wanted = [[(pos, e, _where(datastore, stored.get(e.id))) for pos, e in chunk]
+              for chunk in chunks]
+    hashed = measure_chunks(([(w, True) for _, e, w in c if e.size is not None
+                              and not w.startswith("!")] for c in wanted), jobs)
+    for chunk, results in zip(wanted, hashed, strict=True):
+        problems: list[Problem] = []
+        got_of = iter(results)
+        chunk_bytes = chunk_files = 0
+        for _, entry, where in chunk:
+            if entry.size is None:
+                continue  # a dataset without a file: nothing to hash
+            if where.startswith("!"):
+                problems.append(Problem(entry, "missing", where[1:]))
+                continue
+            got = next(got_of)
+            chunk_files += 1
+            if isinstance(got, Unreadable):
+                problems.append(Problem(entry, "missing", f"{where}: {got.why}"))
+                continue
+            chunk_bytes += got[0]
+            if got != (entry.size, entry.checksum):
+                problems.append(Problem(entry, "corrupt", _mismatch(where, got, entry)))
+        notes.add(chunk[-1][0], problems, chunk_files, chunk_bytes)
+        checkpoint("release files verified")
+        found += problems
+        files += chunk_files
+        nbytes += chunk_bytes
+        if progress is not None:
+            progress(len(chunk))
     return found, files, nbytes
 
 
@@ -191,19 +188,6 @@ def _where(datastore, found) -> str:
     if found[1] is not None:
         return f"!its file is held at {found[1]}"
     return str(datastore.path_of(found[0]))
-
-
-def _hash_paths(paths: list[str]) -> list[tuple[int, str] | str]:
-    """(size, xxh3-128) of each file, or why it could not be read (in a worker)."""
-    return list(_each(paths))
-
-
-def _each(paths: list[str]) -> Iterator[tuple[int, str] | str]:
-    for path in paths:
-        try:
-            yield file_checksum(path)
-        except OSError as exc:
-            yield exc.strerror or str(exc)
 
 
 def _mismatch(path: str, got: tuple[int, str], entry: ManifestEntry) -> str:

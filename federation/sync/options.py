@@ -25,6 +25,8 @@ class SyncOptions:
     #: the source was rebuilt (another repository instance): re-plan from a snapshot,
     #: comparing contents, every difference a conflict
     reset_cursor: bool = False
+    #: keep datasets deleted upstream (as a ``keep_deleted`` site does), for this sync only
+    keep_deleted: bool = False
 
     def __post_init__(self) -> None:
         if self.on_conflict not in ON_CONFLICT:

@@ -51,13 +51,13 @@ def pull(source: SiteDefinition, destination: SiteDefinition, options: SyncOptio
         if not source.is_remote:
             with open_site(source) as src:
                 return _pull(source, src, dst, options, sites, progress,
-                             keep_deleted=destination.keep_deleted,
+                             keep_deleted=destination.keep_deleted or options.keep_deleted,
                              instance=src.registry.instance)
         mirror = Mirror(source, dst.config.root)
         published = mirror.refresh()
         with mirror.open() as src:
             report = _pull(source, src, dst, options, sites, progress,
-                           keep_deleted=destination.keep_deleted,
+                           keep_deleted=destination.keep_deleted or options.keep_deleted,
                            instance=f"{mirror.source_instance}/{src.registry.instance}",
                            here=source.name)
         report.cursor = published
