@@ -6,9 +6,11 @@ repositories. NCSA ingests generated HSC-like raw FITS files (deterministic
 IDs), certifies a bias, runs a "processing" that writes a calexp per raw and
 chains ``HSC/defaults``. IN2P3 syncs from NCSA, Princeton from IN2P3, and all
 three converge. NCSA then prunes a bad exposure and the deletion propagates
-along the same path. Finally a laptop pre-caches one exposure with its
-calibrations and reads them with every other site out of reach. Each step
-shows the `fed` command it runs and what that command printed.
+along the same path. A laptop pre-caches one exposure with its calibrations
+and reads them with every other site out of reach. Finally the project's
+policies/*.yaml declare the same federation: `fed federate` runs its flows and
+`fed status` shows every flow caught up. Each step shows the `fed` command it
+runs and what that command printed.
 
     python tools/demo.py [--workdir DIR]
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import json
 import shutil
 import subprocess
 import sys
@@ -29,6 +32,7 @@ import numpy as np
 import yaml
 
 FED = [str(Path(sys.executable).parent / "fed")]
+PROJECT = Path(__file__).resolve().parent.parent
 EXPOSURES = [(903334, "HSC-R"), (903336, "HSC-R"), (903338, "HSC-I")]
 DETECTORS = [0, 1, 2, 3]
 BAD = 903336  # the exposure NCSA finds bad and prunes
@@ -49,13 +53,15 @@ class Demo:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
 
-    def fed(self, *args: str, code: int = 0) -> str:
-        """Run `fed ARGS`, show what it prints; stop the demo unless it exits ``code``."""
+    def fed(self, *args: str, code: int = 0, quiet: bool = False) -> str:
+        """Run `fed ARGS`, show what it prints (``quiet``: not at all); stop the demo unless
+        it exits ``code``."""
         shown = " ".join(a if a and " " not in a and "*" not in a else repr(a) for a in args)
-        print(f"$ fed {shown}")
+        if not quiet:
+            print(f"$ fed {shown}")
         result = subprocess.run(FED + list(args), capture_output=True, text=True,
                                 cwd=self.workdir)
-        for line in (result.stdout + result.stderr).splitlines():
+        for line in [] if quiet else (result.stdout + result.stderr).splitlines():
             print(f"  {line}")
         if result.returncode != code:
             sys.exit(f"demo failed: 'fed {shown}' exited {result.returncode}")
@@ -226,6 +232,35 @@ def out_of_reach(workdir: Path, names: tuple[str, ...]):
             (workdir / f".{name}.offline").rename(workdir / name)
 
 
+def run_policies(demo: Demo, workdir: Path) -> None:
+    """The same federation run by its declared flows: the project's policies/*.yaml,
+    checked against the demo's sites, then `fed federate` and `fed status`."""
+    fed = demo.fed
+    step("Policies: the flows declared in policies/*.yaml, run by fed federate")
+    shutil.copytree(PROJECT / "policies", workdir / "policies",
+                    ignore=shutil.ignore_patterns(".*", "README.md"))
+    print("$ cat policies/replicas.yaml")
+    for line in (workdir / "policies" / "replicas.yaml").read_text().splitlines():
+        print(f"  {line}")
+    fed("policy", "check")
+    fed("policy", "list")
+    note("the syncs above were run by hand with other selections: each flow's own cursor "
+         "does not exist yet, so every flow with something to carry is behind")
+    fed("status")
+    note("one pass runs every flow in an order that converges (what is already there is "
+         "skipped; DR1 reaches the laptop)")
+    fed("federate", "--once")
+    fed("status")
+    note("IN2P3 -> Princeton has no flow: the syncs run by hand between them are behind "
+         "what IN2P3 did since (its own processing run)")
+    states = json.loads(fed("status", "--json", quiet=True))
+    behind = [f["flow"] for f in states["flows"] if f["lag"]["entries"] or f["failures"]]
+    if behind:
+        sys.exit(f"demo failed: flows still behind or failing after fed federate: {behind}")
+    note("run from cron: a pass runs only the flows that are due (none, a moment later)")
+    fed("federate")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path("demo-repos"),
@@ -364,8 +399,10 @@ def main() -> None:
             other = butler.query_datasets("raw", "HSC/raw/all", where="exposure = 903338")
             print(f"  raws of exposure 903338 on the laptop: {len(other)} (not pre-cached)")
 
+    run_policies(demo, workdir)
+
     print(f"\nDone in {time.perf_counter() - started:.1f} s. The sites are in {workdir}; try:\n"
-          f"  cd {workdir} && fed site check && fed sync NCSA laptop --dry-run")
+          f"  cd {workdir} && fed status && fed serve   # then open http://127.0.0.1:8765/")
 
 
 if __name__ == "__main__":

@@ -486,6 +486,7 @@ def _register_federation_commands() -> None:
         policy_commands,
         release_commands,
         remote_commands,
+        status_commands,
     )
 
     cli.add_command(federation_commands.site)
@@ -499,6 +500,8 @@ def _register_federation_commands() -> None:
     cli.add_command(compare_commands.compare)
     cli.add_command(policy_commands.policy)
     cli.add_command(policy_commands.federate)
+    cli.add_command(status_commands.status)
+    cli.add_command(status_commands.serve)
     cli.add_command(remote_commands.publish)
     cli.add_command(remote_commands.receive)
     for command in (bundle_commands.export, bundle_commands.import_, bundle_commands.bundle):

@@ -15,6 +15,8 @@ are callbacks the caller passes in.
   site definitions).
 - :mod:`.policy` and :mod:`.federate`: sync policies (list, show, check) and
   running their flows.
+- :mod:`.status`: the federation's status (``fed status``) and its web page
+  (``fed serve``).
 - :mod:`.audit`: auditing a repository's files (``fed audit``) and repairing them
   from other sites (``fed repair``).
 """

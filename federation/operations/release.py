@@ -135,11 +135,11 @@ def status(name: str, sites_dir: Path | None = None) -> list[SiteRelease]:
             releases = butler.registry.releases
             info = releases.find(name)
             check = None if info is None else releases.last_check(name, site.name)
-        found.append(_standing(site.name, info, check))
+        found.append(standing(site.name, info, check))
     return found
 
 
-def _standing(site: str, info: ReleaseInfo | None, check: ReleaseCheck | None) -> SiteRelease:
+def standing(site: str, info: ReleaseInfo | None, check: ReleaseCheck | None) -> SiteRelease:
     if info is None:
         return SiteRelease(site, "absent")
     if check is None:
