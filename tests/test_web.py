@@ -123,7 +123,11 @@ def test_the_status_page_in_a_browser(federation, tmp_path, browser):
     fed("release", "verify", ncsa, "DR1")
     add_exposure(federation, 903340)  # NCSA ingests after the pass
     with federation.butler("NCSA") as b:
-        behind = b.registry.db.last_seq() - reached
+        written = b.registry.db.last_seq() - reached
+    # the flow lacks the 4 new raws; the exposure's record and DR1's verification are
+    # not what it carries
+    behind = 4
+    assert written == 6
 
     with serving(federation, folder, tmp_path) as url:
         browser.get(url)

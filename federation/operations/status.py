@@ -79,8 +79,9 @@ def status(request: StatusRequest) -> FederationStatus:
     found = Gathered(sites, {site.name: asked[_key("probe", site)] for site in sites}, {})
     wanted = found.wanted(cursor_keys(found, edges))
     by_name = {site.name: site for site in sites}
+    selections = found.selections(edges)
     tails = call_all({_key("journal", by_name[name]): partial(journal_tails, by_name[name],
-                                                              cursors)
+                                                              cursors, selections)
                       for name, cursors in wanted.items()}, request.timeout)
     found.tails = {name: tails[_key("journal", by_name[name])] for name in wanted}
     flows = flow_statuses(found, edges, state)

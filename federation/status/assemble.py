@@ -36,7 +36,7 @@ from federation.status.probe import SiteProbe
 from federation.sync.selection import Selection
 
 Answer = SiteProbe | BaseException
-Tails = dict[tuple[int, str], JournalTail] | BaseException
+Tails = dict[tuple[int, str, str], JournalTail] | BaseException
 #: a site's standing with a release, from its release record and its latest check
 Classify = Callable[[str, ReleaseInfo | None, ReleaseCheck | None], ReleaseCell]
 #: the operations that carry changes from a source into a destination
@@ -91,14 +91,28 @@ class Gathered:
             cursor = self.answered(destination).pulls.get((source, key))
         return None if cursor is None else cursor.last_seq
 
-    def wanted(self, pairs: Sequence[tuple[str, str, str]]) -> dict[str, set[tuple[int, str]]]:
-        """The journal tails to ask each local source for: (cursor, destination)."""
-        found: dict[str, set[tuple[int, str]]] = {}
+    def wanted(self, pairs: Sequence[tuple[str, str, str]]
+               ) -> dict[str, set[tuple[int, str, str]]]:
+        """The journal tails to ask each local source for: (cursor, destination,
+        selection key)."""
+        found: dict[str, set[tuple[int, str, str]]] = {}
         for source, destination, key in pairs:
             if self.why_not(source, destination) or self.is_remote(source):
                 continue
             after = self.position(source, destination, key)
-            found.setdefault(source, set()).add((after or 0, destination))
+            found.setdefault(source, set()).add((after or 0, destination, key))
+        return found
+
+    def selections(self, edges: Sequence[Edge]) -> dict[str, Selection]:
+        """Every selection a lag is asked for, by key: the flows', and those of the cursors
+        the sites keep."""
+        found = {edge.flow.selection().key: edge.flow.selection() for edge in edges}
+        for name in (site.name for site in self.sites):
+            probe = self.probe(name)
+            if probe is not None:
+                for cursor in (*probe.pulls.values(), *probe.pushes.values()):
+                    if cursor.selection_key not in found and cursor.selection:
+                        found[cursor.selection_key] = Selection.from_dict(cursor.selection)
         return found
 
     def lag(self, source: str, destination: str, key: str,
@@ -118,7 +132,9 @@ class Gathered:
             return Lag(None, note=f"{source} unreachable: "
                                   f"{reason(tails) if tails else 'not asked'}")
         after = self.position(source, destination, key)
-        tail = tails[(after or 0, destination)]
+        tail = tails.get((after or 0, destination, key))
+        if tail is None:
+            return Lag(None, note=f"{source}: no record of this selection")
         return Lag(tail.entries, tail.oldest, after, src.head,
                    "never synced" if after is None else "")
 

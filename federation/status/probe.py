@@ -17,13 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from federation.butler import Butler
+from federation.errors import ReleaseError
 from federation.registry.cursors import Cursor
 from federation.registry.lag import JournalTail, LatestRun, StatusReads
 from federation.registry.releases import ReleaseCheck, ReleaseInfo
 from federation.registry.sync_log import LogEntry
 from federation.sites import SiteDefinition
+from federation.sync.reader import SourceReader
 from federation.sync.remote.mirror import MIRRORS
 from federation.sync.remote.outbox import PUBLISHED, fetch_index
+from federation.sync.selection import Selection
 from federation.sync.site_access import open_site
 from federation.transport.retry import RetryPolicy
 
@@ -139,11 +142,24 @@ def _probe_published(site: SiteDefinition, publisher: Publisher) -> SiteProbe:
     return found
 
 
-def journal_tails(site: SiteDefinition, wanted: set[tuple[int, str]]
-                  ) -> dict[tuple[int, str], JournalTail]:
-    """For each (cursor, destination) wanted: the entries of ``site``'s journal after the
-    cursor, leaving out the destination's own changes."""
+def journal_tails(site: SiteDefinition, wanted: set[tuple[int, str, str]],
+                  selections: dict[str, Selection]) -> dict[tuple[int, str, str], JournalTail]:
+    """For each (cursor, destination, selection key) wanted: the entries of ``site``'s
+    journal after the cursor that the selection carries (as a sync would read them),
+    leaving out the destination's own changes."""
+    found = {}
     with open_site(site) as butler:
-        reads = StatusReads(butler.registry.db)
-        return {(after, destination): reads.tail(after, destination)
-                for after, destination in wanted}
+        for after, destination, key in wanted:
+            selection = selections.get(key)
+            if selection is None:
+                tail = StatusReads(butler.registry.db).tail(after, destination)
+            else:
+                reader = SourceReader(butler.registry, selection)
+                try:
+                    with reader.window() as upto:
+                        count, oldest = reader.pending(after, upto, destination)
+                except ReleaseError:  # the release is not there yet: nothing to carry
+                    count, oldest = 0, None
+                tail = JournalTail(count, oldest)
+            found[after, destination, key] = tail
+    return found

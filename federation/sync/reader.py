@@ -148,48 +148,95 @@ class SourceReader:
             yield self._batch_for(pending), upto
 
     def _batch_for(self, entries: list[JournalEntry]) -> Batch:
+        return self._batch(self._select(entries)[0])
+
+    def pending(self, after: int, upto: int, exclude_origin: str | None = None
+                ) -> tuple[int, float | None]:
+        """How many journal entries in ``(after, upto]`` this selection carries (leaving
+        out changes first made at ``exclude_origin``: a destination skips its own changes
+        when they come back), and when the first of them was written."""
+        count, oldest = 0, None
+        pending: list[JournalEntry] = []
+        entries = self.registry.db.entries(after, upto=upto)
+        for entry in entries:
+            if exclude_origin is None or entry.origin != exclude_origin:
+                pending.append(entry)
+            if len(pending) >= BATCH:
+                count, oldest = self._count(pending, count, oldest)
+                pending = []
+        return self._count(pending, count, oldest)
+
+    def _count(self, entries: list[JournalEntry], count: int, oldest: float | None
+               ) -> tuple[int, float | None]:
+        carried = self._select(entries, exact=True)[1]
+        if carried and oldest is None:
+            oldest = carried[0].created_at
+        return count + len(carried), oldest
+
+    def _select(self, entries: list[JournalEntry], *, exact: bool = False
+                ) -> tuple[_Wanted, list[JournalEntry]]:
+        """What a batch for these journal entries must describe, and the entries it
+        carries (``exact``: a deletion counts only if its dataset type is selected, which
+        costs a lookup the batch itself makes anyway)."""
         wanted = _Wanted()
+        carried: list[JournalEntry] = []
+        created: list[tuple[JournalEntry, uuid.UUID]] = []
+        removed: list[tuple[JournalEntry, list[uuid.UUID]]] = []
         selected = self.collections
         full = self.selection.is_full
         for entry in entries:
             change = entry.change
             kind = type(change)
+            taken = False
             if kind is DatasetCreated:
-                wanted.datasets.append(uuid.UUID(change.id))
+                created.append((entry, uuid.UUID(change.id)))
             elif kind in (DatasetsTagged, DatasetsUntagged):
-                if change.collection in selected:
+                if taken := change.collection in selected:
                     wanted.tags.extend((change.collection, uuid.UUID(i)) for i in change.ids)
             elif kind is DatasetsCertified:
-                if change.collection in selected:
+                if taken := change.collection in selected:
                     wanted.certified.extend((change.collection, uuid.UUID(i))
                                             for i in change.ids)
             elif kind in (DatasetsDecertified, CalibSlotsReplaced):
-                if change.collection in selected:
+                if taken := change.collection in selected:
                     wanted.slots.extend((change.collection, change.dataset_type, k)
                                         for k in change.data_id_keys or [])
             elif kind in (CollectionCreated, CollectionDocChanged, ChainChanged,
                           CollectionRemoved):
-                if change.name in selected or self.selection.matches_collection(change.name):
+                if taken := (change.name in selected
+                             or self.selection.matches_collection(change.name)):
                     wanted.collections.append(change.name)
             elif kind in (ReleaseCreated, ReleaseRetracted):
-                if change.name in self.releases:
+                if taken := change.name in self.releases:
                     wanted.releases.append(change.name)
             elif kind is ReleaseChecked:
-                if change.release in self.releases:
+                if taken := change.release in self.releases:
                     wanted.checks.append((change.release, change.site, change.checked))
             elif kind is DatasetsRemoved:
-                wanted.removed.extend(uuid.UUID(i) for i in change.ids)
+                ids = [uuid.UUID(i) for i in change.ids]
+                wanted.removed.extend(ids)
+                removed.append((entry, ids))
             elif kind is DatasetTypeRegistered:
-                if change.name in self.types:
+                if taken := change.name in self.types:
                     wanted.types.add(change.name)
             elif kind is DimensionRecordAdded and full:
                 wanted.records.append((change.dimension, change.record))
-        ids = self.states.matching(wanted.datasets, type_ids=self.type_ids,
-                                   run_ids=self._run_ids, where=self.selection.where,
-                                   bind=self.selection.bind_dict,
-                                   dataset_types=list(self.types.values()))
-        wanted.datasets = ids
-        return self._batch(wanted)
+                taken = True
+            if taken:
+                carried.append(entry)
+        matched = set(self.states.matching(
+            [i for _, i in created], type_ids=self.type_ids, run_ids=self._run_ids,
+            where=self.selection.where, bind=self.selection.bind_dict,
+            dataset_types=list(self.types.values())))
+        wanted.datasets = [i for _, i in created if i in matched]
+        carried += [entry for entry, i in created if i in matched]
+        if removed:
+            kept = {uuid.UUID(r.id) for r in self.states.removals(wanted.removed)
+                    if self.selection.matches_type(r.dataset_type)} if exact else None
+            carried += [entry for entry, ids in removed
+                        if kept is None or kept.intersection(ids)]
+        carried.sort(key=lambda e: e.seq)
+        return wanted, carried
 
     # -- snapshot ------------------------------------------------------------------
 
