@@ -58,6 +58,13 @@ def insert_hsc_records(registry) -> None:
         registry.insert_dimension_records(dimension, records)
 
 
+@pytest.fixture(autouse=True)
+def no_ambient_policies(monkeypatch, tmp_path_factory) -> None:
+    """Commands that read ./policies by default (fed drop's min_copies) do not see the
+    project's shipped examples: a test names the policies it means."""
+    monkeypatch.setenv("FED_POLICIES", str(tmp_path_factory.getbasetemp() / "no-policies"))
+
+
 @pytest.fixture(scope="session")
 def pg_engine():
     engine = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")

@@ -132,6 +132,32 @@ def test_fewer_verified_copies_than_asked_keeps_them_and_writes_nothing(ncsa):
         {"NCSA", "Princeton"}
 
 
+def test_a_policy_flow_raises_the_copies_what_it_carries_needs(ncsa, tmp_path):
+    """A flow's min_copies applies to the datasets it carries (by run and type, or by
+    release): --min-copies 1 is not enough for them, and the output names the flow."""
+    folder = tmp_path / "policies"
+    folder.mkdir()
+    (folder / "replicas.yaml").write_text(yaml.safe_dump({"flows": [
+        {"name": "raws", "from": "NCSA", "to": ["IN2P3", "Princeton"],
+         "collections": "HSC/raw/*", "dataset_types": "raw", "min_copies": 2},
+        {"name": "elsewhere", "from": "NCSA", "to": "IN2P3", "collections": "HSC/calib/*",
+         "min_copies": 3, "enabled": False}]}))
+    ncsa.sync("NCSA", "IN2P3", collections=[RAW, "HSC/calib"])
+    before = state(ncsa, "IN2P3")
+    found = as_json_drop(ncsa, "IN2P3", "--policies", folder, code=1)
+    kept = {k["dataset"].split("@")[0] for k in found["kept"]}
+    assert kept == {"raw"} and len(found["kept"]) == 16
+    assert {(k["needs"], k["needs_because"]) for k in found["kept"]} == {(2, "replicas/raws")}
+    out = fed_drop(ncsa, "IN2P3", "--policies", folder, "-c", RAW, "--dry-run", code=1).stdout
+    assert "fewer than 2 verified copies" in out and "2 (replicas/raws)" in out
+    # The biases (a disabled flow asks for 3: not applied) need the one copy NCSA holds.
+    assert {d["dataset"].split("@")[0] for d in found["dropped"]} == {"bias"}
+    assert state(ncsa, "IN2P3")[1] != before[1]  # the biases went; the raws stayed
+    with ncsa.butler("IN2P3") as b:
+        assert all(h is None for _, _, h in b.registry.datasets.iter_files(
+            [r.id for r in b.query_datasets("raw", RAW)]))
+
+
 def test_a_dry_run_checks_and_writes_nothing(ncsa):
     ncsa.sync("NCSA", "laptop", collections=[RAW])
     before = state(ncsa, "laptop")

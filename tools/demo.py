@@ -21,6 +21,7 @@ import argparse
 import csv
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -59,8 +60,9 @@ class Demo:
         shown = " ".join(a if a and " " not in a and "*" not in a else repr(a) for a in args)
         if not quiet:
             print(f"$ fed {shown}")
+        env = {k: v for k, v in os.environ.items() if k not in ("FED_SITES", "FED_POLICIES")}
         result = subprocess.run(FED + list(args), capture_output=True, text=True,
-                                cwd=self.workdir)
+                                cwd=self.workdir, env=env)  # the demo's own sites, policies
         for line in [] if quiet else (result.stdout + result.stderr).splitlines():
             print(f"  {line}")
         if result.returncode != code:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
@@ -23,7 +24,12 @@ from federation.cli.transfer_progress import human_bytes
 @click.option("--release", default=None, metavar="NAME",
               help="The datasets of this release here (narrowed by -c, -t, --where if given).")
 @click.option("--min-copies", type=int, default=1, show_default=True, metavar="N",
-              help="Verified copies other sites must hold for a file to be dropped here.")
+              help="Verified copies other sites must hold for a file to be dropped here "
+                   "(more where a policy's flow that carries it asks for more).")
+@click.option("--policies", "policies_dir", type=click.Path(file_okay=False, path_type=Path),
+              envvar="FED_POLICIES", default=None,
+              help="Policies whose flows' min_copies apply (default: $FED_POLICIES or "
+                   "./policies, when there).")
 @click.option("--dry-run", is_flag=True,
               help="Check the copies and show what would be dropped; change nothing.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
@@ -31,8 +37,8 @@ from federation.cli.transfer_progress import human_bytes
               help="Seconds to wait for a sync into a site the drop locks.")
 @SITES
 @render.JSON_OPTION
-def drop(site, collections, dataset_types, where, bind, release, min_copies, dry_run, yes,
-         wait, sites_dir, as_json) -> None:
+def drop(site, collections, dataset_types, where, bind, release, min_copies, policies_dir,
+         dry_run, yes, wait, sites_dir, as_json) -> None:
     """Free SITE's disk: remove the local files of the selected datasets (a query with
     -c/-t/--where, or --release) that at least --min-copies other sites hold verified
     now, and keep their records, marked as held at one of those sites.
@@ -58,7 +64,7 @@ def drop(site, collections, dataset_types, where, bind, release, min_copies, dry
 
     request = DropRequest(site, tuple(collections), tuple(dataset_types), where,
                           parse_assignments(bind, "--bind"), release, min_copies, dry_run,
-                          wait)
+                          wait, policies_dir)
 
     def confirm(result) -> None:
         if yes:
@@ -109,11 +115,14 @@ def _kept(result) -> None:
 
     if not result.kept:
         return
-    need = result.min_copies
-    click.echo(f"kept {len(result.kept)} datasets: fewer than {need} verified "
-               f"cop{'y' if need == 1 else 'ies'} at other sites")
-    render.table(["dataset", "release", "copies", "found"],
-                 [[str(c.ref), c.release or "", c.verified, describe_copies(c)]
+    needs = {c.need for c in result.kept}
+    need = next(iter(needs))
+    wanted = f"than {need} verified cop{'y' if need == 1 else 'ies'}" if len(needs) == 1 \
+        else "verified copies than they need"
+    click.echo(f"kept {len(result.kept)} datasets: fewer {wanted} at other sites")
+    render.table(["dataset", "release", "copies", "needs", "found"],
+                 [[str(c.ref), c.release or "", c.verified,
+                   f"{c.need}" + (f" ({c.because})" if c.because else ""), describe_copies(c)]
                   for c in result.kept])
 
 
@@ -122,6 +131,7 @@ def _to_json(result) -> dict:
         return {"id": str(candidate.ref.id), "dataset": str(candidate.ref),
                 "path": candidate.stored.path, "size": candidate.stored.size,
                 "release": candidate.release, "verified_copies": candidate.verified,
+                "needs": candidate.need, "needs_because": candidate.because or None,
                 "copies": [{"site": c.site, "verified": c.verified, "how": c.how}
                            for c in candidate.copies]}
 

@@ -38,6 +38,7 @@ from federation.operations.copies import (
     storage_of,
 )
 from federation.operations.selection import refuse_unmatched
+from federation.policy.loader import read_policies
 from federation.registry.datasets import HeldElsewhere
 from federation.registry.releases import ReleaseCheck
 from federation.registry.sync_log import LogEntry, who
@@ -60,6 +61,9 @@ class DropRequest:
     min_copies: int = 1
     dry_run: bool = False
     wait: float = 60.0  # seconds to wait for the sync locks
+    #: the policies whose flows' ``min_copies`` raise the minimum for what they carry
+    #: (None: ``--policies``' default, $FED_POLICIES or ./policies, if it exists)
+    policies: str | os.PathLike | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"collections": list(self.collections), "dataset_types": list(self.dataset_types),
@@ -75,6 +79,8 @@ class Candidate:
     stored: StoredFile
     copies: list[Copy] = field(default_factory=list)
     release: str | None = None  # a release holding it here
+    need: int = 1  # verified copies elsewhere it needs (the request's, or a flow's)
+    because: str = ""  # the flow that raised ``need``, if one did
 
     @property
     def verified(self) -> int:
@@ -142,6 +148,7 @@ def drop(request: DropRequest, *, sites_dir: str | os.PathLike | None = None,
         result = DropResult(site.name, request.min_copies, request.dry_run,
                             others=[s.name for s in others])
         candidates = _candidates(butler, request, result)
+        _needs(candidates, request, butler)
         wanted = [Wanted(c.ref.id, c.stored, storage_of(butler.datastore.path_of(c.stored)))
                   for c in candidates]
         for other in others:
@@ -205,8 +212,32 @@ def _add_copies(candidates: list[Candidate], found: SiteCopies, result: DropResu
 
 
 def _decide(result: DropResult, candidates: list[Candidate]) -> None:
-    result.dropped = [c for c in candidates if c.verified >= result.min_copies]
-    result.kept = [c for c in candidates if c.verified < result.min_copies]
+    result.dropped = [c for c in candidates if c.verified >= c.need]
+    result.kept = [c for c in candidates if c.verified < c.need]
+
+
+def _needs(candidates: list[Candidate], request: DropRequest, butler: Butler) -> None:
+    """Each dataset needs ``--min-copies`` verified copies elsewhere, or more where an
+    enabled flow of the policies that carries it says so (its ``min_copies``): a flow
+    carries a dataset when its collection and type globs match the dataset's run and
+    type, or, for a release flow, when its release holds the dataset here."""
+    flows = [f for f in read_policies(request.policies).flows if f.enabled]
+    releases = butler.registry.releases
+    members = {f.release: {e.dataset_id for e in releases.entries(f.release)}
+               for f in flows if f.release is not None and releases.find(f.release)}
+    for candidate in candidates:
+        candidate.need = request.min_copies
+        for flow in flows:
+            if flow.min_copies <= candidate.need:
+                continue
+            if flow.release is not None:
+                carried = candidate.ref.id in members.get(flow.release, ())
+            else:
+                selection = flow.selection()
+                carried = selection.matches_collection(candidate.ref.run) and \
+                    selection.matches_type(candidate.ref.dataset_type.name)
+            if carried:
+                candidate.need, candidate.because = flow.min_copies, flow.key
 
 
 def _commit(butler: Butler, site: SiteDefinition, others: list[SiteDefinition],
