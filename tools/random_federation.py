@@ -134,8 +134,9 @@ class Run:
 
     def refresh_raws(self) -> None:
         """Which exposures NCSA holds after a killed ingest or prune (either way is fine)."""
-        with Butler(self.workdir / "NCSA") as butler:
-            refs = butler.query_datasets("raw", RAWS)
+        with Butler(self.workdir / "NCSA") as butler:  # the first ingest may have died
+            refs = butler.query_datasets("raw", RAWS) \
+                if butler.registry.collections.exists(RAWS) else []
         self.model.ingested = {ref.data_id["exposure"] for ref in refs}
 
     def finished(self, args: tuple[str, ...], code: int, output: str, killable: bool) -> None:
