@@ -17,7 +17,7 @@ not the repository.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -171,6 +171,7 @@ class _SiteState:
                         stack.append(found)
         self.types = {t.name: t for t in self.registry.dataset_types.query()
                       if selection.matches_type(t.name)}
+        self.type_ids = [self.registry.dataset_types.id_of(n) for n in self.types]
 
     def group_names(self, kind: str) -> list[str]:
         if kind == "records":
@@ -220,9 +221,8 @@ class _SiteState:
         return found
 
     def _datasets(self, run: str) -> Entries:
-        type_ids = [self.registry.dataset_types.id_of(n) for n in self.types]
         found = {}
-        for chunk in self.states.run_datasets(run, type_ids, chunk=10000):
+        for chunk in self.states.run_datasets(run, self.type_ids, chunk=10000):
             for s in chunk:
                 found[s.id] = _json({
                     "dataset_type": s.dataset_type, "data_id": s.data_id,
@@ -232,7 +232,7 @@ class _SiteState:
 
     def _tags(self, collection: str) -> Entries:
         present, _ = self.states.tags(collection)
-        known = set(self._dataset_ids(list(present)))
+        known = set(self.states.matching(list(present), type_ids=self.type_ids))
         return {str(i): "1" for i in present if i in known}
 
     def _calib(self, collection: str) -> Entries:
@@ -242,9 +242,3 @@ class _SiteState:
                 key = f"{ref.dataset_type.name}@{_json(dict(sorted(ref.required_data_id.items())))}"
                 found.setdefault(key, []).append([str(ref.id), span.begin, span.end])
         return {k: _json(sorted(v)) for k, v in found.items()}
-
-    def _dataset_ids(self, ids: Sequence) -> Iterator:
-        """The datasets among ``ids`` of the selected types."""
-        for state in self.states.datasets(ids):
-            if state.dataset_type in self.types:
-                yield state.uuid

@@ -328,6 +328,24 @@ def federation(tmp_path: Path, db_url: str | None, reach: str, request) -> Feder
 
 
 @pytest.fixture
+def ncsa(federation: Federation) -> Federation:
+    """The four sites, NCSA filled by :func:`populate_ncsa`."""
+    populate_ncsa(federation)
+    return federation
+
+
+def write_policies(tmp_path: Path, **flows: dict) -> Path:
+    """A policies directory with one policy, ``t``, of the given flows."""
+    import yaml
+
+    folder = tmp_path / "policies"
+    folder.mkdir(exist_ok=True)
+    (folder / "t.yaml").write_text(yaml.safe_dump(
+        {"flows": [{"name": name} | fields for name, fields in flows.items()]}))
+    return folder
+
+
+@pytest.fixture
 def pg_url_2(pg_engine):
     """A second PostgreSQL schema, for a second site on the same server."""
     with fresh_schema(pg_engine) as url:

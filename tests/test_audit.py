@@ -16,17 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import populate_ncsa
 from test_cli import fails, fed, repo_files
 from test_remote import puller_view, server_for
 
 RAW = "HSC/raw/all"
-
-
-@pytest.fixture
-def ncsa(federation):
-    populate_ncsa(federation)
-    return federation
 
 
 def root(fed_, site: str) -> Path:

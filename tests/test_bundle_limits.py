@@ -7,18 +7,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-from conftest import populate_ncsa
 from test_bundles import export, fails, observe, read_lines, sites, write_lines
 from test_cli import fed
 
 from federation.sync.bundle.format import MAX_LINE
-
-
-@pytest.fixture
-def ncsa(federation):
-    populate_ncsa(federation)
-    return federation
 
 
 def datastore_files(root: Path) -> set[str]:

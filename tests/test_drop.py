@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 import yaml
-from conftest import populate_ncsa
 from servers import free_port
 from test_cli import fails, fed, snapshot
 from test_remote import puller_view, server_for
@@ -29,12 +28,6 @@ from federation.operations.drop import DropRequest, drop
 
 RAW = "HSC/raw/all"
 FED = str(Path(sys.executable).with_name("fed"))
-
-
-@pytest.fixture
-def ncsa(federation):
-    populate_ncsa(federation)
-    return federation
 
 
 def root(fed_, site: str) -> Path:

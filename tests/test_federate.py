@@ -18,8 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
-from conftest import HSC_RECORDS, insert_hsc_records, populate_ncsa, repo_state
+from conftest import HSC_RECORDS, insert_hsc_records, repo_state, write_policies
 from test_cli import fails, fed
 
 from federation import faults
@@ -33,21 +32,6 @@ IN2P3_RUN = "HSC/runs-in2p3/RC2/DM-9"
 NCSA_RUNS = ("HSC/raw/all", "HSC/calib/gen/DM-1")
 SQLITE = [pytest.param("sqlite")]
 POSTGRES = [pytest.param("postgresql", marks=pytest.mark.postgres)]
-
-
-@pytest.fixture
-def ncsa(federation):
-    populate_ncsa(federation)
-    return federation
-
-
-def policies(tmp_path: Path, **flows: dict) -> Path:
-    """A policies directory with one policy, ``t``, of the given flows."""
-    folder = tmp_path / "policies"
-    folder.mkdir(exist_ok=True)
-    (folder / "t.yaml").write_text(yaml.safe_dump(
-        {"flows": [{"name": name} | fields for name, fields in flows.items()]}))
-    return folder
 
 
 def raws(to, **fields) -> dict:
@@ -125,7 +109,7 @@ def test_once_converges_a_federation_from_empty(ncsa):
 
 @pytest.mark.parametrize("backend", SQLITE, indirect=True)
 def test_a_failing_flow_does_not_stop_the_others_and_is_retried_with_backoff(ncsa, tmp_path):
-    folder = policies(tmp_path, raw=raws(["IN2P3", "laptop"]),
+    folder = write_policies(tmp_path, raw=raws(["IN2P3", "laptop"]),
                       dr9={"from": "NCSA", "to": "IN2P3", "release": "DR9"})
     laptop, aside = ncsa.root / "repos" / "laptop", ncsa.root / "laptop-aside"
     laptop.rename(aside)  # the laptop is away
@@ -180,7 +164,7 @@ def wait_for(condition, seconds: float, proc: subprocess.Popen) -> None:
 
 @pytest.mark.parametrize("backend", POSTGRES, indirect=True)
 def test_watch_keeps_converging_while_ncsa_ingests(ncsa, tmp_path):
-    folder = policies(tmp_path, relay=raws("IN2P3", interval="1s"),
+    folder = write_policies(tmp_path, relay=raws("IN2P3", interval="1s"),
                       onward={"from": "IN2P3", "to": "Princeton",
                               "collections": ["HSC/raw/*"], "interval": "1s"})
     out, err = open(tmp_path / "out", "w+"), open(tmp_path / "err", "w+")
@@ -210,7 +194,7 @@ def test_watch_keeps_converging_while_ncsa_ingests(ncsa, tmp_path):
 
 @pytest.mark.parametrize("backend", SQLITE, indirect=True)
 def test_sigterm_finishes_the_flow_in_progress_and_starts_no_other(ncsa, tmp_path):
-    folder = policies(tmp_path, relay=raws("IN2P3"),
+    folder = write_policies(tmp_path, relay=raws("IN2P3"),
                       onward={"from": "IN2P3", "to": "Princeton",
                               "collections": ["HSC/raw/*"]})
     sent = []
@@ -232,7 +216,7 @@ def test_sigterm_finishes_the_flow_in_progress_and_starts_no_other(ncsa, tmp_pat
 
 @pytest.mark.parametrize("backend", SQLITE, indirect=True)
 def test_kill_9_loses_nothing(ncsa, tmp_path):
-    folder = policies(tmp_path, a=raws("IN2P3"), b=raws("Princeton"))
+    folder = write_policies(tmp_path, a=raws("IN2P3"), b=raws("Princeton"))
     args = [FED, "federate", "--once", "--jobs", "1", "--policies", str(folder), "--sites",
             str(ncsa.sites_dir), "--state", str(ncsa.root / "state.json")]
     env = dict(os.environ, FED_FAULT_KILL_AT="before commit")
@@ -248,7 +232,7 @@ def test_kill_9_loses_nothing(ncsa, tmp_path):
 
 @pytest.mark.parametrize("backend", SQLITE, indirect=True)
 def test_a_flow_may_keep_deletions(ncsa, tmp_path):
-    folder = policies(tmp_path, archive=raws("IN2P3", deletions="keep"),
+    folder = write_policies(tmp_path, archive=raws("IN2P3", deletions="keep"),
                       replica=raws("Princeton"))
     federate(ncsa, folder, "--once")
     with ncsa.butler("NCSA") as b:
@@ -264,7 +248,7 @@ def test_a_flow_may_keep_deletions(ncsa, tmp_path):
 
 @pytest.mark.parametrize("backend", SQLITE, indirect=True)
 def test_one_federate_at_a_time_and_usage(ncsa, tmp_path):
-    folder = policies(tmp_path, raw=raws("IN2P3"))
+    folder = write_policies(tmp_path, raw=raws("IN2P3"))
     with state_lock(ncsa.root / "state.json"):
         fails("federate", "--once", "--policies", folder, "--sites", ncsa.sites_dir,
               "--state", ncsa.root / "state.json", match="another fed federate is running")

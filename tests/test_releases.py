@@ -10,18 +10,12 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import populate_ncsa, repo_state
+from conftest import repo_state
 from test_cli import fails, fed
 
 from federation.errors import RetractedReleaseWarning
 from federation.merkle import build, diff, entry_hash
 from federation.timespan import Timespan
-
-
-@pytest.fixture
-def ncsa(federation):
-    populate_ncsa(federation)
-    return federation
 
 
 def repo(fed_, site: str = "NCSA") -> Path:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import HSC_RECORDS, Federation, populate_ncsa
+from conftest import HSC_RECORDS, Federation, populate_ncsa, write_policies
 from test_cli import fails, fed, usage_error
 
 from federation.operations.release import create as create_release
@@ -33,21 +33,6 @@ SQLITE = [pytest.param("sqlite")]
 POSTGRES = [pytest.param("postgresql", marks=pytest.mark.postgres)]
 FED = str(Path(sys.executable).parent / "fed")
 RAWS = ["HSC/raw/*"]
-
-
-@pytest.fixture
-def ncsa(federation):
-    populate_ncsa(federation)
-    return federation
-
-
-def write_policies(tmp_path: Path, **flows: dict) -> Path:
-    """A policies directory with one policy, ``t``, of the given flows."""
-    folder = tmp_path / "policies"
-    folder.mkdir(exist_ok=True)
-    (folder / "t.yaml").write_text(yaml.safe_dump(
-        {"flows": [{"name": name} | fields for name, fields in flows.items()]}))
-    return folder
 
 
 def places(fed_: Federation, folder: Path, sites: Path | None = None) -> list:

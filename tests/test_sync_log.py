@@ -14,18 +14,12 @@ import time
 import numpy as np
 import pytest
 import sqlalchemy as sa
-from conftest import populate_ncsa, repo_state
+from conftest import repo_state
 from test_bundles import export, import_, sites
 from test_cli import fails, fed
 from test_sync import put_replica, setup_types
 
 from federation.sync.report import SyncConflictError
-
-
-@pytest.fixture
-def ncsa(federation):
-    populate_ncsa(federation)
-    return federation
 
 
 def entries(fed_, site: str) -> list:

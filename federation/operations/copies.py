@@ -128,16 +128,15 @@ def release_checks(butler: Butler, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, 
     if not ids:
         return {}
     releases = butler.registry.releases
-    complete: dict[str, ReleaseCheck] = {}
-    for name in releases.names():
-        check = releases.last_check(name)
-        if check is not None and check.complete and check.root == releases.get(name).root:
-            complete[name] = check
-    if not complete:
-        return {}
     # One release per dataset: a dataset of two releases where the other one is the
     # verified one is hashed instead, which is slower, never wrong.
-    return {i: complete[name] for i, name in releases.holding(ids).items() if name in complete}
+    holding = releases.holding(ids)
+    complete: dict[str, ReleaseCheck] = {}
+    for name in set(holding.values()):
+        info = releases.get(name)  # with its latest check here
+        if info.check is not None and info.check.complete and info.check.root == info.root:
+            complete[name] = info.check
+    return {i: complete[name] for i, name in holding.items() if name in complete}
 
 
 def _local_copy(site: str, butler: Butler, want: Wanted, theirs: LocalFile | None,

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -27,15 +28,11 @@ def diff(a: str, b: str, *, collections: Sequence[str] = (), dataset_types: Sequ
     with _open(a, sites_dir) as left, _open(b, sites_dir) as right:
         if left.registry.instance == right.registry.instance:
             raise InputError(f"{a} and {b} are the same repository")
+        names = {c.name for butler in (left, right) for c in butler.registry.collections.query()}
         for pattern in selection.collections:
-            if not any(selection.matches_collection(c.name) and _glob(pattern, c.name)
-                       for butler in (left, right) for c in butler.registry.collections.query()):
+            if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
                 raise InputError(f"no collection matches {pattern!r} at {a} or {b}")
         return diff_sites(a, left, b, right, selection, progress)
-
-
-def _glob(pattern: str, name: str) -> bool:
-    return Selection.make([pattern]).matches_collection(name)
 
 
 def _open(where: str, sites_dir: str | os.PathLike | None) -> Butler:

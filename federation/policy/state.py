@@ -14,18 +14,17 @@ less often than hourly (or than its interval, if that is longer).
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from federation.errors import ConfigError
 from federation.policy.model import Edge, FlowRun
+from federation.sync.site_access import file_lock
 
 STATE_ENV = "FED_FEDERATE_STATE"
 FORMAT = 1
@@ -138,29 +137,14 @@ class FederateState:
         os.replace(temporary, self.path)
 
 
-@contextmanager
-def state_lock(path: Path) -> Iterator[None]:
+def state_lock(path: Path) -> AbstractContextManager[None]:
     """Hold the state file's lock: one ``fed federate`` per state file at a time."""
+    lock = path.with_name(path.name + ".lock")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(path.with_name(path.name + ".lock"), "a+")
+        lock.touch()
     except OSError as exc:
         raise ConfigError(f"cannot write the federate state beside {path}: {exc} (give "
                           "another place with --state)") from None
-    with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise ConfigError(f"another fed federate is running on {path} ({holder})") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
-        handle.flush()
-        try:
-            yield
-        finally:
-            handle.seek(0)
-            handle.truncate()
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return file_lock(lock, 0, lambda holder: ConfigError(
+        f"another fed federate is running on {path} ({holder})"))

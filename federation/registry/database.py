@@ -99,6 +99,10 @@ def _configure_sqlite(engine: sa.Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+#: older schema versions a registry is upgraded from when opened
+UPGRADABLE = ("2", "3")
+
+
 class Database:
     """One registry database: schema, transactions and journal appends."""
 
@@ -133,7 +137,7 @@ class Database:
         2 gains the release tables, version 3 the site of each verification (added,
         nothing changed)."""
         found = meta.get("schema_version")
-        if found not in ("2", "3"):
+        if found not in UPGRADABLE:
             return
         t = self.tables
         with self.engine.begin() as conn:

@@ -11,7 +11,7 @@ from federation.errors import ConfigError
 from federation.model import CollectionType, DatasetType
 from federation.registry.collections import Collections, check_prefix
 from federation.registry.cursors import CursorStore
-from federation.registry.database import Database, make_engine
+from federation.registry.database import UPGRADABLE, Database, make_engine
 from federation.registry.dataset_types import DatasetTypes
 from federation.registry.datasets import Datasets
 from federation.registry.dimensions import DimensionRecords
@@ -62,7 +62,7 @@ class Registry:
         """Open an existing registry, refusing unknown schema versions."""
         engine = make_engine(url)
         meta = Database.read_meta(engine)
-        if meta.get("schema_version") not in ("2", "3"):
+        if meta.get("schema_version") not in UPGRADABLE:
             Database.check_version(meta)
         missing = [key for key in ("site", "universe", "instance") if key not in meta]
         if missing:

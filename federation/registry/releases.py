@@ -147,21 +147,21 @@ class Releases:
             conn.execute(sa.insert(table), list(chunk))
 
     def get(self, name: str) -> ReleaseInfo:
-        t = self.db.tables
-        with self.db.reading() as conn:
-            row = conn.execute(sa.select(t.release).where(t.release.c.name == name)).first()
-            if row is None:
-                raise ReleaseError(f"no release {name!r} in this repository")
-        return ReleaseInfo(row.name, row.root, row.site, row.created, row.creator, row.doc,
-                           json.loads(row.selection), row.entries, row.bytes, row.retracted,
-                           row.retract_reason, json.loads(row.counts), self.last_check(name))
+        found = self.find(name)
+        if found is None:
+            raise ReleaseError(f"no release {name!r} in this repository")
+        return found
 
     def find(self, name: str) -> ReleaseInfo | None:
         """A release, or None if this registry has none of that name."""
-        t = self.db.tables.release
+        t = self.db.tables
         with self.db.reading() as conn:
-            found = conn.execute(sa.select(t.c.name).where(t.c.name == name)).first()
-        return None if found is None else self.get(name)
+            row = conn.execute(sa.select(t.release).where(t.release.c.name == name)).first()
+        if row is None:
+            return None
+        return ReleaseInfo(row.name, row.root, row.site, row.created, row.creator, row.doc,
+                           json.loads(row.selection), row.entries, row.bytes, row.retracted,
+                           row.retract_reason, json.loads(row.counts), self.last_check(name))
 
     def names(self) -> list[str]:
         with self.db.reading() as conn:
@@ -196,8 +196,9 @@ class Releases:
     def retract(self, name: str, reason: str, when: float | None = None) -> ReleaseInfo:
         """Mark a release retracted (its data stays, and stays protected); a release
         retracted already keeps its first retraction."""
-        if self.get(name).retracted is not None:
-            return self.get(name)
+        info = self.get(name)
+        if info.retracted is not None:
+            return info
         t = self.db.tables
         with self.db.transaction() as conn:
             conn.execute(sa.update(t.release).where(t.release.c.name == name).values(
@@ -224,14 +225,15 @@ class Releases:
         """The verifications of a release recorded here (by any site), oldest first; or
         those among ``keys`` (site, time)."""
         t = self.db.tables.release_check
-        with self.db.reading() as conn:
-            rows = conn.execute(sa.select(t).where(t.c.release == name)
-                                .order_by(t.c.checked, t.c.id)).all()
-        found = [self._check(row) for row in rows]
+        stmt = sa.select(t).where(t.c.release == name).order_by(t.c.checked, t.c.id)
         if keys is not None:
-            wanted = set(keys)
-            found = [c for c in found if (c.site, c.checked) in wanted]
-        return found
+            wanted = list(keys)
+            if not wanted:
+                return []
+            stmt = stmt.where(sa.or_(*[sa.and_(t.c.site == site, t.c.checked == checked)
+                                       for site, checked in wanted]))
+        with self.db.reading() as conn:
+            return [self._check(row) for row in conn.execute(stmt)]
 
     def retracted(self, names: Iterable[str]) -> dict[str, str]:
         """The retracted releases among ``names``, with the reason given."""
@@ -257,6 +259,22 @@ class Releases:
                 checker=check.checker, root=check.root, complete=check.complete,
                 files=check.files, missing=check.missing, corrupt=check.corrupt))
             self.db.append([ReleaseChecked(check.release, site, check.checked)])
+
+    def add_checks(self, checks: Sequence[ReleaseCheck]) -> None:
+        """Record other sites' verifications a sync brings (the planner left out those
+        recorded already), in one statement, each journaled as its site's."""
+        checks = list({(c.release, c.site, c.checked): c for c in checks}.values())
+        t = self.db.tables.release_check
+        with self.db.transaction() as conn:
+            conn.execute(sa.insert(t), [
+                {"release": c.release, "site": c.site, "checked": c.checked,
+                 "checker": c.checker, "root": c.root, "complete": c.complete,
+                 "files": c.files, "missing": c.missing, "corrupt": c.corrupt}
+                for c in checks])
+            for site in dict.fromkeys(c.site for c in checks):
+                with self.db.importing(site, 0):
+                    self.db.append([ReleaseChecked(c.release, c.site, c.checked)
+                                    for c in checks if c.site == site])
 
     def last_check(self, name: str, site: str | None = None) -> ReleaseCheck | None:
         """The latest verification of a release by ``site`` (default: this site) that

@@ -383,9 +383,8 @@ class Replica:
 
     def record_checks(self, checks: Sequence[ReleaseCheckState]) -> None:
         """Verifications other sites made of releases held here."""
-        for state in checks:
-            with self.db.importing(state.site, 0):
-                self.registry.releases.record_check(ReleaseCheck.from_state(state))
+        if checks:
+            self.registry.releases.add_checks([ReleaseCheck.from_state(s) for s in checks])
 
     def apply_removals(self, states: Sequence[DatasetRemoval], *, keep: bool,
                        origin: str) -> None:

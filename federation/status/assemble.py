@@ -39,8 +39,6 @@ Answer = SiteProbe | BaseException
 Tails = dict[tuple[int, str, str], JournalTail] | BaseException
 #: a site's standing with a release, from its release record and its latest check
 Classify = Callable[[str, ReleaseInfo | None, ReleaseCheck | None], ReleaseCell]
-#: the operations that carry changes from a source into a destination
-SYNCS = ("sync", "import", "receive", "federate", "push")
 
 
 def reason(answer: BaseException) -> str:
@@ -250,8 +248,7 @@ def pair_statuses(found: Gathered, edges: Sequence[Edge], flows: Sequence[FlowSt
         mine = [f for f in flows if (f.source, f.destination) == (source, destination)]
         followed = [k for s, d, k in keys if (s, d) == (source, destination)]
         lags = [f.lag for f in mine] or [found.lag(source, destination, k) for k in followed]
-        latest = max((run for run in _runs(found, source, destination)
-                      if run.entry.operation in SYNCS), key=_when, default=None)
+        latest = max(_runs(found, source, destination), key=_when, default=None)
         dst = found.probe(destination)
         retries = None if dst is None or found.is_remote(destination) else sum(
             n for (peer, _), n in dst.retries.items() if peer == source)

@@ -107,8 +107,9 @@ def _read_contents(found: SiteProbe, butler: Butler) -> None:
     releases = butler.registry.releases
     found.collections = frozenset(c.name for c in butler.registry.collections.query())
     for name in releases.names():
-        info = releases.get(name)
-        found.releases[name] = (info, releases.last_check(name, found.site.name))
+        info = releases.get(name)  # with this registry's own site's latest check
+        found.releases[name] = (info, info.check if releases.site == found.site.name
+                                else releases.last_check(name, found.site.name))
 
 
 def _read_mirror(found: SiteProbe, path: Path, source: str) -> None:

@@ -64,12 +64,21 @@ class ReleasePlanning:
     def manifest_problem(self, state: ReleaseState) -> str | None:
         """Why the lines the batch carries are not the release's manifest, if they are not:
         every line, in key order, hashing to its root."""
-        chunks = sorted(self.manifests.get(state.name, []), key=lambda c: c.start)
-        lines = [line for chunk in chunks for line in chunk.lines]
-        starts = [sum(len(c.lines) for c in chunks[:i]) for i in range(len(chunks))]
-        if len(lines) != state.entries or [c.start for c in chunks] != starts:
-            return f"its manifest arrived with {len(lines)} of {state.entries} entries"
+        lines = _in_order(self.manifests.get(state.name, []))
+        if lines is None or len(lines) != state.entries:
+            found = 0 if lines is None else len(lines)
+            return f"its manifest arrived with {found} of {state.entries} entries"
         root = build(entry_hash(line.encode()) for line in lines)[0].hex()
         if root != state.root:
             return f"its manifest hashes to {root}, not to the release's root"
         return None
+
+
+def _in_order(chunks: list[ReleaseEntries]) -> list[str] | None:
+    """The lines of a release's chunks in key order; None if they leave a gap or overlap."""
+    lines: list[str] = []
+    for chunk in sorted(chunks, key=lambda c: c.start):
+        if chunk.start != len(lines):
+            return None
+        lines += chunk.lines
+    return lines

@@ -5,7 +5,7 @@ from __future__ import annotations
 import fcntl
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -55,7 +55,17 @@ def check_accepts(dst: Butler, selection: Selection) -> None:
 @contextmanager
 def sync_lock(root: Path, site: str, timeout: float) -> Iterator[None]:
     """One sync into a repository at a time: wait up to ``timeout`` s, then fail clearly."""
-    path = root / LOCK_NAME
+    with file_lock(root / LOCK_NAME, timeout, lambda holder: FederationError(
+            f"another sync into {site} is running ({holder}); waited {timeout:.0f} s, try "
+            "again later")):
+        yield
+
+
+@contextmanager
+def file_lock(path: Path, timeout: float, busy: Callable[[str], Exception]
+              ) -> Iterator[None]:
+    """An exclusive lock on ``path`` that names its holder (pid, since when) in the file:
+    wait up to ``timeout`` s (0: not at all), then raise ``busy(holder)``."""
     with open(path, "a+") as handle:
         deadline = time.monotonic() + timeout
         while True:
@@ -65,10 +75,7 @@ def sync_lock(root: Path, site: str, timeout: float) -> Iterator[None]:
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     handle.seek(0)
-                    holder = handle.read().strip() or "another process"
-                    raise FederationError(
-                        f"another sync into {site} is running ({holder}); waited "
-                        f"{timeout:.0f} s, try again later") from None
+                    raise busy(handle.read().strip() or "another process") from None
                 time.sleep(0.2)
         handle.seek(0)
         handle.truncate()
