@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from federation.errors import ConfigError
+from federation.rucio.settings import RucioSettings
 from federation.sites.ownership import under
 from federation.transport.base import Transport
 from federation.transport.kinds import KINDS, TransportKind
@@ -50,6 +51,8 @@ class SiteDefinition:
     role: str = "repository"
     description: str = ""
     source: Path | None = None  # the YAML file it was read from
+    #: its files are replicated through Rucio (None: only through its transport)
+    rucio: RucioSettings | None = None
 
     @property
     def kind(self) -> TransportKind:
@@ -106,6 +109,8 @@ class SiteDefinition:
             data |= {"outbox": str(self.files.outbox), "inbox": str(self.files.inbox)}
         else:
             data[self.transport] = self.files.to_dict()
+        if self.rucio is not None:
+            data["rucio"] = self.rucio.to_dict()
         return data | {"owns": list(self.owns), "read_only": self.read_only,
                        "keep_deleted": self.keep_deleted, "role": self.role,
                        "description": self.description}

@@ -11,6 +11,9 @@ A site on this machine::
     keep_deleted: false           # true: an archive keeps data deleted upstream
     role: repository              # release: a read-only release site (takes releases only)
     outbox: /srv/ncsa/outbox      # where 'fed publish' writes (default ROOT/.federation-outbox)
+    rucio: {url: https://rucio.example.org, account: fed, username: fed,
+            password_env: FED_RUCIO_PASSWORD, scope: hsc, rse: NCSA_DISK}
+                                  # its files are replicated through Rucio (optional)
 
 Another machine describes the same site by how it reaches it; its registry is
 then read only through the bundles the site publishes::
@@ -35,6 +38,7 @@ import yaml
 
 from federation import yamlio
 from federation.errors import ConfigError
+from federation.rucio.settings import RucioSettings
 from federation.sites.definition import LocalRegistry, PublishedRegistry, SiteDefinition
 from federation.transport.kinds import KINDS, kind_of, parse_settings
 from federation.transport.settings import LocalSettings
@@ -43,7 +47,8 @@ SITES_ENV = "FED_SITES"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 ROLES = ("repository", "release")
 _KEYS = {"name", "registry", "root", "transport", "owns", "read_only", "keep_deleted",
-         "role", "description", "outbox", "inbox"} | {k for k, v in KINDS.items() if v.remote}
+         "role", "description", "outbox", "inbox", "rucio"} \
+    | {k for k, v in KINDS.items() if v.remote}
 
 
 def check_site_name(name: object) -> str:
@@ -88,7 +93,9 @@ def parse_site(data: Any, source: Path) -> SiteDefinition:
     role = data.get("role", "repository")
     if role not in ROLES:
         raise ConfigError(f"{where}: 'role' must be {' or '.join(ROLES)}, not {role!r}")
-    common = dict(name=name, owns=tuple(p.strip("/") for p in owns),
+    rucio = None if data.get("rucio") is None else \
+        RucioSettings.from_block(data["rucio"], where, base=source.parent)
+    common = dict(name=name, owns=tuple(p.strip("/") for p in owns), rucio=rucio,
                   read_only=data.get("read_only", False),
                   keep_deleted=data.get("keep_deleted", False), role=role,
                   description=description, source=source)

@@ -1,0 +1,317 @@
+"""The one place that talks to a Rucio server: bulk calls, errors as one line, calls counted.
+
+Every call goes through :meth:`RucioSession.call`, which turns what rucio-clients raises
+(wrong credentials, an unreachable server, a refused request) into a :class:`RucioError`
+naming the server and the operation, and counts the requests made (the benchmark reports
+them: a sync of N files must make far fewer than N). Lists of files travel in chunks of
+:data:`CHUNK` names per request.
+
+rucio-clients reads a configuration file when it is imported; a machine without one
+(no ``$RUCIO_CONFIG``, ``$RUCIO_HOME/etc/rucio.cfg`` or ``/opt/rucio/etc/rucio.cfg``) gets
+an empty one in ``$XDG_CACHE_HOME/federation/rucio/``: everything a session needs comes
+from the site definition. Tokens are kept there too, one directory per server, account
+and identity, so that two federations on one machine never share a token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from federation.rucio.settings import RucioSettings
+from federation.transport.base import TransportError
+
+#: names per bulk request
+CHUNK = 1000
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+
+class RucioError(TransportError):
+    """A Rucio server refused a request, or could not be reached."""
+
+
+@dataclass(frozen=True)
+class RucioFile:
+    """A file to register: its name (the datastore path), size, checksums and metadata."""
+
+    name: str
+    size: int
+    adler32: str
+    md5: str
+    meta: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Replica:
+    """A file's replica on one RSE, as Rucio lists it."""
+
+    name: str
+    state: str  # AVAILABLE, COPYING, UNAVAILABLE, BEING_DELETED, BAD, ...
+    size: int
+    adler32: str | None
+    pfns: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A replication rule, as Rucio lists it."""
+
+    id: str
+    name: str
+    rse_expression: str
+    state: str  # OK, REPLICATING, STUCK, SUSPENDED, WAITING_APPROVAL, INJECT
+    copies: int
+    locked: bool
+    expires_at: datetime | None
+    comment: str
+    error: str | None
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "federation" / "rucio"
+
+
+def _ensure_client_config() -> None:
+    """Give rucio-clients a configuration file when the machine has none."""
+    home = os.environ.get("RUCIO_HOME")
+    candidates = [os.environ.get("RUCIO_CONFIG"),
+                  f"{home}/etc/rucio.cfg" if home else None, "/opt/rucio/etc/rucio.cfg"]
+    if any(c and os.path.isfile(c) for c in candidates):
+        return
+    folder = cache_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    config = folder / "rucio.cfg"
+    if not config.exists():
+        config.write_text("# Written by fed: site definitions give the server and identity.\n"
+                          "[client]\n")
+    os.environ["RUCIO_CONFIG"] = str(config)
+
+
+class RucioSession:
+    """A logged-in connection to one site's Rucio server (thread-safe counting; one client
+    per session, made on first use)."""
+
+    def __init__(self, settings: RucioSettings, site: str) -> None:
+        self.settings = settings
+        self.site = site
+        self.calls = 0
+        self._lock = threading.Lock()
+        self._client: Any = None
+
+    # -- the client ----------------------------------------------------------------------
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = self._connect()
+        return self._client
+
+    def _connect(self) -> Any:
+        _ensure_client_config()
+        from rucio.client import Client  # rucio-clients: only when a site uses Rucio
+
+        s = self.settings
+        session = self
+        creds = self._creds()
+        # A token per server, account and credentials: a changed password is tried anew.
+        key = hashlib.sha256(f"{s.url}|{s.account}|{sorted(creds.items())}".encode()
+                             ).hexdigest()[:16]
+        tokens = cache_dir() / "tokens" / key
+        tokens.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+        class Counted(Client):
+            TOKEN_PATH_PREFIX = f"{tokens}/.rucio_"
+
+            def _send_request(self, *args: Any, **kwargs: Any) -> Any:
+                with session._lock:
+                    session.calls += 1
+                return super()._send_request(*args, **kwargs)
+
+        quiet = logging.getLogger("federation.rucio.client")
+        quiet.setLevel(logging.CRITICAL)
+        return self.call("log in", lambda: Counted(
+            rucio_host=s.url, auth_host=s.auth_url or s.url, account=s.account,
+            auth_type=s.auth_type, creds=creds, timeout=s.timeout,
+            ca_cert=s.ca_cert if isinstance(s.ca_cert, str) else None, logger=quiet))
+
+    def _creds(self) -> dict[str, Any]:
+        s = self.settings
+        if s.auth_type == "userpass":
+            password = s.password
+            if password is None:
+                password = os.environ.get(s.password_env or "")
+                if not password:
+                    raise RucioError(f"site {self.site}: the Rucio password is read from "
+                                     f"${s.password_env}, which is not set")
+            return {"username": s.username, "password": password}
+        if s.auth_type == "x509":
+            return {"client_cert": str(s.certificate),
+                    "client_key": str(s.key or s.certificate)}
+        if s.auth_type == "x509_proxy":
+            return {"client_proxy": str(s.proxy)}
+        return {}
+
+    def call(self, what: str, operation: Callable[[], T]) -> T:
+        """Run one request (or a listing, consumed here); anything Rucio or the network
+        raises becomes a RucioError of one line."""
+        try:
+            return operation()
+        except RucioError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - rucio-clients raises many kinds
+            raise RucioError(self._explain(what, exc)) from exc
+
+    def _explain(self, what: str, exc: Exception) -> str:
+        s = self.settings
+        name = type(exc).__name__
+        detail = " ".join(str(exc).split())
+        if "Details:" in detail:
+            detail = detail.split("Details:", 1)[1].strip()
+        where = f"Rucio at {s.url} (site {self.site})"
+        if name == "CannotAuthenticate":
+            return (f"{where}: cannot {what}: account {s.account} could not authenticate "
+                    f"with {s.auth_type} (wrong credentials?)")
+        if name in ("ConnectionError", "ConnectTimeout", "ReadTimeout", "Timeout",
+                    "ServiceUnavailable", "ServerConnectionException", "MaxRetryError",
+                    "NewConnectionError") \
+                or isinstance(exc, OSError):
+            return f"{where} did not answer ({what}): {detail[:200] or name}"
+        return f"{where}: cannot {what}: {name}: {detail[:300]}"
+
+    # -- bulk operations -----------------------------------------------------------------
+
+    def dids(self, names: Iterable[str]) -> list[dict[str, str]]:
+        return [{"scope": self.settings.scope, "name": name} for name in names]
+
+    def whoami(self) -> str:
+        return self.call("ask who is logged in", lambda: self.client.whoami()["account"])
+
+    def replicas(self, rse: str, names: Sequence[str]) -> dict[str, Replica]:
+        """The replicas of these files on ``rse`` (files without one there are left out)."""
+        found: dict[str, Replica] = {}
+        for chunk in chunks(names):
+            listed = self.call(f"list replicas on {rse}", lambda c=chunk: list(
+                self.client.list_replicas(self.dids(c), rse_expression=rse, all_states=True,
+                                          resolve_archives=False)))
+            for item in listed:
+                state = (item.get("states") or {}).get(rse)
+                if state is not None:
+                    found[item["name"]] = Replica(
+                        item["name"], str(state), int(item.get("bytes") or 0),
+                        item.get("adler32"), tuple((item.get("rses") or {}).get(rse, ())))
+        return found
+
+    def add_replicas(self, rse: str, files: Sequence[RucioFile]) -> None:
+        """Register files as replicas on ``rse`` (already registered ones are left as they
+        are), with their size, checksums and metadata columns (``guid``)."""
+        for chunk in chunks(files):
+            rows = [{"scope": self.settings.scope, "name": f.name, "bytes": f.size,
+                     "adler32": f.adler32, "md5": f.md5,
+                     "meta": {k: v for k, v in f.meta.items() if k == "guid"}}
+                    for f in chunk]
+            self.call(f"register replicas on {rse}",
+                      lambda r=rows: self.client.add_replicas(rse, r))
+            extra = [{"scope": self.settings.scope, "name": f.name,
+                      "meta": {k: v for k, v in f.meta.items() if k != "guid"}}
+                     for f in chunk if any(k != "guid" for k in f.meta)]
+            if extra:
+                self.call("set file metadata",
+                          lambda e=extra: self.client.set_dids_metadata_bulk(e))
+
+    def guids(self, names: Sequence[str]) -> dict[str, str]:
+        """Each file's ``guid`` metadata (the dataset UUID fed registered it with)."""
+        found: dict[str, str] = {}
+        for chunk in chunks(names):
+            for meta in self.call("read file metadata", lambda c=chunk: list(
+                    self.client.get_metadata_bulk(self.dids(c)))):
+                if meta.get("guid"):
+                    found[meta["name"]] = str(meta["guid"])
+        return found
+
+    def add_collections(self, kind: str, names: Sequence[str]) -> None:
+        """Create Rucio datasets (``kind="dataset"``) or containers that do not exist yet."""
+        if not names:
+            return
+        existing = self._existing(names)
+        missing = [n for n in names if n not in existing]
+        add = self.client.add_datasets if kind == "dataset" else self.client.add_containers
+        for chunk in chunks(missing):
+            self.call(f"create Rucio {kind}s",
+                      lambda c=chunk: add([{"scope": self.settings.scope, "name": n}
+                                           for n in c]))
+
+    def _existing(self, names: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        for chunk in chunks(names):
+            found.update(m["name"] for m in self.call("look up Rucio names", lambda c=chunk: list(
+                self.client.get_metadata_bulk(self.dids(c)))))
+        return found
+
+    def attach(self, parent: str, children: Sequence[str]) -> None:
+        """Attach files to a dataset (or datasets to a container); attached ones stay."""
+        for chunk in chunks(children):
+            self.call(f"attach to {parent}", lambda c=chunk: self.client.attach_dids_to_dids(
+                [{"scope": self.settings.scope, "name": parent, "dids": self.dids(c)}],
+                ignore_duplicate=True))
+
+    def rules(self, rse_expression: str | None = None, **filters: Any) -> list[Rule]:
+        """This account's rules in the scope (on ``rse_expression``, if given)."""
+        wanted = {"account": self.settings.account, "scope": self.settings.scope, **filters}
+        if rse_expression is not None:
+            wanted["rse_expression"] = rse_expression
+        listed = self.call("list replication rules", lambda: list(
+            self.client.list_replication_rules(filters=wanted)))
+        return [_rule(item) for item in listed]
+
+    def add_rules(self, names: Sequence[str], rse_expression: str, *, comment: str,
+                  copies: int = 1, locked: bool = False, grouping: str = "NONE") -> list[str]:
+        """One rule per name (a file, dataset or container) on ``rse_expression``."""
+        ids: list[str] = []
+        for chunk in chunks(names):
+            ids += self.call(f"add replication rules on {rse_expression}", lambda c=chunk: (
+                self.client.add_replication_rule(
+                    self.dids(c), copies=copies, rse_expression=rse_expression,
+                    grouping=grouping, account=self.settings.account, locked=locked,
+                    comment=comment)))
+        return ids
+
+    def revive_rule(self, rule_id: str) -> None:
+        """Keep a rule that was being removed (its expiry cleared)."""
+        self.call("keep a replication rule", lambda: self.client.update_replication_rule(
+            rule_id, {"lifetime": None}))
+
+    def delete_rule(self, rule_id: str) -> None:
+        """Remove a rule, its replicas to be purged by Rucio's reaper once unprotected."""
+        self.call("remove a replication rule", lambda: self.client.delete_replication_rule(
+            rule_id, purge_replicas=True))
+
+    def pfns(self, rse: str, names: Sequence[str], operation: str = "read") -> dict[str, str]:
+        """Where ``rse`` puts these names (its lfn2pfn mapping), by name."""
+        found: dict[str, str] = {}
+        scope = self.settings.scope
+        for chunk in chunks(names):
+            mapped = self.call(f"map names to {rse}", lambda c=chunk: self.client.lfns2pfns(
+                rse, [f"{scope}:{n}" for n in c], operation=operation))
+            found.update({did.split(":", 1)[1]: pfn for did, pfn in mapped.items()})
+        return found
+
+
+def _rule(item: dict[str, Any]) -> Rule:
+    return Rule(str(item["id"]), item["name"], item["rse_expression"], str(item["state"]),
+                int(item.get("copies") or 1), bool(item.get("locked")),
+                item.get("expires_at"), item.get("comments") or item.get("comment") or "",
+                item.get("error"))
+
+
+def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]

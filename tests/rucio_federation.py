@@ -1,0 +1,200 @@
+"""Federations whose files move through the real Rucio server of rucio_server.py.
+
+Every test gets a scope and one POSIX RSE per site of its own (names tagged at random, so
+tests share the session's server without seeing each other). Each RSE maps names with
+Rucio's ``identity`` algorithm under the prefix ``BASE/SITE/``; the site's repository is
+``BASE/SITE/SCOPE``: the datastore path of a file is its Rucio name, and a replica Rucio
+puts on the RSE lands exactly where the site's registry expects the file.
+
+FTS cannot run here. :class:`TransferAgent` stands in for it (and for Rucio's conveyor
+daemons): it looks for locks of replicating rules, copies each file from an RSE that has
+it to the lock's RSE, verifies the copy's adler32 against the replica's record, and marks
+the new replica available through Rucio's API, which is what Rucio's own transfer
+machinery does once FTS reports a successful transfer. Rucio's rule, lock and replica
+state is real: only the bytes are moved by this agent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import threading
+import uuid
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import yaml
+from rucio_server import RucioServer, rucio_server  # noqa: F401  (fixture)
+
+from federation.butler import Butler
+
+SITES = {"NCSA": ["HSC/raw", "HSC/calib", "HSC/runs", "HSC/defaults", "refcats", "skymaps"],
+         "IN2P3": ["HSC/runs-in2p3", "u/in2p3"], "Princeton": ["u/princeton"]}
+
+
+def adler32_of(path: Path) -> str:
+    value = 1
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            value = zlib.adler32(chunk, value)
+    return f"{value & 0xFFFFFFFF:08x}"
+
+
+def local_path(pfn: str) -> Path:
+    return Path(pfn.removeprefix("file://localhost").removeprefix("file://"))
+
+
+@dataclass
+class TransferAgent:
+    """Moves the bytes of replicating locks, as FTS would (see the module's docstring)."""
+
+    client: object
+    scope: str
+    copied: int = 0
+    failures: list[str] = field(default_factory=list)
+    #: files whose copies the agent corrupts after checking them (a storage fault at the
+    #: destination), by name
+    corrupt: set[str] = field(default_factory=set)
+
+    def run_once(self) -> int:
+        """Copy what every replicating rule of the scope waits for; how many files."""
+        done = 0
+        for rule in list(self.client.list_replication_rules(
+                filters={"scope": self.scope, "state": "REPLICATING"})):
+            locks = [lock for lock in self.client.list_replica_locks(rule["id"])
+                     if lock["state"] == "REPLICATING"]
+            if not locks:
+                continue
+            replicas = {r["name"]: r for r in self.client.list_replicas(
+                [{"scope": self.scope, "name": lock["name"]} for lock in locks],
+                schemes=["file"], all_states=True)}
+            for lock in locks:
+                done += self._copy(lock, replicas.get(lock["name"]))
+        self.copied += done
+        return done
+
+    def _copy(self, lock: dict, replica: dict | None) -> int:
+        name, target = lock["name"], lock["rse"]
+        sources = [rse for rse, state in (replica or {}).get("states", {}).items()
+                   if state == "AVAILABLE" and rse != target]
+        if not sources:
+            return 0
+        source = local_path(replica["rses"][sources[0]][0])
+        destination = local_path(self.client.lfns2pfns(
+            target, [f"{self.scope}:{name}"], operation="write")[f"{self.scope}:{name}"])
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        temp = destination.with_name(destination.name + ".agent-part")
+        temp.write_bytes(source.read_bytes())
+        if adler32_of(temp) != replica["adler32"]:  # FTS verifies checksums, so does this
+            temp.unlink()
+            self.failures.append(f"{name}: adler32 mismatch from {sources[0]}")
+            return 0
+        os.replace(temp, destination)
+        if name in self.corrupt:
+            with open(destination, "r+b") as f:
+                first = f.read(1)
+                f.seek(0)
+                f.write(bytes([first[0] ^ 0xFF]))
+        self.client.update_replicas_states(target, [
+            {"scope": self.scope, "name": name, "state": "A"}])
+        return 1
+
+    @contextlib.contextmanager
+    def running(self, interval: float = 0.2) -> Iterator[TransferAgent]:
+        """The agent at work in a thread while the block runs."""
+        stop = threading.Event()
+
+        def loop() -> None:
+            while not stop.is_set():
+                with contextlib.suppress(Exception):  # the server may be down on purpose
+                    self.run_once()
+                stop.wait(interval)
+
+        worker = threading.Thread(target=loop, daemon=True)
+        worker.start()
+        try:
+            yield self
+        finally:
+            stop.set()
+            worker.join(timeout=30)
+
+
+class RucioFederation:
+    """Three sites whose files are replicated through Rucio (see the module docstring)."""
+
+    def __init__(self, server: RucioServer, base: Path) -> None:
+        self.server = server
+        self.base = base
+        self.tag = uuid.uuid4().hex[:8]
+        self.scope = f"fed{self.tag}"
+        self.client = server.client()
+        self.client.add_scope("root", self.scope)
+        self.sites_dir = base / "sites"
+        self.sites_dir.mkdir(parents=True)
+        self.agent = TransferAgent(self.client, self.scope)
+        for name, owns in SITES.items():
+            prefix = base / name
+            rse = self.rse(name)
+            self.client.add_rse(rse, deterministic=True, rse_type="DISK")
+            self.client.add_protocol(rse, {
+                "scheme": "file", "hostname": "localhost", "port": 0, "prefix": f"{prefix}/",
+                "impl": "rucio.rse.protocols.posix.Default",
+                "domains": {"lan": {"read": 1, "write": 1, "delete": 1},
+                            "wan": {"read": 1, "write": 1, "delete": 1,
+                                    "third_party_copy_read": 1, "third_party_copy_write": 1}}})
+            self.client.add_rse_attribute(rse, "lfn2pfn_algorithm", "identity")
+            self.client.set_local_account_limit("root", rse, -1)
+            repo = self.repo(name)
+            self.write_site(name, owns)
+            Butler.create(repo, site=name)
+
+    def rse(self, site: str) -> str:
+        return f"{site.upper()}_{self.tag.upper()}"
+
+    def repo(self, site: str) -> Path:
+        return self.base / site / self.scope
+
+    def rucio_block(self, site: str, **changes) -> dict:
+        return {"url": self.server.url, "account": "root", "username": self.server.username,
+                "password": self.server.password, "scope": self.scope, "rse": self.rse(site),
+                "poll": 0.2, "timeout": 20} | changes
+
+    def write_site(self, name: str, owns: list[str] | None = None, **changes) -> None:
+        repo = self.repo(name)
+        (self.sites_dir / f"{name}.yaml").write_text(yaml.safe_dump({
+            "name": name, "registry": f"sqlite:///{repo / 'registry.sqlite3'}",
+            "root": str(repo), "owns": owns if owns is not None else SITES[name],
+            "rucio": self.rucio_block(name, **changes)}))
+
+    def butler(self, name: str, **kwargs) -> Butler:
+        return Butler(self.repo(name), **kwargs)
+
+    def fed(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        """Run ``fed`` on this federation's sites, as a user would."""
+        env = os.environ | {"FED_SITES": str(self.sites_dir)}
+        done = subprocess.run([str(Path(sys.executable).parent / "fed"), *args],
+                              capture_output=True, text=True, env=env, timeout=600)
+        if check and done.returncode:
+            raise AssertionError(f"fed {' '.join(args)} exited {done.returncode}:\n"
+                                 f"{done.stdout}\n{done.stderr}")
+        return done
+
+    def rules(self, site: str) -> list[dict]:
+        return [r for r in self.client.list_replication_rules(
+            filters={"scope": self.scope, "rse_expression": self.rse(site)})]
+
+    def replica_state(self, site: str, name: str) -> str | None:
+        found = list(self.client.list_replicas([{"scope": self.scope, "name": name}],
+                                               all_states=True))
+        return found[0]["states"].get(self.rse(site)) if found else None
+
+
+@pytest.fixture
+def rucio_fed(rucio_server: RucioServer, tmp_path: Path) -> RucioFederation:  # noqa: F811
+    """Three sites (NCSA, IN2P3, Princeton) on SQLite, files through Rucio."""
+    return RucioFederation(rucio_server, tmp_path)
