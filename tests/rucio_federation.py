@@ -23,11 +23,12 @@ import sys
 import threading
 import uuid
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 import yaml
 from rucio_server import RucioServer, rucio_server  # noqa: F401  (fixture)
 
@@ -60,12 +61,15 @@ class TransferAgent:
     #: files whose copies the agent corrupts after checking them (a storage fault at the
     #: destination), by name
     corrupt: set[str] = field(default_factory=set)
+    #: called (rule id, reason) when a copy fails its checksum, as Rucio's conveyor marks
+    #: a rule whose transfers FTS gave up on (None: the lock just stays replicating)
+    stuck_reason: Callable[[str, str], None] | None = None
 
     def run_once(self) -> int:
         """Copy what every replicating rule of the scope waits for; how many files."""
         done = 0
-        for rule in list(self.client.list_replication_rules(
-                filters={"scope": self.scope, "state": "REPLICATING"})):
+        for rule in list(self.client.list_replication_rules(  # state R: REPLICATING
+                filters={"scope": self.scope, "state": "R"})):
             locks = [lock for lock in self.client.list_replica_locks(rule["id"])
                      if lock["state"] == "REPLICATING"]
             if not locks:
@@ -74,11 +78,11 @@ class TransferAgent:
                 [{"scope": self.scope, "name": lock["name"]} for lock in locks],
                 schemes=["file"], all_states=True)}
             for lock in locks:
-                done += self._copy(lock, replicas.get(lock["name"]))
+                done += self._copy(rule["id"], lock, replicas.get(lock["name"]))
         self.copied += done
         return done
 
-    def _copy(self, lock: dict, replica: dict | None) -> int:
+    def _copy(self, rule_id: str, lock: dict, replica: dict | None) -> int:
         name, target = lock["name"], lock["rse"]
         sources = [rse for rse, state in (replica or {}).get("states", {}).items()
                    if state == "AVAILABLE" and rse != target]
@@ -90,9 +94,14 @@ class TransferAgent:
         destination.parent.mkdir(parents=True, exist_ok=True)
         temp = destination.with_name(destination.name + ".agent-part")
         temp.write_bytes(source.read_bytes())
-        if adler32_of(temp) != replica["adler32"]:  # FTS verifies checksums, so does this
+        got = adler32_of(temp)
+        if got != replica["adler32"]:  # FTS verifies checksums, so does this
             temp.unlink()
-            self.failures.append(f"{name}: adler32 mismatch from {sources[0]}")
+            reason = (f"[TRANSFER FAILED] checksum mismatch: source {sources[0]} adler32 "
+                      f"{replica['adler32']}, copy {got}")
+            self.failures.append(f"{name}: {reason}")
+            if self.stuck_reason is not None:
+                self.stuck_reason(rule_id, reason)
             return 0
         os.replace(temp, destination)
         if name in self.corrupt:
@@ -176,13 +185,33 @@ class RucioFederation:
 
     def fed(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         """Run ``fed`` on this federation's sites, as a user would."""
-        env = os.environ | {"FED_SITES": str(self.sites_dir)}
-        done = subprocess.run([str(Path(sys.executable).parent / "fed"), *args],
-                              capture_output=True, text=True, env=env, timeout=600)
+        done = subprocess.run([self.fed_path, *args], capture_output=True, text=True,
+                              env=self.env, timeout=600)
         if check and done.returncode:
             raise AssertionError(f"fed {' '.join(args)} exited {done.returncode}:\n"
                                  f"{done.stdout}\n{done.stderr}")
         return done
+
+    @property
+    def fed_path(self) -> str:
+        return str(Path(sys.executable).parent / "fed")
+
+    @property
+    def env(self) -> dict[str, str]:
+        return dict(os.environ) | {"FED_SITES": str(self.sites_dir)}
+
+    def mark_stuck(self, rule_id: str, reason: str) -> None:
+        """What Rucio's conveyor does with a rule whose transfer failed for good: the rule
+        and its replicating locks STUCK, the reason in the rule's error (set in Rucio's
+        database, as the daemon does: the client API cannot set an error)."""
+        self.client.update_replication_rule(rule_id, {"state": "STUCK"})
+        engine = sa.create_engine(self.server.db_url)
+        try:
+            with engine.begin() as conn:
+                conn.execute(sa.text("UPDATE rules SET error = :e WHERE id = CAST(:i AS uuid)"),
+                             {"e": reason, "i": rule_id})
+        finally:
+            engine.dispose()
 
     def rules(self, site: str) -> list[dict]:
         return [r for r in self.client.list_replication_rules(

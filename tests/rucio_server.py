@@ -23,11 +23,10 @@ to it with ``rucio-clients`` of the same version in the project's venv
 Fixture (``pytest_plugins = ["rucio_server"]`` or ``from rucio_server import rucio_server``):
 
 * ``rucio_server`` -- session scope, one started :class:`RucioServer`. With
-  ``FED_TEST_RUCIO=1`` the Rucio tests are required: a missing Rucio venv, ``rucio-clients``
-  or PostgreSQL fails them. Without it they run where all of that is present and skip with
-  the reason elsewhere, and under CI (``CI`` set) they skip: CI does not install Rucio yet.
-  Once ``.ci/run`` runs ``tools/install-rucio.sh`` and installs ``rucio-clients``, it sets
-  ``FED_TEST_RUCIO=1``.
+  ``FED_TEST_RUCIO=1`` (``tools/test.sh`` sets it, after ``tools/install-rucio.sh``) or under
+  CI (``CI`` set) the Rucio tests are required: a missing Rucio venv, ``rucio-clients`` or
+  PostgreSQL fails them. Otherwise they run where all of that is present and skip with the
+  reason elsewhere.
 
 Run by hand, ``python tests/rucio_server.py`` starts one and prints how to reach it until
 Ctrl-C.
@@ -294,20 +293,39 @@ class RucioServer:
 
     def stop(self) -> None:
         """Stop gunicorn (its whole process group) and drop the database."""
-        proc, self._proc = self._proc, None
         try:
-            if proc is not None:
-                _signal_group(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=STOP_TIMEOUT)
-                except subprocess.TimeoutExpired:
-                    pass
-                # Workers left behind by a master that died first are in the same group.
-                _signal_group(proc.pid, signal.SIGKILL)
-                if proc.poll() is None:
-                    proc.wait(timeout=STOP_TIMEOUT)
+            self.stop_gunicorn()
         finally:
             self._drop_database()
+
+    def stop_gunicorn(self) -> None:
+        """Stop serving (the database stays): the server is down until start_gunicorn()."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            _signal_group(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                pass
+            # Workers left behind by a master that died first are in the same group.
+            _signal_group(proc.pid, signal.SIGKILL)
+            if proc.poll() is None:
+                proc.wait(timeout=STOP_TIMEOUT)
+
+    def start_gunicorn(self) -> None:
+        """Serve again on the same port, after stop_gunicorn()."""
+        if self._proc is None:
+            self._start_gunicorn()
+
+    def run_daemon(self, name: str, *args: str, timeout: float = 120.0) -> str:
+        """Run one of Rucio's daemons (``rucio-reaper --run-once``, ...) from the server's
+        environment; its output, or RuntimeError with it if it failed."""
+        done = subprocess.run([str(self.venv / "bin" / name), *args], env=self._env(),
+                              cwd=self.workdir, capture_output=True, text=True,
+                              timeout=timeout, stdin=subprocess.DEVNULL)
+        if done.returncode:
+            raise RuntimeError(f"{name} exited {done.returncode}:\n{done.stdout}{done.stderr}")
+        return done.stdout + done.stderr
 
     def __enter__(self) -> RucioServer:
         self.start()
@@ -351,9 +369,7 @@ def _signal_group(pid: int, sig: int) -> None:
 def rucio_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RucioServer]:
     """One Rucio server for the whole run, with its own database; ``RUCIO_CONFIG`` points the
     test process's rucio-clients at it while it runs."""
-    required = os.environ.get("FED_TEST_RUCIO") == "1"
-    if os.environ.get("CI") and not required:
-        pytest.skip("Rucio tests are not enabled in CI yet (FED_TEST_RUCIO=1 enables them)")
+    required = os.environ.get("FED_TEST_RUCIO") == "1" or bool(os.environ.get("CI"))
     reason = missing_prerequisite()
     if reason:
         if required:

@@ -168,8 +168,11 @@ def site_init(name, sites_dir) -> None:
 @click.option("--reset-cursor", is_flag=True,
               help="SOURCE was rebuilt (another repository under the same name): re-plan "
                    "from a snapshot, comparing contents; every difference is a conflict.")
+@click.option("--no-wait", is_flag=True,
+              help="DESTINATION's files come through Rucio: ask Rucio for them and return "
+                   "at once; a later sync imports what Rucio brought meanwhile.")
 def sync(source, destination, collections, dataset_types, where, bind, files, release,
-         dry_run, on_conflict, jobs, wait, sites_dir, as_json, reset_cursor) -> None:
+         dry_run, on_conflict, jobs, wait, sites_dir, as_json, reset_cursor, no_wait) -> None:
     """Bring site DESTINATION up to date with site SOURCE.
 
     Reads SOURCE's journal after DESTINATION's cursor for this selection (a
@@ -182,12 +185,22 @@ def sync(source, destination, collections, dataset_types, where, bind, files, re
     and says so. With --release NAME the sync carries that release whole and
     ends with DESTINATION verifying it (every file re-hashed, the root
     recomputed); a release site (role: release) accepts nothing else.
+
+    When both sites' definitions have a 'rucio:' block, Rucio moves the files:
+    the sync registers at SOURCE's RSE what Rucio does not know yet, adds a
+    rule per file on DESTINATION's RSE, waits while Rucio brings them (at most
+    the site's 'wait' seconds; see --no-wait), verifies each arrived file's
+    size and xxh3 against its record, and only then imports the records. A
+    file whose rule is stuck fails with Rucio's reason and is retried by the
+    next sync; a deletion removes the file's rule, and Rucio's reaper the
+    replica.
     """
     from federation.operations.sync import sync as run_sync
     from federation.sync.options import SyncOptions
 
     selection = make_selection(collections, dataset_types, where, bind, files, release)
-    options = SyncOptions(selection, dry_run, on_conflict, jobs, wait, reset_cursor)
+    options = SyncOptions(selection, dry_run, on_conflict, jobs, wait, reset_cursor,
+                          no_wait=no_wait)
     run_and_report(f"{source} -> {destination}", as_json, options,
                    lambda progress: run_sync(source, destination, options, sites_dir=sites_dir,
                                              progress=progress))

@@ -486,6 +486,7 @@ def _register_federation_commands() -> None:
         policy_commands,
         release_commands,
         remote_commands,
+        rucio_commands,
         status_commands,
     )
 
@@ -504,6 +505,7 @@ def _register_federation_commands() -> None:
     cli.add_command(status_commands.serve)
     cli.add_command(remote_commands.publish)
     cli.add_command(remote_commands.receive)
+    cli.add_command(rucio_commands.rucio)
     for command in (bundle_commands.export, bundle_commands.import_, bundle_commands.bundle):
         cli.add_command(command)
 

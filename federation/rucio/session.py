@@ -58,6 +58,7 @@ class Replica:
     size: int
     adler32: str | None
     pfns: tuple[str, ...] = ()
+    parents: tuple[str, ...] = ()  # every collection holding it (with ``parents=True``)
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,12 @@ class RucioSession:
 
     def _connect(self) -> Any:
         _ensure_client_config()
-        from rucio.client import Client  # rucio-clients: only when a site uses Rucio
+        try:
+            from rucio.client import Client  # rucio-clients: only when a site uses Rucio
+        except ImportError:
+            raise RucioError(f"site {self.site} replicates its files through Rucio, but "
+                             "rucio-clients is not installed: pip install "
+                             "'federation[rucio]'") from None
 
         s = self.settings
         session = self
@@ -195,19 +201,37 @@ class RucioSession:
     def whoami(self) -> str:
         return self.call("ask who is logged in", lambda: self.client.whoami()["account"])
 
-    def replicas(self, rse: str, names: Sequence[str]) -> dict[str, Replica]:
-        """The replicas of these files on ``rse`` (files without one there are left out)."""
+    def replicas(self, rse: str, names: Sequence[str], *,
+                 parents: bool = False) -> dict[str, Replica]:
+        """The replicas of these files on ``rse`` (files without one there are left out);
+        with ``parents``, each with the names of the collections holding it, at any depth
+        (in the same request)."""
         found: dict[str, Replica] = {}
         for chunk in chunks(names):
             listed = self.call(f"list replicas on {rse}", lambda c=chunk: list(
                 self.client.list_replicas(self.dids(c), rse_expression=rse, all_states=True,
-                                          resolve_archives=False)))
+                                          resolve_archives=False, resolve_parents=parents)))
             for item in listed:
                 state = (item.get("states") or {}).get(rse)
                 if state is not None:
                     found[item["name"]] = Replica(
                         item["name"], str(state), int(item.get("bytes") or 0),
-                        item.get("adler32"), tuple((item.get("rses") or {}).get(rse, ())))
+                        item.get("adler32"), tuple((item.get("rses") or {}).get(rse, ())),
+                        tuple(p.split(":", 1)[-1] for p in item.get("parents") or ()))
+        return found
+
+    def files(self, names: Sequence[str]) -> dict[str, RucioFile]:
+        """The files among ``names`` Rucio knows (on any RSE, or none): size, checksums and
+        ``guid`` as first registered."""
+        found: dict[str, RucioFile] = {}
+        for chunk in chunks(names):
+            for meta in self.call("read file metadata", lambda c=chunk: list(
+                    self.client.get_metadata_bulk(self.dids(c)))):
+                if str(meta.get("did_type", "FILE")).upper().endswith("FILE"):
+                    guid = {"guid": str(meta["guid"])} if meta.get("guid") else {}
+                    found[meta["name"]] = RucioFile(
+                        meta["name"], int(meta.get("bytes") or 0), meta.get("adler32") or "",
+                        meta.get("md5") or "", guid)
         return found
 
     def add_replicas(self, rse: str, files: Sequence[RucioFile]) -> None:
@@ -302,6 +326,38 @@ class RucioSession:
             mapped = self.call(f"map names to {rse}", lambda c=chunk: self.client.lfns2pfns(
                 rse, [f"{scope}:{n}" for n in c], operation=operation))
             found.update({did.split(":", 1)[1]: pfn for did, pfn in mapped.items()})
+        return found
+
+    def file_names(self, pattern: str) -> list[str]:
+        """Names of the scope's files matching ``pattern`` (``*`` a wildcard), on any RSE."""
+        return self.call("list file names", lambda: [str(name) for name in (
+            self.client.list_dids(self.settings.scope, {"name": pattern}, did_type="file"))])
+
+    def delete_replicas(self, rse: str, names: Sequence[str]) -> None:
+        """Remove replicas from ``rse``'s catalog at once (the last one of a file removes the
+        file too). Rucio's generic permission policy grants this to no account."""
+        for chunk in chunks(names):
+            self.call(f"delete replicas on {rse}",
+                      lambda c=chunk: self.client.delete_replicas(rse, self.dids(c)))
+
+    def mark_deleted(self, rse: str, names: Sequence[str]) -> None:
+        """Declare replicas on ``rse`` BEING_DELETED (tombstoned): no longer available, and
+        Rucio's reaper removes them from the catalog (root or an admin account)."""
+        for chunk in chunks(names):
+            self.call(f"mark replicas deleted on {rse}", lambda c=chunk: (
+                self.client.update_replicas_states(rse, [
+                    {"scope": self.settings.scope, "name": n, "state": "B"} for n in c])))
+
+    def protecting_rules(self, rse: str, name: str) -> list[str]:
+        """Ids of the rules that lock the file and whose RSE expression takes in ``rse``."""
+        locking = self.call("list the rules of a file", lambda: list(
+            self.client.list_associated_rules_for_file(self.settings.scope, name)))
+        found: list[str] = []
+        for rule in locking:
+            covered = self.call("resolve an RSE expression", lambda r=rule: [
+                item["rse"] for item in self.client.list_rses(r["rse_expression"])])
+            if rse in covered:
+                found.append(str(rule["id"]))
         return found
 
 

@@ -12,6 +12,7 @@ command first talks to a server)::
       password_env: FED_RUCIO_PASSWORD     # the password is read from this variable
       scope: hsc                           # the scope every site of the federation uses
       rse: NCSA_DISK                       # this site's RSE
+      wait: 86400                          # seconds a sync waits for Rucio, at most
 
 With the identity mapping the datastore path of a file is its Rucio name, and the RSE
 puts it at ``PREFIX/SCOPE/NAME``: the site's datastore root is the RSE's prefix followed
@@ -23,10 +24,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
 from federation.errors import ConfigError
+
+if TYPE_CHECKING:
+    from federation.transport.base import Transport
 
 #: what rucio-clients can authenticate with, and the keys each needs
 AUTH_TYPES = {"userpass": ("username",), "x509": ("certificate",),
@@ -55,10 +59,11 @@ class RucioSettings:
     ca_cert: bool | str = True  # verify the server's certificate (or a CA bundle path)
     timeout: float = 60.0  # seconds, per request
     poll: float = 5.0  # seconds between two looks at rules being replicated
+    wait: float = 86400.0  # seconds a sync waits for Rucio to bring its files, at most
 
     KEYS: ClassVar[set[str]] = {"url", "auth_url", "account", "scope", "rse", "auth_type",
                                 "username", "password", "password_env", "certificate",
-                                "key", "proxy", "ca_cert", "timeout", "poll"}
+                                "key", "proxy", "ca_cert", "timeout", "poll", "wait"}
 
     @classmethod
     def from_block(cls, block: Any, where: str, *, base: Path | None = None) -> RucioSettings:
@@ -121,10 +126,17 @@ class RucioSettings:
                    password=text("password"), password_env=text("password_env"),
                    certificate=path("certificate"), key=path("key"), proxy=path("proxy"),
                    ca_cert=ca_cert, timeout=number("timeout", cls.timeout),
-                   poll=number("poll", cls.poll))
+                   poll=number("poll", cls.poll), wait=number("wait", cls.wait))
 
     def describe(self) -> str:
         return f"{self.rse} at {self.url} (scope {self.scope}, account {self.account})"
+
+    def open(self, site: str) -> Transport:
+        """A transport to the files of ``site`` (named in messages) on its RSE."""
+        from federation.rucio.session import RucioSession  # rucio-clients: only when needed
+        from federation.rucio.transport import RucioTransport
+
+        return RucioTransport(RucioSession(self, site))
 
     def to_dict(self) -> dict[str, Any]:
         """The block with defaults filled in, without any secret."""
@@ -134,5 +146,6 @@ class RucioSettings:
                  "certificate": str(self.certificate) if self.certificate else None,
                  "key": str(self.key) if self.key else None,
                  "proxy": str(self.proxy) if self.proxy else None,
-                 "ca_cert": self.ca_cert, "timeout": self.timeout, "poll": self.poll}
+                 "ca_cert": self.ca_cert, "timeout": self.timeout, "poll": self.poll,
+                 "wait": self.wait}
         return {key: value for key, value in found.items() if value is not None}

@@ -27,6 +27,9 @@ class SyncOptions:
     reset_cursor: bool = False
     #: keep datasets deleted upstream (as a ``keep_deleted`` site does), for this sync only
     keep_deleted: bool = False
+    #: into a site whose files come through Rucio: ask for the files and return at once (a
+    #: later sync imports what Rucio brought meanwhile)
+    no_wait: bool = False
 
     def __post_init__(self) -> None:
         if self.on_conflict not in ON_CONFLICT:

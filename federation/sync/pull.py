@@ -26,6 +26,12 @@ from federation.sync.reader import SourceReader
 from federation.sync.remote.mirror import Mirror
 from federation.sync.report import Report
 from federation.sync.reset import ResetPlanner
+from federation.sync.rucio_fetcher import (
+    release_deleted,
+    removed_any,
+    rucio_fetcher,
+    through_rucio,
+)
 from federation.sync.site_access import check_accepts, check_universes, open_site, sync_lock
 
 
@@ -50,13 +56,13 @@ def pull(source: SiteDefinition, destination: SiteDefinition, options: SyncOptio
             dst.registry.log.interrupted(destination.name)
         if not source.is_remote:
             with open_site(source) as src:
-                return _pull(source, src, dst, options, sites, progress,
+                return _pull(source, destination, src, dst, options, sites, progress,
                              keep_deleted=destination.keep_deleted or options.keep_deleted,
                              instance=src.registry.instance)
         mirror = Mirror(source, dst.config.root)
         published = mirror.refresh()
         with mirror.open() as src:
-            report = _pull(source, src, dst, options, sites, progress,
+            report = _pull(source, destination, src, dst, options, sites, progress,
                            keep_deleted=destination.keep_deleted or options.keep_deleted,
                            instance=f"{mirror.source_instance}/{src.registry.instance}",
                            here=source.name)
@@ -64,7 +70,8 @@ def pull(source: SiteDefinition, destination: SiteDefinition, options: SyncOptio
         return report
 
 
-def _pull(source: SiteDefinition, src: Butler, dst: Butler, options: SyncOptions,
+def _pull(source: SiteDefinition, destination: SiteDefinition, src: Butler, dst: Butler,
+          options: SyncOptions,
           sites: Sequence[SiteDefinition], progress: Progress | None, *, keep_deleted: bool,
           instance: str, here: str | None = None) -> Report:
     selection = options.selection
@@ -78,9 +85,15 @@ def _pull(source: SiteDefinition, src: Butler, dst: Butler, options: SyncOptions
     retries = cursors.retries(name, selection.key)
     reader = SourceReader(src.registry, selection, here=here)
     transport = source.open_files() if selection.files else None
+    rules = through_rucio(source, destination) if transport is not None else None
     try:
-        fetcher = None if transport is None else Fetcher(
-            dst.datastore, transport, name, jobs=options.jobs, progress=progress)
+        if transport is None:
+            fetcher = None
+        elif rules is not None:
+            fetcher = rucio_fetcher(source, dst, transport, rules, options, progress)
+        else:
+            fetcher = Fetcher(dst.datastore, transport, name, jobs=options.jobs,
+                              progress=progress)
         target = Target(
             (ResetPlanner if options.reset_cursor else Planner)(
                 dst, name, selection, sites=sites, keep_deleted=keep_deleted,
@@ -99,6 +112,11 @@ def _pull(source: SiteDefinition, src: Butler, dst: Butler, options: SyncOptions
             dst, "sync", name, dst.site, selection=selection, cursor_from=start)
         with log as record:
             report = drive(open_batches, target, options, progress)
+            if rules is not None and not options.dry_run and removed_any(report):
+                if not keep_deleted:
+                    report.notes += release_deleted(dst, rules)
+                if here is None:  # the source's own deletions: its rules go too
+                    report.notes += release_deleted(src, fetcher.source_rules)
             counters = getattr(transport, "counters", None)
             if counters is not None:
                 report.resumed_files = counters.resumed_files
