@@ -66,52 +66,74 @@ class TransferAgent:
     stuck_reason: Callable[[str, str], None] | None = None
 
     def run_once(self) -> int:
-        """Copy what every replicating rule of the scope waits for; how many files."""
-        done = 0
+        """Copy what every replicating rule of the scope waits for; how many files.
+
+        In bulk, as FTS takes transfers: one listing of the replicating rules, then per
+        destination RSE a chunk of files at a time (their replicas, their destination
+        PFNs and their new state each in one request)."""
+        waiting: dict[str, dict[str, str]] = {}  # RSE -> file name -> rule id
         for rule in list(self.client.list_replication_rules(  # state R: REPLICATING
                 filters={"scope": self.scope, "state": "R"})):
-            locks = [lock for lock in self.client.list_replica_locks(rule["id"])
-                     if lock["state"] == "REPLICATING"]
-            if not locks:
+            if str(rule["did_type"]).endswith("FILE") and rule["copies"] == 1 \
+                    and self._is_rse(rule["rse_expression"]):
+                waiting.setdefault(rule["rse_expression"], {})[rule["name"]] = rule["id"]
                 continue
-            replicas = {r["name"]: r for r in self.client.list_replicas(
-                [{"scope": self.scope, "name": lock["name"]} for lock in locks],
-                schemes=["file"], all_states=True)}
-            for lock in locks:
-                done += self._copy(rule["id"], lock, replicas.get(lock["name"]))
+            for lock in self.client.list_replica_locks(rule["id"]):
+                if lock["state"] == "REPLICATING":
+                    waiting.setdefault(lock["rse"], {})[lock["name"]] = rule["id"]
+        done = 0
+        for target, files in waiting.items():
+            names = sorted(files)
+            for start in range(0, len(names), 1000):
+                done += self._copy_chunk(target, names[start:start + 1000], files)
         self.copied += done
         return done
 
-    def _copy(self, rule_id: str, lock: dict, replica: dict | None) -> int:
-        name, target = lock["name"], lock["rse"]
-        sources = [rse for rse, state in (replica or {}).get("states", {}).items()
-                   if state == "AVAILABLE" and rse != target]
-        if not sources:
-            return 0
-        source = local_path(replica["rses"][sources[0]][0])
-        destination = local_path(self.client.lfns2pfns(
-            target, [f"{self.scope}:{name}"], operation="write")[f"{self.scope}:{name}"])
+    def _is_rse(self, expression: str) -> bool:
+        if not hasattr(self, "_rses"):
+            self._rses = {r["rse"] for r in self.client.list_rses()}
+        return expression in self._rses
+
+    def _copy_chunk(self, target: str, names: list[str], rules: dict[str, str]) -> int:
+        dids = [{"scope": self.scope, "name": name} for name in names]
+        replicas = {r["name"]: r for r in self.client.list_replicas(
+            dids, schemes=["file"], all_states=True)}
+        pfns = self.client.lfns2pfns(target, [f"{self.scope}:{n}" for n in names],
+                                     operation="write")
+        arrived = []
+        for name in names:
+            replica = replicas.get(name) or {}
+            sources = [rse for rse, state in replica.get("states", {}).items()
+                       if state == "AVAILABLE" and rse != target]
+            if sources and self._copy(rules[name], name, sources[0], replica,
+                                      local_path(pfns[f"{self.scope}:{name}"])):
+                arrived.append({"scope": self.scope, "name": name, "state": "A"})
+        if arrived:
+            self.client.update_replicas_states(target, arrived)
+        return len(arrived)
+
+    def _copy(self, rule_id: str, name: str, source_rse: str, replica: dict,
+              destination: Path) -> bool:
+        source = local_path(replica["rses"][source_rse][0])
         destination.parent.mkdir(parents=True, exist_ok=True)
         temp = destination.with_name(destination.name + ".agent-part")
         temp.write_bytes(source.read_bytes())
         got = adler32_of(temp)
         if got != replica["adler32"]:  # FTS verifies checksums, so does this
             temp.unlink()
-            reason = (f"[TRANSFER FAILED] checksum mismatch: source {sources[0]} adler32 "
+            reason = (f"[TRANSFER FAILED] checksum mismatch: source {source_rse} adler32 "
                       f"{replica['adler32']}, copy {got}")
             self.failures.append(f"{name}: {reason}")
             if self.stuck_reason is not None:
                 self.stuck_reason(rule_id, reason)
-            return 0
+            return False
         os.replace(temp, destination)
         if name in self.corrupt:
             with open(destination, "r+b") as f:
                 first = f.read(1)
                 f.seek(0)
                 f.write(bytes([first[0] ^ 0xFF]))
-        self.client.update_replicas_states(target, [
-            {"scope": self.scope, "name": name, "state": "A"}])
-        return 1
+        return True
 
     @contextlib.contextmanager
     def running(self, interval: float = 0.2) -> Iterator[TransferAgent]:

@@ -106,6 +106,7 @@ class RucioSession:
         self.site = site
         self.calls = 0
         self._lock = threading.Lock()
+        self._login = threading.Lock()
         self._client: Any = None
 
     # -- the client ----------------------------------------------------------------------
@@ -113,7 +114,9 @@ class RucioSession:
     @property
     def client(self) -> Any:
         if self._client is None:
-            self._client = self._connect()
+            with self._login:  # transfer threads share one login
+                if self._client is None:
+                    self._client = self._connect()
         return self._client
 
     def _connect(self) -> Any:
