@@ -30,6 +30,8 @@ def report(result: Any, as_json_output: bool, *, dry_run: bool, title: str,
     if getattr(result, "resumed_files", 0):
         click.echo(f"resumed {result.resumed_files} partial download(s) "
                    f"({result.resumed_bytes:,} bytes were already here)")
+    if getattr(result, "rucio_requests", None) is not None:
+        click.echo(f"files brought by Rucio ({result.rucio_requests} requests to Rucio)")
     for conflict in result.conflicts:
         click.echo(f"conflict: {conflict}")
     if getattr(result, "more_conflicts", 0):

@@ -117,6 +117,8 @@ def _pull(source: SiteDefinition, destination: SiteDefinition, src: Butler, dst:
                     report.notes += release_deleted(dst, rules)
                 if here is None:  # the source's own deletions: its rules go too
                     report.notes += release_deleted(src, fetcher.source_rules)
+            if rules is not None:
+                report.rucio_requests = rules.session.calls + fetcher.source_session.calls
             counters = getattr(transport, "counters", None)
             if counters is not None:
                 report.resumed_files = counters.resumed_files

@@ -75,6 +75,8 @@ class Report:
     notes: list[str] = field(default_factory=list)  # e.g. that a selection matched no dataset
     #: the verifications a release sync ended with, at the destination
     verified: list[ReleaseCheck] = field(default_factory=list)
+    #: requests made to Rucio (None: the files did not come through Rucio)
+    rucio_requests: int | None = None
     _context_seen: set = field(default_factory=set, repr=False)
     _left_out: set[int] = field(default_factory=set, repr=False)
 
@@ -136,6 +138,7 @@ class Report:
                 "files": self.files, "bytes": self.bytes,
                 "resumed": {"files": self.resumed_files, "bytes": self.resumed_bytes},
                 "cursor": self.cursor, "notes": list(self.notes),
+                "rucio_requests": self.rucio_requests,
                 "verified": [{"release": c.release, "site": c.site, "complete": c.complete,
                               "root": c.root, "files": c.files, "missing": c.missing,
                               "corrupt": c.corrupt, "checked": c.checked}
