@@ -145,7 +145,10 @@ def run_edge(edge: Edge, request: FederateRequest) -> FlowRun:
     jobs = 1 if flow.is_release and request.jobs > 1 else None
     options = SyncOptions(flow.selection(), on_conflict=flow.on_conflict, jobs=jobs,
                           lock_timeout=request.lock_timeout,
-                          keep_deleted=flow.deletions == "keep")
+                          keep_deleted=flow.deletions == "keep",
+                          min_copies=flow.min_copies,
+                          copies_at=(flow.source, *flow.destinations)
+                          if flow.destinations else ())
     report, logged_as = None, "ok"
     try:
         waiting = _nothing_yet(edge, options, request)

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from federation.errors import ConfigError, FederationError, InputError, ReleaseError
+from federation.operations.rucio import register_site
 from federation.operations.selection import (
     check_patterns,
     datasets_in,
@@ -68,9 +69,27 @@ def sync(source: str, destination: str, options: SyncOptions, *, sites_dir: Site
                                 "them ('fed release verify')")
         else:
             with open_site(dst) as butler:
-                report.verified.append(verify_release(butler, selection.release,
-                                                      jobs=options.jobs).check)
+                check = verify_release(butler, selection.release, jobs=options.jobs).check
+                report.verified.append(check)
+            if check.complete and src.rucio is not None and dst.rucio is not None:
+                report.notes += _lock_release(selection.release, (src, dst), sites_dir)
     return report
+
+
+def _lock_release(release: str, holders: tuple[SiteDefinition, ...],
+                  sites_dir: SitesDir) -> list[str]:
+    """A release that went through Rucio gets a locked rule on each holding site's RSE (the
+    sites on this machine), so that Rucio itself refuses to remove it there."""
+    notes = []
+    for site in holders:
+        if site.is_remote:
+            continue
+        done = register_site(site.name, release=release, sites_dir=sites_dir)
+        if done.rule_created:
+            notes.append(f"release {release} locked in Rucio on {site.rucio.rse} "
+                         f"(rule {done.rule})")
+        notes += done.notes
+    return notes
 
 
 def _checkable(source: SiteDefinition, destination: SiteDefinition,

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from federation.rucio.session import RucioSession, Rule
+from federation.rucio.session import RucioError, RucioSession, Rule
 
 
 def files_comment(site: str) -> str:
@@ -58,7 +58,15 @@ class SiteRules:
                 rules[name] = Rule(**{**rule.__dict__, "expires_at": None})
         missing = [n for n in dict.fromkeys(names) if n not in rules]
         if missing:
-            ids = self.session.add_rules(missing, self.rse, comment=self.comment)
+            try:
+                ids = self.session.add_rules(missing, self.rse, comment=self.comment)
+            except RucioError:
+                # Another sync may have added some meanwhile: list again, add the rest once.
+                self._rules = None
+                rules = self.rules
+                missing = [n for n in missing if n not in rules]
+                ids = self.session.add_rules(missing, self.rse, comment=self.comment) \
+                    if missing else []
             for name, rule_id in zip(missing, ids, strict=False):
                 rules[name] = Rule(rule_id, name, self.rse, "REPLICATING", 1, False, None,
                                    self.comment, None)

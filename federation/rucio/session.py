@@ -245,8 +245,17 @@ class RucioSession:
                      "adler32": f.adler32, "md5": f.md5,
                      "meta": {k: v for k, v in f.meta.items() if k == "guid"}}
                     for f in chunk]
-            self.call(f"register replicas on {rse}",
-                      lambda r=rows: self.client.add_replicas(rse, r))
+            try:
+                self.call(f"register replicas on {rse}",
+                          lambda r=rows: self.client.add_replicas(rse, r))
+            except RucioError:
+                # Another sync from this site may have registered some meanwhile: register
+                # what is still missing, once.
+                there = self.replicas(rse, [row["name"] for row in rows])
+                rest = [row for row in rows if row["name"] not in there]
+                if rest:
+                    self.call(f"register replicas on {rse}",
+                              lambda r=rest: self.client.add_replicas(rse, r))
             extra = [{"scope": self.settings.scope, "name": f.name,
                       "meta": {k: v for k, v in f.meta.items() if k != "guid"}}
                      for f in chunk if any(k != "guid" for k in f.meta)]
@@ -268,13 +277,19 @@ class RucioSession:
         """Create Rucio datasets (``kind="dataset"``) or containers that do not exist yet."""
         if not names:
             return
-        existing = self._existing(names)
-        missing = [n for n in names if n not in existing]
         add = self.client.add_datasets if kind == "dataset" else self.client.add_containers
-        for chunk in chunks(missing):
-            self.call(f"create Rucio {kind}s",
-                      lambda c=chunk: add([{"scope": self.settings.scope, "name": n}
-                                           for n in c]))
+        for attempt in range(2):  # a second look when another sync made some meanwhile
+            existing = self._existing(names)
+            missing = [n for n in names if n not in existing]
+            try:
+                for chunk in chunks(missing):
+                    self.call(f"create Rucio {kind}s",
+                              lambda c=chunk: add([{"scope": self.settings.scope, "name": n}
+                                                   for n in c]))
+                return
+            except RucioError:
+                if attempt:
+                    raise
 
     def _existing(self, names: Sequence[str]) -> set[str]:
         found: set[str] = set()

@@ -30,6 +30,11 @@ class SyncOptions:
     #: into a site whose files come through Rucio: ask for the files and return at once (a
     #: later sync imports what Rucio brought meanwhile)
     no_wait: bool = False
+    #: through Rucio: keep at least this many copies of what the sync carries among the
+    #: RSEs of ``copies_at`` (site names; empty: every site with Rucio), as one Rucio rule
+    #: per RUN (a policy flow's ``min_copies``)
+    min_copies: int = 1
+    copies_at: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.on_conflict not in ON_CONFLICT:

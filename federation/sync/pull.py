@@ -27,6 +27,7 @@ from federation.sync.remote.mirror import Mirror
 from federation.sync.report import Report
 from federation.sync.reset import ResetPlanner
 from federation.sync.rucio_fetcher import (
+    keep_copies,
     release_deleted,
     removed_any,
     rucio_fetcher,
@@ -117,6 +118,8 @@ def _pull(source: SiteDefinition, destination: SiteDefinition, src: Butler, dst:
                     report.notes += release_deleted(dst, rules)
                 if here is None:  # the source's own deletions: its rules go too
                     report.notes += release_deleted(src, fetcher.source_rules)
+            if rules is not None and not options.dry_run:
+                report.notes += keep_copies(fetcher, sites, options)
             if rules is not None:
                 report.rucio_requests = rules.session.calls + fetcher.source_session.calls
             counters = getattr(transport, "counters", None)

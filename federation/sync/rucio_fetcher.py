@@ -24,7 +24,7 @@ from federation.datastore.posix import PosixDatastore
 from federation.errors import ConfigError
 from federation.registry.replica import Replica
 from federation.registry.states import DatasetState
-from federation.rucio.names import why_unmappable
+from federation.rucio.names import run_dataset, why_unmappable
 from federation.rucio.register import Registrable, register
 from federation.rucio.rules import SiteRules
 from federation.rucio.session import RucioSession
@@ -49,12 +49,14 @@ class RucioFetcher(Fetcher):
         self.rules = rules
         self.wait = wait  # seconds to wait for Rucio (None: look once, --no-wait)
         self.source_rules = SiteRules(source_session, source)
+        self.runs: set[str] = set()  # the RUNs whose files this sync asked Rucio for
 
     def download(self, states: Sequence[DatasetState], in_use: Iterable[str] = ()
                  ) -> Downloaded:
         result = Downloaded()
         in_use = set(in_use)
         wanted: dict[str, DatasetState] = {}
+        self.runs.update(s.run for s in states)
         for state in states:
             why = why_unmappable(state.file.path)
             if why is None and local_path(state) in in_use:
@@ -174,3 +176,24 @@ def release_deleted(dst: Butler, rules: SiteRules) -> list[str]:
         return []
     return [f"removed {removed} Rucio rule(s) on {rules.rse} for datasets deleted here; "
             "Rucio's reaper removes their replicas"]
+
+
+def keep_copies(fetcher: RucioFetcher, sites: Sequence[SiteDefinition],
+                options: SyncOptions) -> list[str]:
+    """``min_copies`` as Rucio rules: for each RUN this sync carried, a rule on its Rucio
+    dataset for ``options.min_copies`` copies among the RSEs of ``options.copies_at``, so
+    that Rucio itself keeps that many (it never reaps a replica a rule holds)."""
+    rses = sorted({s.rucio.rse for s in sites if s.rucio is not None
+                   and (not options.copies_at or s.name in options.copies_at)})
+    if options.min_copies < 2 or not fetcher.runs or len(rses) < options.min_copies:
+        return []
+    session, expression = fetcher.source_session, "|".join(rses)
+    have = {r.name for r in session.rules(expression) if r.copies == options.min_copies}
+    wanted = sorted(run_dataset(run) for run in fetcher.runs
+                    if run_dataset(run) not in have)
+    if not wanted:
+        return []
+    session.add_rules(wanted, expression, copies=options.min_copies, grouping="DATASET",
+                      comment=f"fed: min_copies {options.min_copies}")
+    return [f"Rucio keeps {options.min_copies} copies of {len(wanted)} RUN(s) among "
+            f"{expression}"]
