@@ -170,3 +170,33 @@ def test_wrong_credentials_are_one_line_and_nothing_is_written(
         assert not list(b.registry.datasets.iter_files())
         assert not [c for c in b.registry.collections.query()]
     assert not rucio_fed.rules("IN2P3")
+
+
+def test_an_archive_keeps_its_rules_when_the_source_deletes(
+        rucio_fed: RucioFederation) -> None:  # noqa: F811
+    populate_ncsa(rucio_fed)
+    import yaml
+
+    definition = rucio_fed.sites_dir / "IN2P3.yaml"
+    definition.write_text(yaml.safe_dump(yaml.safe_load(definition.read_text())
+                                         | {"keep_deleted": True}))
+    with rucio_fed.agent.running():
+        rucio_fed.fed("sync", "NCSA", "IN2P3")
+    with rucio_fed.butler("NCSA") as b:
+        gone = b.query_datasets("raw", "HSC/raw/all", where="exposure = 903334")
+        paths = {b.registry.datasets.file(ref.id)[0].path for ref in gone}
+        b.remove(gone)
+    rucio_fed.fed("sync", "NCSA", "IN2P3")
+    kept = {r["name"]: r for r in rucio_fed.rules("IN2P3")}
+    assert paths <= set(kept) and all(kept[p]["expires_at"] is None for p in paths)
+    assert len(stored_files(rucio_fed, "IN2P3")) == 20
+
+
+def test_site_check_logs_in_and_checks_the_rse_mapping(
+        rucio_fed: RucioFederation) -> None:  # noqa: F811
+    done = rucio_fed.fed("site", "check", "NCSA")
+    assert f"Rucio account root on {rucio_fed.rse('NCSA')}" in done.stdout
+    rucio_fed.client.add_rse_attribute(rucio_fed.rse("NCSA"), "lfn2pfn_algorithm", "hash")
+    wrong = rucio_fed.fed("site", "check", "NCSA", check=False)
+    assert wrong.returncode == 1
+    assert "identity mapping" in wrong.stderr and len(wrong.stderr.strip().splitlines()) == 1

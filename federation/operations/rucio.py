@@ -21,7 +21,7 @@ from federation.registry.source import SourceStates
 from federation.rucio.names import release_container, rucio_name, why_invalid
 from federation.rucio.register import Registered, Registrable, register, register_release
 from federation.rucio.session import RucioSession
-from federation.sites import load_site
+from federation.sites import SiteDefinition, load_site
 from federation.sync.progress import Progress
 from federation.sync.selection import Selection
 from federation.sync.site_access import open_site
@@ -98,9 +98,21 @@ def _globs(patterns: Sequence[str]) -> list[str] | None:
     return None if tuple(patterns) == ("*",) else list(patterns)
 
 
-def _check_mapping(session: RucioSession, root: Path, files: Sequence[Registrable]) -> None:
+def check_rucio(site: SiteDefinition) -> str:
+    """``fed site check`` of a site with a ``rucio:`` block: log in, and (for a site on this
+    machine) check that its RSE puts each name where the datastore has that path."""
+    assert site.rucio is not None
+    session = RucioSession(site.rucio, site.name)
+    account = session.whoami()
+    if not site.is_remote:
+        _check_mapping(session, site.root, [], probe="fed-check/identity-probe")
+    return f"Rucio account {account} on {site.rucio.rse} at {site.rucio.url}"
+
+
+def _check_mapping(session: RucioSession, root: Path, files: Sequence[Registrable], *,
+                   probe: str | None = None) -> None:
     """Refuse an RSE that does not map a name to the datastore's file of that path."""
-    name = next((n for f in files if (n := rucio_name(f.path)) is not None), None)
+    name = next((n for f in files if (n := rucio_name(f.path)) is not None), probe)
     if name is None:
         return
     rse = session.settings.rse

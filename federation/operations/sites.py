@@ -9,6 +9,7 @@ from typing import Any
 
 from federation.butler import Butler
 from federation.errors import ConfigError, FederationError
+from federation.operations.rucio import check_rucio
 from federation.registry.provision import ensure_database
 from federation.sites import SiteDefinition, load_site, parse_site, read_yaml, sites_dir
 from federation.sync.remote.outbox import fetch_index
@@ -93,6 +94,13 @@ def _check_site(definition: SiteDefinition) -> SiteCheck:
 
 
 def _check(definition: SiteDefinition) -> str:
+    found = _check_registry(definition)
+    if definition.rucio is not None:
+        found += f"; {check_rucio(definition)}"
+    return found
+
+
+def _check_registry(definition: SiteDefinition) -> str:
     if not definition.is_remote:
         with open_site(definition) as butler:
             return f"journal at {butler.registry.db.last_seq()}"

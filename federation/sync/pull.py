@@ -122,6 +122,11 @@ def _pull(source: SiteDefinition, destination: SiteDefinition, src: Butler, dst:
                 report.notes += keep_copies(fetcher, sites, options)
             if rules is not None:
                 report.rucio_requests = rules.session.calls + fetcher.source_session.calls
+            elif fetcher is not None and destination.rucio is not None and report.files:
+                report.notes.append(
+                    f"{destination.name} replicates its files through Rucio, but {name} has "
+                    f"no 'rucio:' block: the files were copied over {source.transport}, not "
+                    f"through Rucio ('fed rucio register {destination.name}' registers them)")
             counters = getattr(transport, "counters", None)
             if counters is not None:
                 report.resumed_files = counters.resumed_files
