@@ -51,7 +51,8 @@ def register(site, collections, dataset_types, where, bind, release, jobs, sites
     with the reason, and Rucio hears nothing of it. The others are registered
     with the dataset's UUID as their guid and its type, RUN and data ID as
     metadata (fed_dataset_type, fed_run, fed_data_id), and attached to one
-    Rucio dataset per RUN, named runs/RUN.
+    Rucio dataset per RUN, named runs/RUN, and held on SITE's RSE by a rule of
+    fed's ('fed: files of SITE'), so that Rucio's reaper never removes them.
 
     \b
     --release NAME registers the release's files the same way, then makes a
