@@ -137,8 +137,17 @@ class RucioSession:
         tokens = cache_dir() / "tokens" / key
         tokens.mkdir(parents=True, exist_ok=True, mode=0o700)
 
+        token_file = str(s.token_file) if s.token_file else None
+
         class Counted(Client):
             TOKEN_PATH_PREFIX = f"{tokens}/.rucio_"
+
+            def _get_auth_tokens(self) -> Any:
+                if token_file is None:
+                    return super()._get_auth_tokens()
+                # A bearer token someone else keeps fresh (oidc-agent, htgettoken, ...).
+                return (token_file, f"{tokens}/.expiry", token_file,
+                        os.path.dirname(token_file))
 
             def _send_request(self, *args: Any, **kwargs: Any) -> Any:
                 with session._lock:

@@ -7,7 +7,7 @@ command first talks to a server)::
     rucio:
       url: https://rucio.example.org       # the server (auth_url: when auth is elsewhere)
       account: fed_ncsa
-      auth_type: userpass                  # or x509, x509_proxy, oidc
+      auth_type: userpass                  # or x509, x509_proxy, oidc (token_file:)
       username: fed_ncsa
       password_env: FED_RUCIO_PASSWORD     # the password is read from this variable
       scope: hsc                           # the scope every site of the federation uses
@@ -56,6 +56,8 @@ class RucioSettings:
     certificate: Path | None = None  # x509: the user certificate
     key: Path | None = None  # x509: its key (default: in the certificate file)
     proxy: Path | None = None  # x509_proxy: the proxy file
+    #: oidc: a file holding a bearer token (else WLCG token discovery: $BEARER_TOKEN, ...)
+    token_file: Path | None = None
     ca_cert: bool | str = True  # verify the server's certificate (or a CA bundle path)
     timeout: float = 60.0  # seconds, per request
     poll: float = 5.0  # seconds between two looks at rules being replicated
@@ -63,7 +65,7 @@ class RucioSettings:
 
     KEYS: ClassVar[set[str]] = {"url", "auth_url", "account", "scope", "rse", "auth_type",
                                 "username", "password", "password_env", "certificate",
-                                "key", "proxy", "ca_cert", "timeout", "poll", "wait"}
+                                "key", "proxy", "token_file", "ca_cert", "timeout", "poll", "wait"}
 
     @classmethod
     def from_block(cls, block: Any, where: str, *, base: Path | None = None) -> RucioSettings:
@@ -125,6 +127,7 @@ class RucioSettings:
                    auth_type=auth_type, auth_url=url("auth_url"), username=text("username"),
                    password=text("password"), password_env=text("password_env"),
                    certificate=path("certificate"), key=path("key"), proxy=path("proxy"),
+                   token_file=path("token_file"),
                    ca_cert=ca_cert, timeout=number("timeout", cls.timeout),
                    poll=number("poll", cls.poll), wait=number("wait", cls.wait))
 
@@ -146,6 +149,7 @@ class RucioSettings:
                  "certificate": str(self.certificate) if self.certificate else None,
                  "key": str(self.key) if self.key else None,
                  "proxy": str(self.proxy) if self.proxy else None,
+                 "token_file": str(self.token_file) if self.token_file else None,
                  "ca_cert": self.ca_cert, "timeout": self.timeout, "poll": self.poll,
                  "wait": self.wait}
         return {key: value for key, value in found.items() if value is not None}
