@@ -49,3 +49,16 @@ def test_min_copies_becomes_a_rucio_rule_for_that_many_copies(
         filters={"scope": rucio_fed.scope, "rse_expression": expression})]
     assert [(r["name"], r["copies"], r["state"]) for r in kept] == [
         ("runs/HSC/raw/all", 2, "OK")]
+
+
+def test_a_drop_removes_the_sites_rules_for_the_files_it_dropped(
+        rucio_fed: RucioFederation) -> None:  # noqa: F811
+    populate_ncsa(rucio_fed)
+    with rucio_fed.agent.running():
+        rucio_fed.fed("sync", "NCSA", "IN2P3")
+    done = rucio_fed.fed("drop", "IN2P3", "-c", "HSC/raw/all", "--yes")
+    assert "removed 16 Rucio rule(s)" in done.stdout
+    rules = {r["name"]: r for r in rucio_fed.rules("IN2P3")}
+    raws = [name for name in rules if "/raw/" in name]
+    assert len(raws) == 16 and all(rules[n]["expires_at"] is not None for n in raws)
+    assert all(r["expires_at"] is None for n, r in rules.items() if n not in raws)

@@ -91,6 +91,9 @@ def _show(result) -> None:
         click.echo(f"note: site {name} could not be checked: {why}")
     if not result.others:
         click.echo("note: no other site is defined in the sites directory")
+    if result.rucio_rules_removed:
+        click.echo(f"note: removed {result.rucio_rules_removed} Rucio rule(s) for the dropped "
+                   "files; Rucio's reaper removes their replicas")
     skipped = []
     if result.not_here:
         skipped.append(f"{result.not_here} selected datasets have no file here")
@@ -141,4 +144,4 @@ def _to_json(result) -> dict:
             "dropped": [entry(c) | {"held_at": c.holder} for c in result.dropped],
             "kept": [entry(c) for c in result.kept], "not_here": result.not_here,
             "in_place": result.in_place, "unreachable": result.unreachable,
-            "sites": result.others}
+            "sites": result.others, "rucio_rules_removed": result.rucio_rules_removed}

@@ -42,6 +42,8 @@ from federation.policy.loader import read_policies
 from federation.registry.datasets import HeldElsewhere
 from federation.registry.releases import ReleaseCheck
 from federation.registry.sync_log import LogEntry, who
+from federation.rucio.rules import SiteRules
+from federation.rucio.session import RucioSession
 from federation.sites import SiteDefinition, list_sites, load_site
 from federation.sync.selection import Selection
 from federation.sync.site_access import open_site, sync_lock
@@ -111,6 +113,7 @@ class DropResult:
     unreachable: dict[str, str] = field(default_factory=dict)
     others: list[str] = field(default_factory=list)
     done: bool = False
+    rucio_rules_removed: int = 0  # fed's rules for the dropped files on the site's RSE
 
     @property
     def bytes(self) -> int:
@@ -161,7 +164,13 @@ def drop(request: DropRequest, *, sites_dir: str | os.PathLike | None = None,
             return result
         if confirm is not None:
             confirm(result)
-        return _commit(butler, site, others, request, result)
+        result = _commit(butler, site, others, request, result)
+    if site.rucio is not None and result.dropped:
+        # Files no longer here: fed's rules for them on the site's RSE go too, so that Rucio
+        # neither keeps nor lists copies that are not there (its reaper drops the replicas).
+        rules = SiteRules(RucioSession(site.rucio, site.name), site.name)
+        result.rucio_rules_removed = rules.remove([c.stored.path for c in result.dropped])
+    return result
 
 
 def _candidates(butler: Butler, request: DropRequest, result: DropResult) -> list[Candidate]:
