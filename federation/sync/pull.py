@@ -27,9 +27,8 @@ from federation.sync.remote.mirror import Mirror
 from federation.sync.report import Report
 from federation.sync.reset import ResetPlanner
 from federation.sync.rucio_fetcher import (
-    keep_copies,
-    release_deleted,
-    removed_any,
+    RucioFetcher,
+    bypassed_rucio,
     rucio_fetcher,
     through_rucio,
 )
@@ -113,20 +112,11 @@ def _pull(source: SiteDefinition, destination: SiteDefinition, src: Butler, dst:
             dst, "sync", name, dst.site, selection=selection, cursor_from=start)
         with log as record:
             report = drive(open_batches, target, options, progress)
-            if rules is not None and not options.dry_run and removed_any(report):
-                if not keep_deleted:
-                    report.notes += release_deleted(dst, rules)
-                if here is None:  # the source's own deletions: its rules go too
-                    report.notes += release_deleted(src, fetcher.source_rules)
-            if rules is not None and not options.dry_run:
-                report.notes += keep_copies(fetcher, sites, options)
-            if rules is not None:
-                report.rucio_requests = rules.session.calls + fetcher.source_session.calls
-            elif fetcher is not None and destination.rucio is not None and report.files:
-                report.notes.append(
-                    f"{destination.name} replicates its files through Rucio, but {name} has "
-                    f"no 'rucio:' block: the files were copied over {source.transport}, not "
-                    f"through Rucio ('fed rucio register {destination.name}' registers them)")
+            if isinstance(fetcher, RucioFetcher):
+                fetcher.finish(report, src if here is None else None, dst, sites, options,
+                               keep_deleted=keep_deleted)
+            elif fetcher is not None:
+                report.notes += bypassed_rucio(source, destination, report)
             counters = getattr(transport, "counters", None)
             if counters is not None:
                 report.resumed_files = counters.resumed_files

@@ -90,6 +90,21 @@ class RucioFetcher(Fetcher):
         self.progress.advance(len(states), 0)
         return result
 
+    def finish(self, report: Report, src: Butler | None, dst: Butler,
+               sites: Sequence[SiteDefinition], options: SyncOptions, *,
+               keep_deleted: bool) -> None:
+        """After the records are in: deletions' rules removed (at ``dst``, and at ``src``,
+        the source's repository when it is on this machine), ``min_copies`` kept, the
+        requests made counted in the report."""
+        if not options.dry_run:
+            if removed_any(report):
+                if not keep_deleted:
+                    report.notes += release_deleted(dst, self.rules)
+                if src is not None:  # the source's own deletions: its rules go too
+                    report.notes += release_deleted(src, self.source_rules)
+            report.notes += keep_copies(self, sites, options)
+        report.rucio_requests = self.rules.session.calls + self.source_session.calls
+
     def _at_source(self, states: list[DatasetState]) -> dict[str, str]:
         """Make sure the source's RSE has these files; why it cannot for some, by name."""
         session = self.source_session
@@ -197,3 +212,13 @@ def keep_copies(fetcher: RucioFetcher, sites: Sequence[SiteDefinition],
                       comment=f"fed: min_copies {options.min_copies}")
     return [f"Rucio keeps {options.min_copies} copies of {len(wanted)} RUN(s) among "
             f"{expression}"]
+
+
+def bypassed_rucio(source: SiteDefinition, destination: SiteDefinition,
+                   report: Report) -> list[str]:
+    """A note when files reached a Rucio site without going through Rucio."""
+    if destination.rucio is None or not report.files:
+        return []
+    return [f"{destination.name} replicates its files through Rucio, but {source.name} has "
+            f"no 'rucio:' block: the files were copied over {source.transport}, not through "
+            f"Rucio ('fed rucio register {destination.name}' registers them)"]
