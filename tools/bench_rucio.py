@@ -1,61 +1,52 @@
-"""Rucio benchmark: files registered in and moved through a real Rucio server, against rsync.
+"""Rucio benchmark: files registered in and moved through a real Rucio server, vs rsync.
 
-Measures files/s and MiB/s of ``fed rucio register`` and of ``fed sync`` between two sites
-whose files go through Rucio, beside ``rsync -a`` of the same files, and how many requests
-fed makes to Rucio: bulk, so they must grow much slower than the number of files.
+Files/s and MiB/s of ``fed rucio register`` and ``fed sync`` between two sites whose files
+go through Rucio, beside ``rsync -a`` of the same files; and fed's requests to Rucio, which
+must grow much slower than the number of files.
 
-One Rucio server runs for the whole benchmark: ``RucioServer`` of ``tests/rucio_server.py``
-(imported by putting ``tests/`` on ``sys.path``; it needs ``.rucio-venv`` from
-``tools/install-rucio.sh`` and PostgreSQL on 127.0.0.1:5432), in the work directory; it is
-stopped, and its database dropped, at the end, also on errors and Ctrl-C. FTS cannot run
-here: ``TransferAgent`` of ``tests/rucio_federation.py`` stands in for it, in a thread of
-this process (its CPU is reported apart from fed's).
+One Rucio server serves the whole run: ``RucioServer`` of ``tests/rucio_server.py`` (the
+``tests/`` directory is put on ``sys.path``; it needs ``.rucio-venv`` from
+``tools/install-rucio.sh`` and PostgreSQL on 127.0.0.1:5432), stopped and its database
+dropped at the end, also on errors, Ctrl-C and SIGTERM. FTS cannot run here: the
+``TransferAgent`` of ``tests/rucio_federation.py`` stands in for it, in a thread of this
+process, every ``--agent-interval`` s; its client asks for PFNs 25 names a request (a GET
+of more exceeds gunicorn's request line: HTTP 414) and for replicas with ``sort=random``.
 
-Setup (not timed), for each N of ``--sizes`` (``--file-kib`` KiB files of random bytes) and,
-with ``--large-mb M``, for 4 files of M MiB: a source repository of site NCSA holding the
-files as N ``raw`` datasets in ``HSC/raw/all`` (bulk ``Butler.ingest``, transfer=move).
+Setup (not timed), per N of ``--sizes`` (``--file-kib`` KiB files) and, with
+``--large-mb M``, for 4 files of M MiB: a repository of site NCSA holding N ``raw``
+datasets of random bytes in ``HSC/raw/all`` (bulk ``Butler.ingest``, transfer=move).
+Each repeat gets a fresh scope and fresh POSIX RSEs NCSA and IN2P3 (lfn2pfn ``identity``
+under ``BASE/SITE/``, as in ``RucioFederation``): registering is idempotent, so a re-used
+scope would time "already registered" and a sync with nothing to move. A repository must
+be ``PREFIX/SCOPE``: NCSA's is renamed into place; IN2P3 is created empty. Timed, each
+after ``os.sync()`` and ``--settle`` s:
 
-Every repeat gets a fresh scope and two fresh POSIX RSEs, NCSA and IN2P3 (lfn2pfn
-``identity`` under ``BASE/SITE/``, as in ``RucioFederation``): registration is idempotent,
-so re-using a scope would measure "already registered" and a sync that has nothing to
-move. A site's repository must be ``PREFIX/SCOPE``, so the NCSA repository (files and
-registry, built once) is renamed into the new scope's place; IN2P3 is created empty. Then,
-timed, after ``os.sync()`` and ``--settle`` seconds, in this order:
+1. ``fed rucio register NCSA --json``: each file read once (size + xxh3 checked, adler32
+   + md5 for Rucio), replicas, a Rucio dataset per RUN, a rule per file on NCSA's RSE;
+2. ``fed sync NCSA IN2P3 --json``, the agent running: a rule per file on IN2P3's RSE,
+   a look every ``--poll`` s until the files are AVAILABLE there, each checked in place
+   (size + xxh3), the records imported;
+3. ``rsync -a`` of NCSA's repository without its registry into an empty directory, the
+   reference (before 1 on even repeats, after 2 on odd ones).
 
-1. ``fed rucio register NCSA --json``: reads every file once (size + xxh3 checked,
-   adler32 + md5 for Rucio), registers the replicas, one Rucio dataset per RUN, a rule
-   per file on NCSA's RSE. Requests: the report's ``calls``.
-2. ``fed sync NCSA IN2P3 --json`` with the agent running (every ``--agent-interval`` s):
-   fed finds the files registered, adds a rule per file on IN2P3's RSE, waits (polling
-   every ``--poll`` s) until Rucio lists them AVAILABLE there, checks each in place (size
-   + xxh3) and imports the records. Requests: the report's ``rucio_requests``.
-3. ``rsync -a`` of NCSA's repository without its registry into an empty directory: the
-   reference. It runs before 1 on even repeats and after 2 on odd ones.
+fed runs as a subprocess: wall seconds and CPU seconds (``RUSAGE_CHILDREN`` deltas);
+requests are the reports' ``calls`` and ``rucio_requests``. "agent" is the agent thread's
+``thread_time``; "server" the CPU of the live gunicorn and PostgreSQL processes (/proc;
+the agent's requests included). Medians of ``--repeat`` runs; sync/rsync is the median of
+the repeats' ratios. Checked (not timed): both report N files and their bytes; IN2P3's
+registry holds N datasets, each file matching its record (size, xxh3); rsync's copy holds
+N files and the bytes.
 
-fed runs as a subprocess (``fed`` of this venv; tokens and its rucio.cfg under the work
-dir): wall seconds, and its CPU seconds from ``RUSAGE_CHILDREN`` deltas. "agent CPU" is
-the agent thread's ``thread_time``; "server CPU" the live gunicorn and PostgreSQL
-processes' utime+stime from /proc (the agent's own requests during a sync included).
-Medians of ``--repeat`` runs; sync/rsync is the median of each repeat's ratio.
-
-Checked afterwards (not timed): register registered N files and N x size bytes; the sync
-brought N files; IN2P3's registry holds N datasets and each file on disk matches its
-record (size and xxh3); the rsync copy holds N files and the bytes.
-
-Bound (exit status 1 if missed, or if a run failed): at the largest N, the requests of a
-register and of a sync are at most 0.05 per file (50 per 1000 files), and between the
-smallest and the largest N they grow by at most 0.05 per added file: growing at most 1/20
-as fast as N. A bulk request takes 1000 names, so each step over N files costs ~N/1000
-requests; one request per file, or polling more often than the agent delivers, breaks it.
-
-Run it from the repository root with the project's virtualenv::
+Bound (exit status 1 when missed or a run failed): register and sync each make at most
+0.05 requests per file at the largest N, and at most 0.05 more per file added from the
+smallest N to the largest, i.e. requests grow at most 1/20 as fast as N. Bulk requests
+take 1000 names, so a step costs ~N/1000 requests; a request per file breaks the bound.
 
     .venv/bin/python tools/bench_rucio.py                      # N = 1000, 5000; 64 KiB
-    .venv/bin/python tools/bench_rucio.py --sizes 200 1000 --repeat 1
-    .venv/bin/python tools/bench_rucio.py --sizes 1000 5000 --large-mb 256 --keep
+    .venv/bin/python tools/bench_rucio.py --sizes 100 300 --repeat 1 --large-mb 64
 
-``--workdir`` defaults to a temporary directory removed at the end (kept with ``--keep``);
-a directory given explicitly must be empty or absent, and is kept.
+``--workdir`` (empty or absent) is kept; the default, a temporary directory, is removed
+at the end unless ``--keep``.
 """
 
 from __future__ import annotations
@@ -65,6 +56,7 @@ import json
 import os
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -74,17 +66,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchlib import (
-    DETECTORS,
-    FIRST_EXPOSURE,
-    dimension_records,
-    fmt,
-    log,
-    median,
-    pair_ratios,
-    print_rows,
-    settle,
-)
+import benchlib as bl
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # rucio_server.py and rucio_federation.py
@@ -96,18 +78,19 @@ FED = str(Path(sys.executable).parent / "fed")
 RSYNC_EXCLUDE = ("registry.sqlite3*", "federation.yaml", ".federation-*")
 MIB = 1 << 20
 PER_FILE = 0.05  # requests per file, at most (see the docstring)
+PFN_CHUNK = 25  # names per lfns2pfns request of the agent
 STEPS = ("register", "sync", "rsync")
 
 
 @dataclass
 class Case:
-    """One data set, its repository and its timed runs (per step: dicts of figures)."""
+    """One data set, NCSA's repository and the timed runs (per step, dicts of figures)."""
 
     count: int
     size: int
     base: Path
-    small: bool = True  # part of the request-growth check
-    repo: Path | None = None  # NCSA's repository, where the last repeat put it
+    small: bool = True  # in the request-growth check
+    repo: Path | None = None
     runs: dict[str, list[dict]] = field(default_factory=lambda: {s: [] for s in STEPS})
     error: str | None = None
 
@@ -120,15 +103,11 @@ class Case:
         return f"{self.count:,} x {size}"
 
 
-# -- setup -----------------------------------------------------------------------------
-
-
 def build_source(case: Case) -> None:
-    """NCSA's repository (at ``base/NCSA/seed``) with the case's files as raw datasets."""
+    """NCSA's repository (first at ``base/NCSA/seed``) holding the case's files."""
     from federation.butler import Butler, FileDataset
 
-    repo = case.base / SOURCE / "seed"
-    Butler.create(repo, site=SOURCE)
+    case.repo = Butler.create(case.base / SOURCE / "seed", site=SOURCE)
     incoming = case.base / "incoming"
     incoming.mkdir()
     datasets = []
@@ -138,31 +117,29 @@ def build_source(case: Case) -> None:
             for start in range(0, case.size, 16 * MIB):
                 out.write(os.urandom(min(16 * MIB, case.size - start)))
         datasets.append(FileDataset(path, "raw", {
-            "instrument": "HSC", "exposure": FIRST_EXPOSURE + i // DETECTORS,
-            "detector": i % DETECTORS}))
-    with Butler(repo) as butler:
-        for dimension, records in dimension_records(case.count).items():
+            "instrument": "HSC", "exposure": bl.FIRST_EXPOSURE + i // bl.DETECTORS,
+            "detector": i % bl.DETECTORS}))
+    with Butler(case.repo) as butler:
+        for dimension, records in bl.dimension_records(case.count).items():
             butler.registry.insert_dimension_records(dimension, records)
         butler.registry.register_dataset_type("raw", ["exposure", "detector"], "Bytes")
         butler.ingest(datasets, run=RUN, transfer="move")
     shutil.rmtree(incoming)
-    case.repo = repo
 
 
 def new_scope(server, client, case: Case, args: argparse.Namespace) -> tuple[str, Path]:
-    """A fresh scope, RSEs NCSA_TAG and IN2P3_TAG, NCSA's repository moved to its place,
-    IN2P3 empty, and the two site definitions; (scope, sites directory)."""
+    """A fresh scope and RSEs, NCSA's repository moved into place, IN2P3 empty, and the
+    site definitions: (scope, sites directory)."""
     import yaml
 
     from federation.butler import Butler
 
     tag = uuid.uuid4().hex[:8]
-    scope = f"bench{tag}"
+    scope, sites = f"bench{tag}", case.base / f"sites-{tag}"
     client.add_scope("root", scope)
-    sites = case.base / f"sites-{scope}"
     sites.mkdir()
     for site in (SOURCE, DEST):
-        rse = f"{site}_{tag.upper()}"
+        rse, repo = f"{site}_{tag.upper()}", case.base / site / scope
         client.add_rse(rse, deterministic=True, rse_type="DISK")
         client.add_protocol(rse, {
             "scheme": "file", "hostname": "localhost", "port": 0,
@@ -172,65 +149,43 @@ def new_scope(server, client, case: Case, args: argparse.Namespace) -> tuple[str
                                 "third_party_copy_read": 1, "third_party_copy_write": 1}}})
         client.add_rse_attribute(rse, "lfn2pfn_algorithm", "identity")
         client.set_local_account_limit("root", rse, -1)
-        repo = case.base / site / scope
         (sites / f"{site}.yaml").write_text(yaml.safe_dump({
             "name": site, "registry": f"sqlite:///{repo / 'registry.sqlite3'}",
             "root": str(repo), "owns": OWNS[site], "rucio": {
                 "url": server.url, "account": "root", "username": server.username,
                 "password": server.password, "scope": scope, "rse": rse,
-                "poll": args.poll, "timeout": 300, "wait": 3600}}))
-    os.rename(case.repo, case.base / SOURCE / scope)
-    case.repo = case.base / SOURCE / scope
+                "poll": args.poll, "timeout": 300, "wait": 7200}}))
+    case.repo = case.repo.rename(case.base / SOURCE / scope)
     Butler.create(case.base / DEST / scope, site=DEST)
     return scope, sites
 
 
-# -- measuring -------------------------------------------------------------------------
+class AgentClient:
+    """The agent's Rucio client: PFN lookups a few names at a time (a GET with every name
+    in its URL; gunicorn answers 414 above 4094 bytes, which the agent's thread would
+    swallow, every rule left replicating), replica listings unsorted (``sort=random``)."""
 
+    def __init__(self, client) -> None:
+        self._client = client
 
-def children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+    def __getattr__(self, name: str):
+        return getattr(self._client, name)
 
+    def list_replicas(self, *args, **kwargs):
+        return self._client.list_replicas(*args, **{"sort": "random"} | kwargs)
 
-def server_cpu(server) -> float:
-    """CPU seconds so far of the live processes of gunicorn's group and of PostgreSQL."""
-    group, total = server._proc.pid, 0
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = Path(entry.path, "stat").read_text()
-        except OSError:
-            continue
-        name, rest = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:]
-        fields = rest.split()  # state ppid pgrp ... utime (12th) stime (13th)
-        if int(fields[2]) == group or name.startswith("postgres"):
-            total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
-
-
-def timed(argv: list[str], env: dict[str, str] | None, server) -> tuple[dict, str]:
-    """Run a command to its end: its figures, and its stdout."""
-    cpu, rucio, start = children_cpu(), server_cpu(server), time.perf_counter()
-    proc = subprocess.run(argv, capture_output=True, text=True, env=env,
-                          stdin=subprocess.DEVNULL)
-    seconds = time.perf_counter() - start
-    figures = {"seconds": seconds, "cpu": children_cpu() - cpu,
-               "server_cpu": server_cpu(server) - rucio}
-    if proc.returncode:
-        raise RuntimeError(f"{' '.join(argv[:3])} exited {proc.returncode}: "
-                           f"{(proc.stdout + proc.stderr).strip()[-800:]}")
-    return figures, proc.stdout
+    def lfns2pfns(self, rse: str, lfns: list[str], **kwargs) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for start in range(0, len(lfns), PFN_CHUNK):
+            found.update(self._client.lfns2pfns(rse, lfns[start:start + PFN_CHUNK], **kwargs))
+        return found
 
 
 def make_agent(client, scope: str):
     from rucio_federation import TransferAgent
 
     class TimedAgent(TransferAgent):
-        """The agent, with the CPU seconds of its thread counted."""
-
-        cpu = 0.0
+        cpu = 0.0  # seconds of the agent's thread
 
         def run_once(self) -> int:
             start = time.thread_time()
@@ -239,10 +194,42 @@ def make_agent(client, scope: str):
             finally:
                 self.cpu += time.thread_time() - start
 
-    return TimedAgent(client, scope)
+    return TimedAgent(AgentClient(client), scope)
 
 
-def check_files(directory: Path, case: Case) -> None:
+def children_cpu() -> float:
+    return sum(resource.getrusage(resource.RUSAGE_CHILDREN)[:2])  # user + system
+
+
+def server_cpu(server) -> float:
+    """CPU seconds so far of the live processes of gunicorn's group and of PostgreSQL."""
+    total = 0
+    for entry in os.scandir("/proc"):
+        try:
+            stat = Path(entry.path, "stat").read_text() if entry.name.isdigit() else ""
+        except OSError:
+            continue
+        if stat:  # pid (comm) state ppid pgrp ...; utime and stime the 14th and 15th
+            fields = stat[stat.rindex(")") + 2:].split()
+            if int(fields[2]) == server._proc.pid or "(postgres" in stat[:stat.rindex(")")]:
+                total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def timed(argv: list[str], env: dict[str, str] | None, server) -> tuple[dict, str]:
+    """Run a command to its end: its figures, and its stdout."""
+    cpu, rucio, start = children_cpu(), server_cpu(server), time.perf_counter()
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env,
+                          stdin=subprocess.DEVNULL)
+    figures = {"seconds": time.perf_counter() - start, "cpu": children_cpu() - cpu,
+               "server_cpu": server_cpu(server) - rucio}
+    if proc.returncode:
+        raise RuntimeError(f"{' '.join(argv[:3])} exited {proc.returncode}: "
+                           f"{(proc.stdout + proc.stderr).strip()[-800:]}")
+    return figures, proc.stdout
+
+
+def check_copy(directory: Path, case: Case) -> None:
     sizes = [p.stat().st_size for p in directory.rglob("*") if p.is_file()]
     if len(sizes) != case.count or sum(sizes) != case.total:
         raise RuntimeError(f"{directory} holds {len(sizes)} files, {sum(sizes):,} bytes; "
@@ -250,18 +237,18 @@ def check_files(directory: Path, case: Case) -> None:
 
 
 def check_destination(repo: Path, case: Case) -> None:
-    """IN2P3 holds the N datasets, and each file on disk matches its record."""
+    """IN2P3 holds the N datasets, and every file on disk matches its record."""
     from federation.butler import Butler
     from federation.datastore.checksum import file_checksum
 
     with Butler(repo) as butler:
         datasets = len(butler.query_datasets("raw", [RUN]))
-        files = list(butler.registry.datasets.iter_files())
-    bad = [s.path for _, s, _ in files if file_checksum(repo / s.path) != (s.size, s.checksum)]
+        files = [stored for _, stored, _ in butler.registry.datasets.iter_files()]
+    bad = [f.path for f in files if file_checksum(repo / f.path) != (f.size, f.checksum)]
     if datasets != case.count or len(files) != case.count or bad \
-            or sum(s.size for _, s, _ in files) != case.total:
-        raise RuntimeError(f"{repo}: {datasets} datasets, {len(files)} files, "
-                           f"{len(bad)} not matching their records (first: {bad[:1]})")
+            or sum(f.size for f in files) != case.total:
+        raise RuntimeError(f"{repo}: {datasets} datasets, {len(files)} files, {len(bad)} "
+                           f"not matching their records (first: {bad[:1]})")
 
 
 def one_repeat(server, client, case: Case, repeat: int, args: argparse.Namespace) -> None:
@@ -271,26 +258,25 @@ def one_repeat(server, client, case: Case, repeat: int, args: argparse.Namespace
     copy = case.base / "rsync-copy"
 
     def rsync() -> None:
-        shutil.rmtree(copy, ignore_errors=True)
-        settle(args.settle)
+        bl.settle(args.settle)
         figures, _ = timed(["rsync", "-a", *(f"--exclude={e}" for e in RSYNC_EXCLUDE),
                             f"{case.repo}/", f"{copy}/"], None, server)
-        check_files(copy, case)
+        check_copy(copy, case)
         shutil.rmtree(copy)
         case.runs["rsync"].append(figures)
-        log(f"  rsync: {figures['seconds']:.2f} s")
+        bl.log(f"  rsync: {figures['seconds']:.2f} s")
 
     if repeat % 2 == 0:
         rsync()
-    settle(args.settle)
+    bl.settle(args.settle)
     figures, out = timed([FED, "rucio", "register", SOURCE, "--json"], env, server)
     done = json.loads(out)
     if done["registered"] != case.count or done["bytes"] != case.total or done["failed"]:
         raise RuntimeError(f"register: {out[:800]}")
     case.runs["register"].append(figures | {"requests": done["calls"]})
-    log(f"  register: {figures['seconds']:.2f} s, {done['calls']} requests")
+    bl.log(f"  register: {figures['seconds']:.2f} s, {done['calls']} requests")
 
-    settle(args.settle)
+    bl.settle(args.settle)
     agent = make_agent(client, scope)
     with agent.running(args.agent_interval):
         figures, out = timed([FED, "sync", SOURCE, DEST, "--json"], env, server)
@@ -301,79 +287,70 @@ def one_repeat(server, client, case: Case, repeat: int, args: argparse.Namespace
     check_destination(case.base / DEST / scope, case)
     case.runs["sync"].append(figures | {"requests": report["rucio_requests"],
                                         "agent_cpu": agent.cpu})
-    log(f"  sync: {figures['seconds']:.2f} s, {report['rucio_requests']} requests, "
-        f"agent copied {agent.copied}")
+    bl.log(f"  sync: {figures['seconds']:.2f} s, {report['rucio_requests']} requests, "
+           f"the agent copied {agent.copied}")
     if not args.keep:
         shutil.rmtree(case.base / DEST / scope)
     if repeat % 2 == 1:
         rsync()
 
 
-# -- report ----------------------------------------------------------------------------
-
-
 def med(case: Case, step: str, key: str = "seconds") -> float | None:
-    return median([r[key] for r in case.runs[step] if key in r])
+    return bl.median([r[key] for r in case.runs[step] if key in r])
 
 
-def print_tables(cases: list[Case], args: argparse.Namespace) -> None:
+def print_tables(cases: list[Case], repeat: int) -> None:
     body, cpu = [], []
     for c in cases:
         if c.error:
             body.append((c.describe(), f"FAILED: {c.error}", *[""] * 13))
             continue
-        reg, syn, rs = med(c, "register"), med(c, "sync"), med(c, "rsync")
-        ratio = median(pair_ratios([r["seconds"] for r in c.runs["sync"]],
-                                   [r["seconds"] for r in c.runs["rsync"]]))
+        reg, syn = med(c, "register"), med(c, "sync")
+        ratio = bl.median(bl.pair_ratios([r["seconds"] for r in c.runs["sync"]],
+                                         [r["seconds"] for r in c.runs["rsync"]]))
+        requests = [med(c, step, "requests") for step in ("register", "sync")]
         body.append((
-            c.describe(), fmt(reg, ".2f"), fmt(c.count / reg, ",.0f"),
-            fmt(c.total / MIB / reg, ",.1f"), fmt(med(c, "register", "cpu"), ".2f"),
-            fmt(syn, ".2f"), fmt(c.count / syn, ",.0f"), fmt(c.total / MIB / syn, ",.1f"),
-            fmt(med(c, "sync", "cpu"), ".2f"), fmt(rs, ".2f"), fmt(ratio, ".1f", "x"),
-            fmt(med(c, "register", "requests"), ".0f"), fmt(med(c, "sync", "requests"), ".0f"),
-            fmt(1000 * med(c, "register", "requests") / c.count, ".1f"),
-            fmt(1000 * med(c, "sync", "requests") / c.count, ".1f")))
-        cpu.append((c.describe(), fmt(med(c, "register", "cpu"), ".2f"),
-                    fmt(med(c, "register", "server_cpu"), ".2f"),
-                    fmt(med(c, "sync", "cpu"), ".2f"), fmt(med(c, "sync", "agent_cpu"), ".2f"),
-                    fmt(med(c, "sync", "server_cpu"), ".2f"), fmt(med(c, "rsync", "cpu"), ".2f"),
-                    " / ".join(" ".join(f"{r['seconds']:.1f}" for r in c.runs[s])
-                               for s in STEPS)))
-    print_rows(f"Rucio vs rsync -a: medians of {args.repeat} (s = wall seconds; CPU s = fed's "
-               "process; requests = fed's to Rucio)",
-               ("files", "register s", "files/s", "MiB/s", "CPU s", "sync s", "files/s",
-                "MiB/s", "CPU s", "rsync s", "sync/rsync", "req register", "req sync",
-                "req/1000 reg", "req/1000 sync"), body)
-    print_rows("CPU seconds (medians): fed, the agent standing in for FTS, Rucio server + "
-               "PostgreSQL; runs (wall s) register / sync / rsync",
-               ("files", "register fed", "register server", "sync fed", "sync agent",
-                "sync server", "rsync", "runs"), cpu)
+            c.describe(), bl.fmt(reg, ".2f"), bl.fmt(c.count / reg, ",.0f"),
+            bl.fmt(c.total / MIB / reg, ",.1f"), bl.fmt(med(c, "register", "cpu"), ".2f"),
+            bl.fmt(syn, ".2f"), bl.fmt(c.count / syn, ",.0f"), bl.fmt(c.total / MIB / syn, ",.1f"),
+            bl.fmt(med(c, "sync", "cpu"), ".2f"), bl.fmt(med(c, "rsync"), ".2f"),
+            bl.fmt(ratio, ".1f", "x"), *(bl.fmt(r, ".0f") for r in requests),
+            *(bl.fmt(1000 * r / c.count, ".1f") for r in requests)))
+        cpu.append((c.describe(), *(bl.fmt(med(c, step, key), ".2f") for step, key in (
+            ("register", "cpu"), ("register", "server_cpu"), ("sync", "cpu"),
+            ("sync", "agent_cpu"), ("sync", "server_cpu"), ("rsync", "cpu"))),
+            " / ".join(" ".join(f"{r['seconds']:.1f}" for r in c.runs[s]) for s in STEPS)))
+    bl.print_rows(f"fed through Rucio vs rsync -a: medians of {repeat} (s: wall seconds; "
+                  "CPU s: fed's process; req: fed's requests to Rucio)",
+                  ("files", "register s", "files/s", "MiB/s", "CPU s", "sync s", "files/s",
+                   "MiB/s", "CPU s", "rsync s", "sync/rsync", "req register", "req sync",
+                   "req/1000 reg", "req/1000 sync"), body)
+    bl.print_rows("CPU seconds (medians): fed; the agent standing in for FTS; Rucio server + "
+                  "PostgreSQL. Wall seconds of every run: register / sync / rsync",
+                  ("files", "register fed", "register server", "sync fed", "sync agent",
+                   "sync server", "rsync", "runs (s)"), cpu)
 
 
 def request_growth(cases: list[Case]) -> list[str]:
-    """Print the request-growth check; what it found missed."""
+    """Print the request-growth check; what missed the bound."""
     done = sorted((c for c in cases if c.small and not c.error), key=lambda c: c.count)
     if not done:
         return ["no size completed"]
-    low, high = done[0], done[-1]
-    missed = []
-    print(f"\nrequests to Rucio (bound: <= {PER_FILE} per file at the largest N and per added "
-          "file between the smallest and the largest N)")
+    low, high, missed = done[0], done[-1], []
+    print(f"\nrequests to Rucio (bound: <= {PER_FILE} per file at the largest N, and per "
+          "added file from the smallest N to the largest)")
     for step in ("register", "sync"):
         r_low, r_high = med(low, step, "requests"), med(high, step, "requests")
         per_file = r_high / high.count
         slope = (r_high - r_low) / (high.count - low.count) if high is not low else 0.0
         ok = per_file <= PER_FILE and slope <= PER_FILE
         print(f"  {step}: {r_low:.0f} at N={low.count:,}, {r_high:.0f} at N={high.count:,}: "
-              f"x{r_high / r_low:.2f} for x{high.count / low.count:.1f} files; "
+              f"x{r_high / max(r_low, 1):.2f} for x{high.count / low.count:.1f} files; "
               f"{per_file:.4f} per file, {slope:.4f} per added file: "
               f"{'ok' if ok else 'MISSED'}")
         if not ok:
             missed.append(f"{step} requests")
     return missed
-
-
-# -- main ------------------------------------------------------------------------------
 
 
 def run(args: argparse.Namespace, workdir: Path) -> int:
@@ -388,72 +365,63 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
     server = RucioServer(workdir / "rucio")
     try:
         server.start()
-        log(f"Rucio at {server.url} ({server.startup_seconds})")
         os.environ["RUCIO_CONFIG"] = str(server.client_config)
         client = server.client()
         for case in cases:
-            log(f"setup: {case.describe()} at {SOURCE} (not timed) ...")
+            bl.log(f"setup: {case.describe()} at {SOURCE} (not timed) ...")
             case.base.mkdir()
             build_source(case)
             for repeat in range(args.repeat):
-                log(f"{case.describe()} #{repeat + 1}:")
+                bl.log(f"{case.describe()} #{repeat + 1}:")
                 try:
                     one_repeat(server, client, case, repeat, args)
                 except Exception as exc:
-                    log(traceback.format_exc())
+                    bl.log(traceback.format_exc())
                     case.error = f"{type(exc).__name__}: {str(exc)[:200]}"
                     break
             if not args.keep:
                 shutil.rmtree(case.base, ignore_errors=True)
     finally:
         server.stop()
-    print(f"Rucio benchmark: {os.cpu_count()} CPUs; Rucio server {server.url} (gunicorn "
-          f"{server.workers} worker x {server.threads} threads, PostgreSQL); poll "
-          f"{args.poll} s, agent every {args.agent_interval} s, settle {args.settle} s")
-    print_tables(cases, args)
+    print(f"Rucio benchmark: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} "
+          f"at the end; Rucio server (gunicorn {server.workers} worker x {server.threads} "
+          f"threads, PostgreSQL); poll {args.poll} s, agent every {args.agent_interval} s")
+    print_tables(cases, args.repeat)
     missed = request_growth(cases)
     failed = [c.describe() for c in cases if c.error]
     print(f"\nfailed: {', '.join(failed)}" if failed else "\nevery copy checked")
-    print("bound met" if not missed else f"missed: {', '.join(missed)}")
+    print("bound met" if not missed else f"bound missed: {', '.join(missed)}")
     return 1 if missed or failed else 0
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description="Files/s and MiB/s of fed rucio register and fed sync through a real "
-                    "Rucio server against rsync -a, and the Rucio requests per file.")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 5000], metavar="N",
-                        help="numbers of small files, one case each (default 1000 5000)")
-    parser.add_argument("--file-kib", type=int, default=64,
-                        help="size of each small file in KiB (default 64)")
-    parser.add_argument("--large-mb", type=int, default=0,
-                        help="also a case of 4 files of this many MiB (default: none)")
-    parser.add_argument("--repeat", type=int, default=3,
-                        help="timed repeats per case, medians reported (default 3)")
-    parser.add_argument("--poll", type=float, default=1.0,
-                        help="the sites' rucio: poll, seconds between fed's looks at the "
-                             "rules being replicated (default 1; fed's own default is 5)")
-    parser.add_argument("--agent-interval", type=float, default=0.5,
-                        help="seconds between the transfer agent's rounds (default 0.5)")
-    parser.add_argument("--settle", type=float, default=2.0,
-                        help="seconds to wait after os.sync() before each timed run "
-                             "(default 2)")
-    parser.add_argument("--workdir", type=Path, default=None,
-                        help="work directory, empty or absent; kept (default: a temporary "
-                             "one, removed at the end unless --keep)")
-    parser.add_argument("--keep", action="store_true",
-                        help="keep the work directory and every case's repositories")
+    parser = argparse.ArgumentParser(description=(
+        "Files/s and MiB/s of 'fed rucio register' and 'fed sync' through a real Rucio "
+        "server against rsync -a, and fed's Rucio requests per file."))
+    add = parser.add_argument
+    add("--sizes", type=int, nargs="+", default=[1000, 5000], metavar="N",
+        help="numbers of small files, one case each (default 1000 5000)")
+    add("--file-kib", type=int, default=64, help="small files' size, KiB (default 64)")
+    add("--large-mb", type=int, default=0, help="also a case of 4 files of this many MiB")
+    add("--repeat", type=int, default=3, help="timed repeats per case (default 3; medians)")
+    add("--poll", type=float, default=1.0, help="the sites' 'rucio: poll', seconds between "
+        "fed's looks at the files on their way (default 1; fed's own default is 5)")
+    add("--agent-interval", type=float, default=0.5,
+        help="seconds between the transfer agent's rounds (default 0.5)")
+    add("--settle", type=float, default=2.0,
+        help="seconds to wait after os.sync() before each timed run (default 2)")
+    add("--workdir", type=Path, help="work directory, empty or absent; kept (default: a "
+        "temporary one, removed at the end unless --keep)")
+    add("--keep", action="store_true", help="keep the work directory and repositories")
     args = parser.parse_args()
     if min(args.sizes + [args.file_kib, args.repeat]) < 1 or args.large_mb < 0 \
             or min(args.poll, args.agent_interval) <= 0 or args.settle < 0:
-        parser.error("sizes, --file-kib, --repeat, --poll and --agent-interval must be "
-                     "positive")
+        parser.error("sizes, --file-kib, --repeat, --poll and --agent-interval must be > 0")
     if len(set(args.sizes)) != len(args.sizes):
         parser.error("--sizes must differ")
     if not shutil.which("rsync"):
         parser.error("rsync is not installed")
-    temporary = args.workdir is None
-    if temporary:
+    if args.workdir is None:
         workdir = Path(tempfile.mkdtemp(prefix="fed-bench-rucio-"))
     else:
         workdir = args.workdir.absolute()
@@ -461,11 +429,16 @@ def main() -> int:
             parser.error(f"--workdir {workdir} is not empty")
         workdir.mkdir(parents=True, exist_ok=True)
         args.keep = True
-    log(f"work directory: {workdir}")
+    bl.log(f"work directory: {workdir}")
+
+    def interrupted(signum, frame) -> None:  # SIGTERM as Ctrl-C: the server is stopped
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupted)
     try:
         return run(args, workdir)
     finally:
-        if temporary and not args.keep:
+        if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -114,6 +114,8 @@ def site_list(sites_dir, as_json) -> None:
 def _site_row(s) -> list:
     registry = s.registry.url if not s.is_remote else "(published bundles)"
     flags = [f for f, on in (("read-only", s.read_only), ("keep-deleted", s.keep_deleted)) if on]
+    if s.rucio is not None:
+        flags.append(f"rucio: {s.rucio.rse}")
     return [s.name, s.transport, registry, s.files.describe(), list(s.owns), ", ".join(flags)]
 
 
