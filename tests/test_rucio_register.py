@@ -131,7 +131,10 @@ def test_a_corrupted_or_missing_file_is_refused_and_rucio_never_hears_of_it(
     assert set(release["failed"]) == {bad, gone} and release["rule"] is None
     assert release["notes"] == ["release DR1 not registered: 2 of its files were refused"]
     assert not list(client.list_dids(scope, {"name": "releases/*"}, did_type="all"))
-    assert not rucio_fed.rules("NCSA")
+    # Only the registered files are held on NCSA's RSE (by fed's file rules); no release.
+    assert {r["name"] for r in rucio_fed.rules("NCSA")} == attached | {
+        n for n, (_, run, _) in stored(rucio_fed).items() if run != RAW}
+    assert {r["comments"] for r in rucio_fed.rules("NCSA")} == {"fed: files of NCSA"}
 
 
 def test_a_release_gets_a_container_and_a_locked_rule(rucio_fed: RucioFederation) -> None:  # noqa: F811

@@ -31,11 +31,11 @@ after ``os.sync()`` and ``--settle`` s:
 
 fed runs as a subprocess: wall seconds and CPU seconds (``RUSAGE_CHILDREN`` deltas);
 requests are the reports' ``calls`` and ``rucio_requests``. "agent" is the agent thread's
-``thread_time``; "server" the CPU of the live gunicorn and PostgreSQL processes (/proc;
-the agent's requests included). Medians of ``--repeat`` runs; sync/rsync is the median of
-the repeats' ratios. Checked (not timed): both report N files and their bytes; IN2P3's
-registry holds N datasets, each file matching its record (size, xxh3); rsync's copy holds
-N files and the bytes.
+``thread_time``; "server" the CPU of the live gunicorn processes and of the PostgreSQL
+backends of its database (/proc; the agent's requests included). Medians of ``--repeat``
+runs; sync/rsync is the median of the repeats' ratios. Checked (not timed): both report
+N files and their bytes; IN2P3's registry holds N datasets, each file matching its record
+(size, xxh3); rsync's copy holds N files and the bytes.
 
 Bound (exit status 1 when missed or a run failed): register and sync each make at most
 0.05 requests per file at the largest N, and at most 0.05 more per file added from the
@@ -202,17 +202,21 @@ def children_cpu() -> float:
 
 
 def server_cpu(server) -> float:
-    """CPU seconds so far of the live processes of gunicorn's group and of PostgreSQL."""
-    total = 0
+    """CPU seconds so far of the live processes of gunicorn's group and of the PostgreSQL
+    backends serving its database."""
+    total, backend = 0, f" {server.db_name} ".encode()
     for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
         try:
-            stat = Path(entry.path, "stat").read_text() if entry.name.isdigit() else ""
+            stat = Path(entry.path, "stat").read_text()  # pid (comm) state ppid pgrp ...
+            fields = stat[stat.rindex(")") + 2:].split()  # utime, stime: 12th and 13th
+            if int(fields[2]) == server._proc.pid or stat.startswith(
+                    f"{entry.name} (postgres") and backend in Path(entry.path,
+                                                                   "cmdline").read_bytes():
+                total += int(fields[11]) + int(fields[12])
         except OSError:
             continue
-        if stat:  # pid (comm) state ppid pgrp ...; utime and stime the 14th and 15th
-            fields = stat[stat.rindex(")") + 2:].split()
-            if int(fields[2]) == server._proc.pid or "(postgres" in stat[:stat.rindex(")")]:
-                total += int(fields[11]) + int(fields[12])
     return total / os.sysconf("SC_CLK_TCK")
 
 
