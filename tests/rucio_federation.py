@@ -97,9 +97,12 @@ class TransferAgent:
     def _copy_chunk(self, target: str, names: list[str], rules: dict[str, str]) -> int:
         dids = [{"scope": self.scope, "name": name} for name in names]
         replicas = {r["name"]: r for r in self.client.list_replicas(
-            dids, schemes=["file"], all_states=True)}
-        pfns = self.client.lfns2pfns(target, [f"{self.scope}:{n}" for n in names],
-                                     operation="write")
+            dids, schemes=["file"], all_states=True, sort="random")}
+        pfns = {}
+        for start in range(0, len(names), 25):  # a GET: its URL is capped (gunicorn 4 KiB)
+            pfns.update(self.client.lfns2pfns(
+                target, [f"{self.scope}:{n}" for n in names[start:start + 25]],
+                operation="write"))
         arrived = []
         for name in names:
             replica = replicas.get(name) or {}
@@ -142,8 +145,10 @@ class TransferAgent:
 
         def loop() -> None:
             while not stop.is_set():
-                with contextlib.suppress(Exception):  # the server may be down on purpose
+                try:
                     self.run_once()
+                except Exception as exc:  # noqa: BLE001 - the server may be down on purpose
+                    self.failures.append(f"agent: {type(exc).__name__}: {exc}")
                 stop.wait(interval)
 
         worker = threading.Thread(target=loop, daemon=True)
@@ -193,7 +198,7 @@ class RucioFederation:
     def rucio_block(self, site: str, **changes) -> dict:
         return {"url": self.server.url, "account": "root", "username": self.server.username,
                 "password": self.server.password, "scope": self.scope, "rse": self.rse(site),
-                "poll": 0.2, "timeout": 20} | changes
+                "poll": 0.2, "timeout": 20, "wait": 120} | changes
 
     def write_site(self, name: str, owns: list[str] | None = None, **changes) -> None:
         repo = self.repo(name)

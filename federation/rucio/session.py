@@ -30,6 +30,8 @@ from federation.transport.base import TransportError
 
 #: names per bulk request
 CHUNK = 1000
+#: names per lfns2pfns request: a GET, whose URL servers cap (gunicorn: 4 KiB)
+PFN_CHUNK = 25
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
@@ -222,7 +224,10 @@ class RucioSession:
         for chunk in chunks(names):
             listed = self.call(f"list replicas on {rse}", lambda c=chunk: list(
                 self.client.list_replicas(self.dids(c), rse_expression=rse, all_states=True,
-                                          resolve_archives=False, resolve_parents=parents)))
+                                          resolve_archives=False, resolve_parents=parents,
+                                          # any order: the default (geoip) costs the
+                                          # server a lookup per replica
+                                          sort="random")))
             for item in listed:
                 state = (item.get("states") or {}).get(rse)
                 if state is not None:
@@ -349,7 +354,7 @@ class RucioSession:
         """Where ``rse`` puts these names (its lfn2pfn mapping), by name."""
         found: dict[str, str] = {}
         scope = self.settings.scope
-        for chunk in chunks(names):
+        for chunk in chunks(names, PFN_CHUNK):
             mapped = self.call(f"map names to {rse}", lambda c=chunk: self.client.lfns2pfns(
                 rse, [f"{scope}:{n}" for n in c], operation=operation))
             found.update({did.split(":", 1)[1]: pfn for did, pfn in mapped.items()})
