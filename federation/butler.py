@@ -239,7 +239,8 @@ class Butler:
     def _new_ref(self, dataset_type: DatasetType, data_id: DataId, run: str,
                  id_mode: IdMode) -> tuple[DatasetRef, str]:
         full, key = self.registry.expand_data_id(dataset_type, data_id)
-        dataset_id = make_dataset_id(id_mode, dataset_type.name, key, run)
+        required = {name: full[name] for name in dataset_type.dimensions.required}
+        dataset_id = make_dataset_id(id_mode, dataset_type.name, required, run)
         return DatasetRef(dataset_id, dataset_type, full, run), key
 
     def _store(self, run: str, items: list[tuple[DatasetRef, StagedFile]],

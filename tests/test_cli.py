@@ -26,7 +26,7 @@ from conftest import HSC_RECORDS
 
 from federation.cli.main import cli
 from federation.config import RepoConfig
-from federation.model import IdMode, data_id_key, make_dataset_id
+from federation.model import IdMode, make_dataset_id
 from federation.registry.registry import Registry
 
 FED = Path(sys.executable).parent / "fed"
@@ -128,8 +128,8 @@ def write_raws(directory: Path, exposures=EXPOSURES, detectors=DETECTORS,
 
 def raw_id(exposure: int, detector: int):
     """The UUID any site gives this raw when ingesting with --id-mode deterministic."""
-    return str(make_dataset_id(IdMode.DETERMINISTIC, "raw", data_id_key(["HSC", detector,
-                                                                          exposure])))
+    return str(make_dataset_id(IdMode.DETERMINISTIC, "raw", {
+        "instrument": "HSC", "exposure": exposure, "detector": detector}))
 
 
 @pytest.fixture

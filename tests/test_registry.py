@@ -681,8 +681,8 @@ def test_dataset_ids_across_independent_repositories(
                                         "detector": "1", "band": "r"},
                       id_mode=IdMode.DETERMINISTIC)
         assert ref_a.id == ref_b.id
-        assert ref_a.id == make_dataset_id(IdMode.DETERMINISTIC, "raw",
-                                           data_id_key(["HSC", 1, 903334]))
+        raw_1 = {"instrument": "HSC", "exposure": 903334, "detector": 1}
+        assert ref_a.id == make_dataset_id(IdMode.DETERMINISTIC, "raw", raw_1)
         assert ref_a.id.version == 5
         # The same data ID in another run: deterministic means the same UUID, a conflict.
         with pytest.raises(ConflictError, match=str(ref_a.id)):
@@ -690,7 +690,7 @@ def test_dataset_ids_across_independent_repositories(
 
         rand_a = a.put({"v": 1}, "raw", RAW_ID, run="random")
         rand_b = b.put({"v": 1}, "raw", RAW_ID, run="random")
-        assert rand_a.id != rand_b.id and rand_a.id.version == 4
+        assert rand_a.id != rand_b.id and rand_a.id.version == 7
         assert ref_a.id not in (rand_a.id, rand_b.id)
 
         run_a = a.put({"v": 1}, "raw", RAW_ID, run="det/run1", id_mode="deterministic-run")
@@ -698,8 +698,7 @@ def test_dataset_ids_across_independent_repositories(
         run_a2 = a.put({"v": 1}, "raw", RAW_ID, run="det/run2", id_mode="deterministic-run")
         assert run_a.id == run_b.id
         assert run_a.id != run_a2.id and run_a.id != ref_a.id
-        assert run_a.id == make_dataset_id(IdMode.DETERMINISTIC_RUN, "raw",
-                                           data_id_key(["HSC", 1, 903334]), "det/run1")
+        assert run_a.id == make_dataset_id(IdMode.DETERMINISTIC_RUN, "raw", raw_1, "det/run1")
         with pytest.raises(ValueError):
             a.put({"v": 1}, "raw", RAW_ID, run="det/run3", id_mode="sequential")
 

@@ -65,7 +65,9 @@ def put_replica(butler, obj, dataset_type: str, run: str, *, owner: str = "NCSA"
     reg.collections.register(run, CollectionType.RUN, owner=owner)
     dtype = reg.get_dataset_type(dataset_type)
     full, key = reg.expand_data_id(dtype, data_id)
-    ref = DatasetRef(make_dataset_id(IdMode(id_mode), dtype.name, key, run), dtype, full, run)
+    required = {name: full[name] for name in dtype.dimensions.required}
+    ref = DatasetRef(make_dataset_id(IdMode(id_mode), dtype.name, required, run), dtype, full,
+                     run)
     staged = butler.datastore.stage_put(ref, obj, get_storage_class(dtype.storage_class))
     with reg.transaction():
         reg.datasets.insert(run, [(ref, staged.stored)], keys=[key], check_owner=False,

@@ -125,9 +125,10 @@ def build_records_source(base: Path, n: int) -> dict[str, Any]:
         for start in range(0, n, RECORDS_CHUNK):
             entries, keys = [], []
             for exposure, detector in data_ids(start, min(RECORDS_CHUNK, n - start)):
-                full, key = registry.expand_data_id(
-                    dtype, {"instrument": "HSC", "exposure": exposure, "detector": detector})
-                ref = DatasetRef(make_dataset_id(IdMode.RANDOM, "raw", key), dtype, full, RUN)
+                required = {"instrument": "HSC", "exposure": exposure, "detector": detector}
+                full, key = registry.expand_data_id(dtype, required)
+                ref = DatasetRef(make_dataset_id(IdMode.RANDOM, "raw", required), dtype, full,
+                                 RUN)
                 path = f"{RUN}/raw/{exposure}/raw_HSC_{exposure}_{detector:03d}.raw"
                 entries.append((ref, StoredFile(path, formatter, FILE_SIZE,
                                                 bytes_checksum(ref.id.bytes))))
