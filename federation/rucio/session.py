@@ -19,6 +19,7 @@ import hashlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -274,8 +275,15 @@ class RucioSession:
                       "meta": {k: v for k, v in f.meta.items() if k != "guid"}}
                      for f in chunk if any(k != "guid" for k in f.meta)]
             if extra:
-                self.call("set file metadata",
-                          lambda e=extra: self.client.set_dids_metadata_bulk(e))
+                try:
+                    self.call("set file metadata",
+                              lambda e=extra: self.client.set_dids_metadata_bulk(e))
+                except RucioError:
+                    # Two syncs from this site setting the same metadata at once can
+                    # collide in Rucio's database; the values are the same: set them again.
+                    time.sleep(0.5)
+                    self.call("set file metadata",
+                              lambda e=extra: self.client.set_dids_metadata_bulk(e))
 
     def guids(self, names: Sequence[str]) -> dict[str, str]:
         """Each file's ``guid`` metadata (the dataset UUID fed registered it with)."""
