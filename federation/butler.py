@@ -389,7 +389,7 @@ class Butler:
         for name in names:
             if dims.preload(name):
                 continue
-            record_key = (*self.registry.universe[name].requires, name)
+            record_key = self.registry.universe[name].keys
             keys = set()
             for fd in datasets:
                 try:

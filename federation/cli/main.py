@@ -96,20 +96,22 @@ def _confirm(yes: bool, question: str) -> None:
               help="Registry database URL (default: SQLite file inside REPO), e.g. "
                    "postgresql+psycopg://user@host/dbname.")
 @click.option("--site", default="local", show_default=True, help="This repository's site name.")
-@click.option("--universe", type=click.Path(dir_okay=False, exists=True, path_type=Path),
-              help="Dimension universe YAML (default: the built-in astronomy universe).")
+@click.option("--universe", metavar="FILE|daf_butler[:VERSION]",
+              help="Dimension universe: a YAML file, or the LSST butler's universe "
+                   "(daf_butler: its current version; daf_butler:7: that version; needs the "
+                   "lsst-daf-butler package). Default: the built-in astronomy universe.")
 @click.option("--config", "config_file",
               type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="YAML with per-dataset-type file 'templates'.")
 @click.option("--owns", multiple=True, metavar="PREFIX",
               help="A collection prefix this site owns (repeatable); collections can then "
                    "be created here only below them (default: any).")
-def create(repo: Path, db: str | None, site: str, universe: Path | None,
+def create(repo: Path, db: str | None, site: str, universe: str | None,
            config_file: Path | None, owns: tuple[str, ...]) -> None:
     """Create an empty repository at REPO."""
     from federation.operations.repo import create as run
 
-    created = run(repo, db=db, site=site, universe_file=universe, config_file=config_file,
+    created = run(repo, db=db, site=site, universe=universe, config_file=config_file,
                   owns=owns)
     click.echo(f"created repository {created.root} (site {created.site})")
 

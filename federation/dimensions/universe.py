@@ -20,8 +20,12 @@ import yaml
 from federation import yamlio
 from federation.errors import ConfigError
 
-KEY_TYPES = {"string": str, "int": int}
-METADATA_TYPES = {"string": str, "int": int, "float": float, "bool": bool}
+# "none": an element identified by the dimensions it requires alone (daf_butler's join
+# elements such as visit_detector_region); it holds records but is no data ID key.
+KEY_TYPES = {"string": str, "int": int, "none": type(None)}
+# "region": a sky region as the hex of its sphgeom encoding; "hash": bytes as hex.
+METADATA_TYPES = {"string": str, "int": int, "float": float, "bool": bool, "region": str,
+                  "hash": str}
 RESERVED_NAMES = {
     "id", "run", "run_id", "dataset_type", "dataset_type_id", "data_id_key", "collection",
     "timespan", "timespan_begin", "timespan_end", "ingest_date",
@@ -38,10 +42,22 @@ class Dimension:
     implies: tuple[str, ...] = ()
     metadata: dict[str, str] = field(default_factory=dict)
     has_timespan: bool = False
+    key_field: str | None = None  # what daf_butler calls the key field ("id", "name")
+    renamed: dict[str, str] = field(default_factory=dict)  # our field name -> daf_butler's
 
     @property
     def python_type(self) -> type:
         return KEY_TYPES[self.key_type]
+
+    @property
+    def has_key(self) -> bool:
+        """Whether this is a dimension (a data ID key) rather than a key-less element."""
+        return self.key_type != "none"
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """The columns that identify one record."""
+        return (*self.requires, self.name) if self.has_key else self.requires
 
 
 class DimensionGroup:
@@ -59,6 +75,10 @@ class DimensionGroup:
                 f"unknown dimension(s) {', '.join(sorted(unknown))}; "
                 f"known: {', '.join(universe.dimensions)}"
             )
+        keyless = sorted(n for n in names if not universe.dimensions[n].has_key)
+        if keyless:
+            raise ConfigError(f"{', '.join(keyless)} cannot be in a data ID: it has no key of "
+                              "its own (it relates the dimensions it requires)")
         closure = set()
         stack = list(names)
         while stack:
@@ -101,6 +121,7 @@ class DimensionUniverse:
         if not isinstance(config, dict) or not isinstance(config.get("dimensions"), dict):
             raise ConfigError("dimension universe must be a mapping with a 'dimensions' mapping")
         self.version = config.get("version", 1)
+        self.namespace = str(config.get("namespace") or "federation")
         self.config = config
         raw = config["dimensions"]
         dims = {name: _parse_dimension(name, spec) for name, spec in raw.items()}
@@ -146,14 +167,19 @@ class DimensionUniverse:
     def digest(self) -> str:
         """What identifies this universe: a SHA-256 of its dimensions as they are read
         (documentation left out), the same whatever the YAML's layout."""
-        shape = {name: [d.key_type, list(d.requires), list(d.implies),
-                        sorted(d.metadata.items()), d.has_timespan]
-                 for name, d in sorted(self.dimensions.items())}
+        shape: dict = {name: [d.key_type, list(d.requires), list(d.implies),
+                              sorted(d.metadata.items()), d.has_timespan]
+                       for name, d in sorted(self.dimensions.items())}
+        if self.namespace != "federation":  # unchanged digests for existing repositories
+            shape = {"namespace": self.namespace, "version": self.version, "dimensions": shape}
         return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()
 
     def differences(self, other: DimensionUniverse) -> list[str]:
         """How ``other`` differs from this universe, one short phrase per difference."""
         found = []
+        if (self.namespace, self.version) != (other.namespace, other.version):
+            found.append(f"universe {self.namespace}:{self.version} here, "
+                         f"{other.namespace}:{other.version} there")
         for name in sorted(set(self.dimensions) | set(other.dimensions)):
             mine, theirs = self.dimensions.get(name), other.dimensions.get(name)
             if mine is None or theirs is None:
@@ -198,7 +224,8 @@ class DimensionUniverse:
         return {}
 
 
-SPEC_KEYS = {"key", "requires", "implies", "metadata", "timespan", "doc"}
+SPEC_KEYS = {"key", "requires", "implies", "metadata", "timespan", "doc", "key_field",
+             "renamed"}
 
 
 def _parse_dimension(name: str, spec) -> Dimension:
@@ -241,6 +268,14 @@ def _parse_dimension(name: str, spec) -> Dimension:
                 f"dimension {name!r} field {field_name!r}: type must be one of "
                 f"{sorted(METADATA_TYPES)}"
             )
+    key_field = spec.get("key_field")
+    renamed = spec.get("renamed") or {}
+    if key_field is not None and not isinstance(key_field, str):
+        raise ConfigError(f"dimension {name!r}: key_field must be a field name")
+    if not isinstance(renamed, dict) or not set(renamed) <= set(metadata):
+        raise ConfigError(f"dimension {name!r}: renamed must map metadata fields to names")
+    if key_type == "none" and not requires:
+        raise ConfigError(f"element {name!r} has no key: it must require dimensions")
     return Dimension(
         name=name,
         key_type=key_type,
@@ -248,6 +283,8 @@ def _parse_dimension(name: str, spec) -> Dimension:
         implies=implies,
         metadata=dict(metadata),
         has_timespan=has_timespan,
+        key_field=key_field,
+        renamed=dict(renamed),
     )
 
 
@@ -266,6 +303,8 @@ def _check_references(dims: dict[str, Dimension]) -> None:
         for other in dim.requires + dim.implies:
             if other not in dims:
                 raise ConfigError(f"dimension {dim.name!r} refers to unknown dimension {other!r}")
+            if not dims[other].has_key:
+                raise ConfigError(f"dimension {dim.name!r} refers to {other!r}, which has no key")
 
 
 def _check_relations(dims: dict[str, Dimension]) -> None:

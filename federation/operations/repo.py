@@ -13,7 +13,9 @@ from typing import Any
 
 from federation.butler import Butler, VerifyReport
 from federation.config import RepoConfig
+from federation.dimensions import daf_butler as daf_butler_universe
 from federation.dimensions.universe import DimensionUniverse
+from federation.errors import ConfigError
 from federation.inputs import read_dimension_records, read_ingest_table
 from federation.model import DatasetRef, DatasetType
 
@@ -61,15 +63,27 @@ class Ingested:
 
 
 def create(repo: Path, *, db: str | None = None, site: str = "local",
-           universe_file: Path | None = None, config_file: Path | None = None,
+           universe: str | Path | None = None, config_file: Path | None = None,
            owns: Sequence[str] = ()) -> Created:
     """Create an empty repository; nothing is left behind if anything is wrong. ``owns``:
-    the collection prefixes its site owns (collections are born here only below them)."""
+    the collection prefixes its site owns (collections are born here only below them).
+    ``universe``: a universe YAML file, or ``daf_butler[:VERSION]``."""
     templates = RepoConfig.read_overrides(config_file).get("templates") if config_file else None
-    universe = DimensionUniverse.from_file(universe_file) if universe_file else None
-    root = Butler.create(repo, db=db, site=site, templates=templates, universe=universe,
-                         owns=owns)
+    root = Butler.create(repo, db=db, site=site, templates=templates,
+                         universe=load_universe(universe), owns=owns)
     return Created(root, site)
+
+
+def load_universe(choice: str | Path | None) -> DimensionUniverse | None:
+    """The universe ``fed create --universe`` names (None: the default universe)."""
+    if choice is None:
+        return None
+    named = daf_butler_universe.parse_choice(str(choice))
+    if named is not None:
+        return daf_butler_universe.load(named[1])
+    if not Path(choice).is_file():
+        raise ConfigError(f"no universe file {choice} (or say daf_butler[:VERSION])")
+    return DimensionUniverse.from_file(choice)
 
 
 def register_dataset_type(repo: Path, name: str, storage_class: str,

@@ -56,7 +56,7 @@ class Datasets(Memberships):
         self.types = types
         self.collections = collections
         t = db.tables
-        self._dim_names = list(db.universe.dimensions)
+        self._dim_names = [n for n, d in db.universe.dimensions.items() if d.has_key]
         self._select_cols = [t.dataset.c.id, t.dataset.c.dataset_type_id, t.dataset.c.run_id,
                              *[t.dataset.c[n] for n in self._dim_names]]
         self._positions = {n: 3 + i for i, n in enumerate(self._dim_names)}
@@ -390,7 +390,7 @@ class Datasets(Memberships):
         for name, table in joins.items():
             dim = self.db.universe.dimensions[name]
             stmt = stmt.outerjoin(table, sa.and_(*[table.c[k] == d.c[k]
-                                                   for k in (*dim.requires, name)]))
+                                                   for k in dim.keys]))
         return stmt if condition is None else stmt.where(condition)
 
     def _compile_where(self, where, bind, joins: dict[str, sa.Table], allowed: Sequence[str],

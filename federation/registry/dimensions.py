@@ -31,6 +31,7 @@ _CHUNK = 500
 INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 MAX_STRING = 128
 _INT_TEXT = re.compile(r"\s*[-+]?[0-9]+\s*")
+_HEX = re.compile(r"(?:[0-9a-fA-F]{2})*")
 
 
 def coerce_key(dim: Dimension, value: Any) -> Any:
@@ -67,6 +68,10 @@ def _coerce_field(dim: Dimension, field: str, value: Any) -> Any:
     if value is None or value == "":
         return None
     kind = dim.metadata[field]
+    if kind in ("region", "hash"):  # hex text
+        if not isinstance(value, str) or not _HEX.fullmatch(value):
+            raise _field_error(dim, field, f"{kind} (hex text)", value)
+        return value.lower()
     if kind == "string":
         if not isinstance(value, str):
             raise _field_error(dim, field, kind, value)
@@ -127,7 +132,7 @@ class DimensionRecords:
         if not isinstance(record, Mapping):
             raise InputError(f"a {dimension} record must be a mapping, got {record!r}")
         row: dict[str, Any] = {}
-        known = set(dim.requires) | {dim.name} | set(dim.implies) | set(dim.metadata)
+        known = set(dim.keys) | set(dim.implies) | set(dim.metadata)
         if dim.has_timespan:
             known |= {"timespan", "timespan_begin", "timespan_end"}
         unknown = set(record) - known
@@ -136,7 +141,7 @@ class DimensionRecords:
                 f"unknown field(s) {', '.join(sorted(unknown))} in {dimension} record; "
                 f"known: {', '.join(sorted(known))}"
             )
-        for name in (*dim.requires, dim.name, *dim.implies):
+        for name in (*dim.keys, *dim.implies):
             if record.get(name) in (None, ""):
                 raise InputError(f"{dimension} record {dict(record)} is missing {name!r}")
             row[name] = coerce_key(self.universe[name], record[name])
@@ -168,7 +173,7 @@ class DimensionRecords:
         """
         dim = self.universe[dimension]
         rows = [self.normalize(dimension, r) for r in records]
-        keys = (*dim.requires, dim.name)
+        keys = dim.keys
         unique: dict[tuple, dict[str, Any]] = {}
         for row in rows:
             key = tuple(row[k] for k in keys)
@@ -207,7 +212,7 @@ class DimensionRecords:
         """Records this one requires or implies must exist (key-only ones are created)."""
         for other_name in (*dim.requires, *dim.implies):
             other = self.universe[other_name]
-            other_keys = (*other.requires, other.name)
+            other_keys = other.keys
             wanted = {tuple(row[k] for k in other_keys) for row in rows}
             self.prefetch(other_name, wanted)
             missing = [k for k in wanted if self._cache[other_name].get(k) is None]
@@ -232,7 +237,7 @@ class DimensionRecords:
             return
         dim = self.universe[dimension]
         table = self.db.tables.dimensions[dimension]
-        key_cols = [table.c[k] for k in (*dim.requires, dim.name)]
+        key_cols = [table.c[k] for k in dim.keys]
         found = {}
         with self.db.reading() as conn:
             for start in range(0, len(missing), _CHUNK):
@@ -284,7 +289,7 @@ class DimensionRecords:
                 f"known: {', '.join(c.name for c in table.c if not c.name.startswith('timespan'))}"
             )
 
-        stmt = sa.select(table).order_by(*[table.c[k] for k in (*dim.requires, dim.name)])
+        stmt = sa.select(table).order_by(*[table.c[k] for k in dim.keys])
         condition = compile_where(where, resolve, bind)
         if condition is not None:
             stmt = stmt.where(condition)
@@ -296,7 +301,7 @@ class DimensionRecords:
         ``chunk`` at a time."""
         dim = self.universe[dimension]
         table = self.db.tables.dimensions[dimension]
-        stmt = sa.select(table).order_by(*[table.c[k] for k in (*dim.requires, dim.name)])
+        stmt = sa.select(table).order_by(*[table.c[k] for k in dim.keys])
         with self.db.reading() as conn:
             result = conn.execution_options(yield_per=chunk).execute(stmt).mappings()
             for rows in result.partitions(chunk):
@@ -366,7 +371,7 @@ class DimensionRecords:
             return True
         dim = self.universe[dimension]
         table = self.db.tables.dimensions[dimension]
-        keys = (*dim.requires, dim.name)
+        keys = dim.keys
         with self.db.reading() as conn:
             count = conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
             if count > limit:
@@ -435,10 +440,10 @@ class DimensionRecords:
 
     def _record_for(self, name: str, values: Mapping[str, Any]) -> dict[str, Any]:
         dim = self.universe.dimensions[name]
-        key = tuple(values[k] for k in (*dim.requires, name))
+        key = tuple(values[k] for k in dim.keys)
         record = self.get(name, key)
         if record is None:
-            raise MissingRecordError(name, _fmt_key((*dim.requires, name), key))
+            raise MissingRecordError(name, _fmt_key(dim.keys, key))
         return record
 
     def timespan_of(self, data_id: Mapping[str, Any]) -> Timespan | None:

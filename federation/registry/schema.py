@@ -20,6 +20,8 @@ _SQL_TYPES = {
     "int": sa.BigInteger(),
     "float": sa.Float(),
     "bool": sa.Boolean(),
+    "region": sa.Text(),
+    "hash": sa.Text(),
 }
 
 
@@ -125,7 +127,7 @@ def build_tables(universe: DimensionUniverse) -> Tables:
     dimensions = {name: _dimension_table(md, universe, name) for name in universe.dimensions}
     dim_columns = [
         sa.Column(name, _SQL_TYPES[dim.key_type], nullable=True)
-        for name, dim in universe.dimensions.items()
+        for name, dim in universe.dimensions.items() if dim.has_key
     ]
     dataset = sa.Table(
         "dataset", md,
@@ -325,8 +327,9 @@ def _dimension_table(md: sa.MetaData, universe: DimensionUniverse, name: str) ->
                   autoincrement=False)
         for req in dim.requires
     ]
-    columns.append(sa.Column(name, _SQL_TYPES[dim.key_type], primary_key=True,
-                             autoincrement=False))
+    if dim.has_key:
+        columns.append(sa.Column(name, _SQL_TYPES[dim.key_type], primary_key=True,
+                                 autoincrement=False))
     for implied in dim.implies:
         columns.append(sa.Column(implied, _SQL_TYPES[universe.dimensions[implied].key_type],
                                  nullable=False))

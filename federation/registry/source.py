@@ -41,7 +41,7 @@ class SourceStates:
         self.registry = registry
         self.here = here
         self.t = registry.db.tables
-        dims = list(registry.universe.dimensions)
+        dims = [n for n, d in registry.universe.dimensions.items() if d.has_key]
         self._first_dim = 5  # position of the first dimension column in _dataset_select
         self._dim_pos = {n: self._first_dim + i for i, n in enumerate(dims)}
         d, f = self.t.dataset, self.t.file

@@ -368,7 +368,7 @@ class BatchContext:
 
     def record_key(self, state: RecordState) -> tuple:
         dim = self.registry.universe[state.dimension]
-        return tuple(state.record.get(k) for k in (*dim.requires, dim.name))
+        return tuple(state.record.get(k) for k in dim.keys)
 
     def _known_records(self, batch: Batch) -> dict[str, dict[tuple, dict | None]]:
         """The destination's records for the batch's record states, a query per dimension."""

@@ -364,7 +364,7 @@ class SourceReader:
             data_id = state.data_id
             for name in data_id:
                 dim = universe[name]
-                keys.setdefault(name, set()).add(tuple(data_id[k] for k in (*dim.requires, name)))
+                keys.setdefault(name, set()).add(tuple(data_id[k] for k in dim.keys))
         for name, wanted in keys.items():
             dims.prefetch(name, wanted)
 
@@ -373,7 +373,7 @@ class SourceReader:
         universe, dims = self.registry.universe, self.registry.dimensions
         for name in names:
             dim = universe[name]
-            key = tuple(values[k] for k in (*dim.requires, name))
+            key = tuple(values[k] for k in dim.keys)
             if (name, key) in out.records:
                 continue
             record = dims.get(name, key)
