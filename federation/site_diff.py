@@ -216,7 +216,7 @@ class _SiteState:
         dim = self.registry.universe[dimension]
         found = {}
         for record in self.registry.dimensions.query(dimension):
-            key = [record[k] for k in (*dim.requires, dimension)]
+            key = [record[k] for k in dim.keys]
             found[_json(key)] = _json(record)
         return found
 

@@ -175,11 +175,11 @@ def _topology(config: dict[str, Any]) -> tuple[set[str], set[str]]:
 
 
 def _skypix(config: dict[str, Any]) -> dict[str, range]:
-    """Skypix systems and their levels (``htm`` 0..24, ``healpix`` 0..17)."""
+    """Skypix systems and their levels (``htm`` 1..24, ``healpix`` 1..17, as in daf_butler)."""
     found = {}
     for name, spec in (config.get("skypix") or {}).items():
         if isinstance(spec, dict) and "max_level" in spec:
-            found[name] = range(int(spec["max_level"]) + 1)
+            found[name] = range(1, int(spec["max_level"]) + 1)
     return found
 
 

@@ -180,6 +180,8 @@ class DimensionUniverse:
         if (self.namespace, self.version) != (other.namespace, other.version):
             found.append(f"universe {self.namespace}:{self.version} here, "
                          f"{other.namespace}:{other.version} there")
+            if self.namespace != other.namespace:
+                return found  # unrelated universes: every dimension would differ
         for name in sorted(set(self.dimensions) | set(other.dimensions)):
             mine, theirs = self.dimensions.get(name), other.dimensions.get(name)
             if mine is None or theirs is None:

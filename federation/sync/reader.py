@@ -443,7 +443,7 @@ class SourceReader:
 
     def _record_key(self, dimension: str, record: dict[str, Any]) -> tuple:
         dim = self.registry.universe[dimension]
-        return tuple(record[k] for k in (*dim.requires, dimension))
+        return tuple(record[k] for k in dim.keys)
 
 
 class _Wanted:
