@@ -121,7 +121,6 @@ def test_key_less_elements_and_bad_regions_are_refused_clearly(tmp_path: Path) -
 @pytest.mark.parametrize(("choice", "says"), [
     ("daf_butler:99", "daf_butler has no universe version 99"),
     ("daf_butler:seven", "universe version must be a number"),
-    ("no-such-file.yaml", "no universe file no-such-file.yaml"),
 ])
 def test_a_universe_that_does_not_exist_is_refused(tmp_path: Path, choice: str,
                                                    says: str) -> None:

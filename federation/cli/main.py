@@ -90,13 +90,21 @@ def _confirm(yes: bool, question: str) -> None:
 # -- repository set-up ---------------------------------------------------------
 
 
+def _universe_choice(ctx: click.Context, param: click.Parameter, value: str | None
+                     ) -> str | None:
+    """``daf_butler[:VERSION]`` as it is; anything else must be an existing file."""
+    if value is None or value.partition(":")[0] == "daf_butler":
+        return value
+    return str(click.Path(dir_okay=False, exists=True).convert(value, param, ctx))
+
+
 @cli.command()
 @REPO
 @click.option("--db", default=None, metavar="URL",
               help="Registry database URL (default: SQLite file inside REPO), e.g. "
                    "postgresql+psycopg://user@host/dbname.")
 @click.option("--site", default="local", show_default=True, help="This repository's site name.")
-@click.option("--universe", metavar="FILE|daf_butler[:VERSION]",
+@click.option("--universe", metavar="FILE|daf_butler[:VERSION]", callback=_universe_choice,
               help="Dimension universe: a YAML file, or the LSST butler's universe "
                    "(daf_butler: its current version; daf_butler:7: that version; needs the "
                    "lsst-daf-butler package). Default: the built-in astronomy universe.")
