@@ -489,6 +489,7 @@ def _register_federation_commands() -> None:
     from federation.cli import (
         audit_commands,
         bundle_commands,
+        butler_commands,
         compare_commands,
         diff_commands,
         drop_commands,
@@ -498,6 +499,7 @@ def _register_federation_commands() -> None:
         remote_commands,
         rucio_commands,
         status_commands,
+        subset_commands,
     )
 
     cli.add_command(federation_commands.site)
@@ -516,6 +518,8 @@ def _register_federation_commands() -> None:
     cli.add_command(remote_commands.publish)
     cli.add_command(remote_commands.receive)
     cli.add_command(rucio_commands.rucio)
+    cli.add_command(subset_commands.subset)
+    cli.add_command(butler_commands.import_butler)
     for command in (bundle_commands.export, bundle_commands.import_, bundle_commands.bundle):
         cli.add_command(command)
 

@@ -354,6 +354,13 @@ class Datasets(Memberships):
                 found.update(conn.execute(base.where(d.c.id.in_(list(chunk)))).scalars().all())
         return found
 
+    def restrict(self, stmt: sa.Select, where: str | None, bind: Mapping[str, Any] | None,
+                 dataset_types: Sequence[DatasetType]) -> sa.Select:
+        """``stmt`` (over the dataset table) restricted to datasets whose data IDs satisfy
+        ``where`` (naming any dimension of ``dataset_types``)."""
+        names = self.db.universe.sorted({n for dt in dataset_types for n in dt.dimensions.names})
+        return self._filter(stmt, where, bind, names, dataset_types)
+
     def _membership(self, path, timespan: Timespan | None) -> sa.Subquery:
         """(dataset_id, rank) for every dataset in the flattened search path."""
         t = self.db.tables

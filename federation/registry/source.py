@@ -136,6 +136,57 @@ class SourceStates:
             return list(self.registry.datasets.ids_matching(keep, where, bind, dataset_types))
         return keep
 
+    def calibrations_for(self, calibs: Iterable[str], *, types: Sequence[DatasetType],
+                         run_ids: Iterable[int], where: str | None,
+                         bind: Mapping[str, Any] | None,
+                         ids: Sequence[uuid.UUID] | None = None) -> set[uuid.UUID]:
+        """The datasets certified in the CALIBRATION collections ``calibs`` that the selected
+        datasets need: of the datasets of ``types`` in ``run_ids`` matching ``where``
+        (or only those among ``ids``), each one with an observation dimension (one with a
+        timespan, e.g. exposure or visit) needs the calibrations whose validity range
+        overlaps its observation's and whose data ID agrees with its own."""
+        colls, universe = self.registry.collections, self.registry.universe
+        calib_ids = [colls.lookup(n)[0] for n in calibs if colls.exists(n)]
+        run_ids = list(run_ids)
+        if not calib_ids or not run_ids:
+            return set()
+        t, found = self.t, set()
+        d, c = t.dataset, t.calib
+        cd = d.alias("calibrated")
+        certified = {tid for (tid,) in self._rows(sa.select(c.c.dataset_type_id).distinct()
+                                                  .where(c.c.collection_id.in_(calib_ids)))}
+        calib_types = [self.registry.dataset_types.by_id(tid) for tid in certified]
+        for selected in types:
+            observed = [n for n in selected.dimensions.required if universe[n].has_timespan]
+            if not observed:
+                continue
+            obs = t.dimensions[observed[0]].alias("observation")
+            tid = self.registry.dataset_types.id_of(selected.name)
+            for calib in calib_types:
+                agree = [n for n in calib.dimensions.required if n in selected.dimensions.names]
+                stmt = (sa.select(c.c.dataset_id).distinct()
+                        .select_from(d.join(obs, sa.and_(*[obs.c[k] == d.c[k] for k in
+                                                           universe[observed[0]].keys])))
+                        .join(cd, sa.and_(*[cd.c[k] == d.c[k] for k in agree]))
+                        .join(c, c.c.dataset_id == cd.c.id)
+                        .where(d.c.dataset_type_id == tid, d.c.run_id.in_(run_ids),
+                               cd.c.dataset_type_id == self.registry.dataset_types.id_of(
+                                   calib.name),
+                               c.c.collection_id.in_(calib_ids),
+                               obs.c.timespan_begin < c.c.timespan_end,
+                               obs.c.timespan_end > c.c.timespan_begin))
+                stmt = self.registry.datasets.restrict(stmt, where, bind, [selected])
+                if ids is None:
+                    found.update(row[0] for row in self._rows(stmt))
+                else:
+                    found.update(row[0] for row in self.registry.db.select_in(
+                        stmt.where(d.c.id.in_(IN_VALUES)), list(ids)))
+        return found
+
+    def _rows(self, stmt: sa.Select) -> list[sa.Row]:
+        with self.registry.db.reading() as conn:
+            return conn.execute(stmt).all()
+
     def slot_keys(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, tuple[str, str]]:
         """(dataset type, data ID key) of existing datasets: their calibration slots."""
         d = self.t.dataset

@@ -72,6 +72,9 @@ class SourceReader:
         self._releases: list[str] = []
         #: the releases this sync carries: those whose collection the selection covers
         self.releases: list[str] = []
+        self._source = here or registry.site
+        self._calibs: list[str] = []  # the selected CALIBRATION collections
+        self._calibrations: set[uuid.UUID] | None = None  # what the subset needs of them
 
     @contextmanager
     def window(self) -> Iterator[int]:
@@ -91,6 +94,9 @@ class SourceReader:
             self._runs = {n for n in self.collections if colls.lookup(n)[1] is CollectionType.RUN}
             self._run_ids = {colls.lookup(n)[0] for n in self._runs}
             self.releases = [r for r in self._releases if r in self.collections]
+            self._calibs = sorted(n for n in self.collections
+                                  if colls.lookup(n)[1] is CollectionType.CALIBRATION)
+            self._calibrations = None
             wanted = self.selection.release
             if wanted is not None and wanted not in self._releases:
                 raise ReleaseError(f"the source holds no release {wanted!r}")
@@ -230,6 +236,10 @@ class SourceReader:
             dataset_types=list(self.types.values())))
         wanted.datasets = [i for _, i in created if i in matched]
         carried += [entry for entry, i in created if i in matched]
+        if wanted.datasets and self._completes():
+            needed = self._needed_calibrations(wanted.datasets)
+            wanted.certified += [p for p in self.states.memberships(list(needed))[1]
+                                 if p[0] in self._calibs]
         if removed:
             kept = {uuid.UUID(r.id) for r in self.states.removals(wanted.removed)
                     if self.selection.matches_type(r.dataset_type)} if exact else None
@@ -397,15 +407,40 @@ class SourceReader:
             for child in state.children or []:
                 self._collection(child, out)
 
-    def _needed(self, ids: Iterable[uuid.UUID], out: _Out, include_all: bool
-                ) -> set[uuid.UUID]:
-        """The datasets among ``ids`` a membership may be sent for (selected types, `where`),
-        adding to the batch those not sent through their RUN's own batches."""
+    # -- complete subsets ----------------------------------------------------------
+
+    def _completes(self) -> bool:
+        """Whether this selection is a subset by data ID of RUNs and of CALIBRATION
+        collections: then the calibrations it brings are those its datasets need (not
+        those whose data IDs happen to match)."""
+        return bool(self.selection.where and self._calibs and self._run_ids)
+
+    def _needed_calibrations(self, ids: Sequence[uuid.UUID] | None = None) -> set[uuid.UUID]:
+        """The calibrations the selected datasets (all, or those among ``ids``) need."""
+        if not self._completes():
+            return set()
+        if ids is None and self._calibrations is not None:
+            return self._calibrations
+        found = self.states.calibrations_for(
+            self._calibs, types=list(self.types.values()), run_ids=self._run_ids,
+            where=self.selection.where, bind=self.selection.bind_dict, ids=ids)
+        if ids is None:
+            self._calibrations = found
+        return found
+
+    def _needed(self, ids: Iterable[uuid.UUID], out: _Out, include_all: bool, *,
+                calibrations: bool = False) -> set[uuid.UUID]:
+        """The datasets among ``ids`` a membership may be sent for (selected types, `where`;
+        for ``calibrations``, what a subset needs), adding to the batch those not sent
+        through their RUN's own batches."""
         ids = list(dict.fromkeys(ids))
-        keep = set(self.states.matching(ids, type_ids=self.type_ids,
-                                        where=self.selection.where,
-                                        bind=self.selection.bind_dict,
-                                        dataset_types=list(self.types.values())))
+        if calibrations and self._completes():
+            keep = self._needed_calibrations() & set(ids)
+        else:
+            keep = set(self.states.matching(ids, type_ids=self.type_ids,
+                                            where=self.selection.where,
+                                            bind=self.selection.bind_dict,
+                                            dataset_types=list(self.types.values())))
         states = self.states.datasets([i for i in ids if i in keep])
         extra = states if include_all else [s for s in states if s.run not in self._runs]
         self._add_datasets(extra, out)
@@ -436,8 +471,13 @@ class SourceReader:
             if state is None:
                 continue
             ids = [uuid.UUID(entry[0]) for entry in state.entries]
-            if ids and not self._needed(ids, out, include_all):
+            needed = self._needed(ids, out, include_all, calibrations=True) if ids else set()
+            if ids and not needed:
                 continue
+            if self._completes():  # the slot whole; its other datasets as records only
+                others = self.states.datasets([i for i in ids if i not in needed])
+                self._add_datasets([s if s.held_at else dataclasses.replace(
+                    s, held_at=self._source) for s in others], out)
             self._collection(state.collection, out)
             out.slots.append(state)
 
