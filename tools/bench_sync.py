@@ -63,6 +63,10 @@ Run it from the repository root with the project's virtualenv::
     .venv/bin/python tools/bench_sync.py                 # N = 20000, 100000; 1M records
     .venv/bin/python tools/bench_sync.py --sizes 2000,5000 --repeat 2 --records-n 20000
     .venv/bin/python tools/bench_sync.py --sizes 20000 --records-n 0 --profile full --json
+    .venv/bin/python tools/bench_sync.py --sizes 1000 --records-n 0 --butler-source 1000
+
+``--butler-source SIZES`` adds the rows of ``bench_butler_source.py``: ``fed sync``
+from a daf_butler repository, daf_butler's ``transfer_from`` and ``rsync -a``.
 
 ``--workdir`` defaults to a temporary directory that is removed at the end; a
 directory given explicitly is emptied first and kept. ``--profile PHASE`` runs
@@ -83,6 +87,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import bench_butler_source
 import sync_fixtures as fx
 from benchlib import log, remove, run_measured, settle
 from sync_report import evaluate, print_report
@@ -284,6 +289,9 @@ def run_all(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         results["sizes"].append(bench_size(args, workdir, n, largest=n == sizes[-1]))
     if args.records_n:
         results["records"] = bench_records(args, workdir)
+    if args.butler_source:  # fed sync from a daf_butler repository: bench_butler_source.py
+        results["butler_source"] = bench_butler_source.run(args.butler_source, args.repeat,
+                                                           args.settle, workdir)
     results["load_average"].append(os.getloadavg()[0])
     return results
 
@@ -302,11 +310,16 @@ def parent(args: argparse.Namespace) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
     rows = evaluate(results)
     failed = [r for r in rows["targets"] if r["status"] == "FAIL"]
+    butler_rows = results.get("butler_source")
+    if butler_rows and bench_butler_source.checks(butler_rows):
+        failed.append({"target": "fed sync from a daf_butler source"})
     if args.json:
         print(json.dumps({"repeat": args.repeat, "settle_seconds": args.settle,
                           "results": results, "rows": rows, "ok": not failed}, indent=2))
     else:
         print_report(rows, results, repeat=args.repeat, settle_s=args.settle)
+        if butler_rows:
+            bench_butler_source.report(butler_rows)
         print("\n" + ("all targets met" if not failed else
                       f"{len(failed)} target(s) missed: " +
                       "; ".join(r["target"] for r in failed)))
@@ -341,6 +354,9 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="print machine-readable results")
     parser.add_argument("--profile", choices=["full", "delta", "records"], default=None,
                         help="run one phase under cProfile; top functions go to stderr")
+    parser.add_argument("--butler-source", type=sizes_list, default=None, metavar="SIZES",
+                        help="also: fed sync from a daf_butler repository of these sizes vs "
+                             "transfer_from and rsync (tools/bench_butler_source.py)")
     parser.add_argument("--child", choices=CHILD_PHASES, help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()

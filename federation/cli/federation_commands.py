@@ -112,7 +112,8 @@ def site_list(sites_dir, as_json) -> None:
 
 
 def _site_row(s) -> list:
-    registry = s.registry.url if not s.is_remote else "(published bundles)"
+    registry = "(published bundles)" if s.is_remote else \
+        f"daf_butler: {s.registry.config}" if s.is_daf_butler else s.registry.url
     flags = [f for f, on in (("read-only", s.read_only), ("keep-deleted", s.keep_deleted)) if on]
     if s.rucio is not None:
         flags.append(f"rucio: {s.rucio.rse}")
@@ -196,6 +197,13 @@ def sync(source, destination, collections, dataset_types, where, bind, files, re
     file whose rule is stuck fails with Rucio's reason and is retried by the
     next sync; a deletion removes the file's rule, and Rucio's reaper the
     replica.
+
+    A SOURCE of 'kind: daf_butler' is an LSST butler repository, read through
+    daf_butler (pip install 'federation[butler]') into a DESTINATION made with
+    'fed create --universe daf_butler': -c, -t and --where select through
+    daf_butler's queries; files are size-checked, copied and hashed; a
+    re-sync asks only for what was ingested since (--reset-cursor compares
+    the whole selection and reports datasets gone from SOURCE).
     """
     from federation.operations.sync import sync as run_sync
     from federation.sync.options import SyncOptions

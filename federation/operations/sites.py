@@ -101,6 +101,10 @@ def _check(definition: SiteDefinition) -> str:
 
 
 def _check_registry(definition: SiteDefinition) -> str:
+    if definition.is_daf_butler:
+        from federation.dafbutler.source import describe_repository
+
+        return describe_repository(definition)
     if not definition.is_remote:
         with open_site(definition) as butler:
             return f"journal at {butler.registry.db.last_seq()}"
@@ -121,6 +125,9 @@ def init(name: str, directory: SitesDir = None) -> SiteDefinition:
     if definition.is_remote:
         raise ConfigError(f"site {name} is reached over {definition.transport}: create its "
                           "repository on the machine that runs it")
+    if definition.is_daf_butler:
+        raise ConfigError(f"site {name} is an LSST butler repository: create it with "
+                          "daf_butler ('butler create')")
     ensure_database(definition.registry.url)
     url = definition.registry.url
     default = f"sqlite:///{definition.root / 'registry.sqlite3'}"

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from federation.errors import ConfigError, FederationError, InputError, ReleaseError
+from federation.operations.butler_source import pull_from_butler
 from federation.operations.rucio import register_site
 from federation.operations.selection import (
     check_patterns,
@@ -47,6 +48,8 @@ def sync(source: str, destination: str, options: SyncOptions, *, sites_dir: Site
     (nothing written); one that carries no dataset says so in a note.
     """
     src, dst = load_site(source, sites_dir), load_site(destination, sites_dir)
+    if src.is_daf_butler or dst.is_daf_butler:
+        return _sync_daf_butler(src, dst, options, progress)
     selection = options.selection
     if selection.release is not None and not src.is_remote and src.name != dst.name:
         with open_site(src) as butler:
@@ -74,6 +77,15 @@ def sync(source: str, destination: str, options: SyncOptions, *, sites_dir: Site
             if check.complete and src.rucio is not None and dst.rucio is not None:
                 report.notes += _lock_release(selection.release, (src, dst), sites_dir)
     return report
+
+
+def _sync_daf_butler(src: SiteDefinition, dst: SiteDefinition, options: SyncOptions,
+                     progress: Progress | None) -> Report:
+    """From an LSST butler repository (``kind: daf_butler``), read through daf_butler."""
+    if dst.is_daf_butler:
+        raise ConfigError(f"site {dst.name} is an LSST butler repository (kind: daf_butler): "
+                          "fed syncs from it, not into it ('fed export-butler' writes for it)")
+    return pull_from_butler(src, dst, options, progress=progress)
 
 
 def _lock_release(release: str, holders: tuple[SiteDefinition, ...],
@@ -104,6 +116,8 @@ def sync_sites(source: SiteDefinition, destination: SiteDefinition, options: Syn
                sites: list[SiteDefinition] | None = None,
                progress: Progress | None = None) -> Report:
     """:func:`sync` between site definitions already loaded."""
+    if source.is_daf_butler or destination.is_daf_butler:
+        return _sync_daf_butler(source, destination, options, progress)
     if destination.is_remote:
         return push(source, destination, options, progress=progress)
     return pull(source, destination, options, sites=sites or [], progress=progress)

@@ -2,6 +2,7 @@
 and which collection prefixes each owns."""
 
 from federation.sites.definition import (
+    DafButlerRepository,
     LocalRegistry,
     PublishedRegistry,
     RegistryAccess,
@@ -18,6 +19,6 @@ from federation.sites.loader import (
 )
 from federation.sites.ownership import owner_by_prefix, under
 
-__all__ = ["SITES_ENV", "LocalRegistry", "PublishedRegistry", "RegistryAccess",
-           "SiteDefinition", "check_site_name", "list_sites", "load_site", "owner_by_prefix",
-           "parse_site", "read_yaml", "sites_dir", "under"]
+__all__ = ["SITES_ENV", "DafButlerRepository", "LocalRegistry", "PublishedRegistry",
+           "RegistryAccess", "SiteDefinition", "check_site_name", "list_sites", "load_site",
+           "owner_by_prefix", "parse_site", "read_yaml", "sites_dir", "under"]

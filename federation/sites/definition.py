@@ -34,7 +34,15 @@ class PublishedRegistry:
     """A registry read only through the bundles its site publishes in its outbox."""
 
 
-RegistryAccess = LocalRegistry | PublishedRegistry
+@dataclass(frozen=True)
+class DafButlerRepository:
+    """An LSST butler (daf_butler) repository, read through daf_butler's own API: a sync
+    source only (``kind: daf_butler``); ``config`` is its root or its ``butler.yaml``."""
+
+    config: Path
+
+
+RegistryAccess = LocalRegistry | PublishedRegistry | DafButlerRepository
 
 
 @dataclass(frozen=True)
@@ -69,8 +77,16 @@ class SiteDefinition:
         return isinstance(self.registry, PublishedRegistry)
 
     @property
+    def is_daf_butler(self) -> bool:
+        """An LSST butler repository (``kind: daf_butler``): read through daf_butler."""
+        return isinstance(self.registry, DafButlerRepository)
+
+    @property
     def root(self) -> Path:
         """The repository directory of a site whose registry is on this machine."""
+        if self.is_daf_butler:
+            raise ConfigError(f"site {self.name} is an LSST butler repository (kind: "
+                              "daf_butler): it is only a source for 'fed sync'")
         if not isinstance(self.registry, LocalRegistry):
             raise ConfigError(f"site {self.name} is reached over {self.transport}; its "
                               "repository is not on this machine")
@@ -105,6 +121,8 @@ class SiteDefinition:
         data: dict[str, Any] = {"name": self.name, "transport": self.transport}
         if isinstance(self.registry, LocalRegistry):
             data |= {"registry": self.registry.url, "root": str(self.registry.root)}
+        if isinstance(self.registry, DafButlerRepository):
+            data |= {"kind": "daf_butler", "config": str(self.registry.config)}
         if isinstance(self.files, LocalSettings):
             data |= {"outbox": str(self.files.outbox), "inbox": str(self.files.inbox)}
         else:

@@ -24,6 +24,14 @@ then read only through the bundles the site publishes::
            root: /srv/ncsa/repo, outbox: /srv/ncsa/outbox}
     owns: [HSC/raw, HSC/calib, HSC/runs, HSC/defaults, refcats, skymaps]
 
+An LSST butler (daf_butler) repository, read through daf_butler as a source for
+``fed sync`` (the optional extra ``federation[butler]``)::
+
+    name: LSST
+    kind: daf_butler
+    root: /data/butler            # or  config: /data/butler/butler.yaml
+    owns: [HSC/raw, HSC/calib]    # optional, as for any site
+
 Relative ``root`` paths and ``sqlite:///`` paths are relative to the YAML file.
 """
 
@@ -39,7 +47,12 @@ import yaml
 from federation import yamlio
 from federation.errors import ConfigError
 from federation.rucio.settings import RucioSettings
-from federation.sites.definition import LocalRegistry, PublishedRegistry, SiteDefinition
+from federation.sites.definition import (
+    DafButlerRepository,
+    LocalRegistry,
+    PublishedRegistry,
+    SiteDefinition,
+)
 from federation.transport.kinds import KINDS, kind_of, parse_settings
 from federation.transport.settings import LocalSettings
 
@@ -47,7 +60,7 @@ SITES_ENV = "FED_SITES"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 ROLES = ("repository", "release")
 _KEYS = {"name", "registry", "root", "transport", "owns", "read_only", "keep_deleted",
-         "role", "description", "outbox", "inbox", "rucio"} \
+         "role", "description", "outbox", "inbox", "rucio", "kind", "config"} \
     | {k for k, v in KINDS.items() if v.remote}
 
 
@@ -72,6 +85,13 @@ def parse_site(data: Any, source: Path) -> SiteDefinition:
     unknown = set(data) - _KEYS
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(map(str, unknown)))}")
+    if data.get("kind", "repository") == "daf_butler":
+        return _parse_daf_butler(data, source)
+    if "kind" in data and data["kind"] != "repository":
+        raise ConfigError(f"{where}: 'kind' must be repository or daf_butler, not "
+                          f"{data['kind']!r}")
+    if "config" in data:
+        raise ConfigError(f"{where}: 'config' is for a site of 'kind: daf_butler'")
     kind = kind_of(data.get("transport", "local"), where)
     for other, known in KINDS.items():
         if known.remote and other != kind.name and other in data:
@@ -112,6 +132,32 @@ def parse_site(data: Any, source: Path) -> SiteDefinition:
                                       if k in data}, where, base=base)
     return SiteDefinition(registry=LocalRegistry(_registry_url(data, base, where), files.root),
                           files=files, **common)
+
+
+def _parse_daf_butler(data: dict[str, Any], source: Path) -> SiteDefinition:
+    """``kind: daf_butler``: an LSST butler repository, named by its root or its config."""
+    where = str(source)
+    allowed = {"name", "kind", "root", "config", "owns", "description"}
+    unknown = set(data) - allowed
+    if unknown:
+        raise ConfigError(f"{where}: a site of 'kind: daf_butler' takes only "
+                          f"{', '.join(sorted(allowed))}; not {', '.join(sorted(unknown))}")
+    places = [data[k] for k in ("root", "config") if k in data]
+    if len(places) != 1 or not isinstance(places[0], str) or not places[0]:
+        raise ConfigError(f"{where}: a site of 'kind: daf_butler' names its repository by "
+                          "'root' (a directory) or 'config' (its butler.yaml), one of them")
+    config = (source.parent / Path(places[0]).expanduser()).resolve()
+    name = check_site_name(data.get("name"))
+    owns = data.get("owns") or []
+    if not isinstance(owns, list) or not all(isinstance(p, str) and p.strip("/") for p in owns):
+        raise ConfigError(f"{where}: 'owns' must be a list of collection prefixes")
+    description = data.get("description", "")
+    if not isinstance(description, str):
+        raise ConfigError(f"{where}: 'description' must be a string")
+    root = config if config.suffix not in (".yaml", ".yml", ".json") else config.parent
+    return SiteDefinition(name=name, registry=DafButlerRepository(config),
+                          files=LocalSettings.at(root), owns=tuple(p.strip("/") for p in owns),
+                          read_only=True, description=description, source=source)
 
 
 def _registry_url(data: dict[str, Any], base: Path, where: str) -> str:
