@@ -197,3 +197,16 @@ def test_subset_verify_without_subsets_says_so(federation: Federation) -> None:
 
     fails("subset", "verify", federation.root / "repos" / "laptop", "--sites",
           federation.sites_dir, match="holds no subset")
+
+
+def test_a_where_naming_dimensions_some_types_lack_still_completes(
+        federation: Federation) -> None:
+    populate(federation)
+    with federation.butler("NCSA", run="HSC/runs/calexp") as b:  # a visit-based type too
+        b.registry.register_dataset_type("calexp", ["visit", "detector"], "NumpyArray")
+        b.put(np.zeros(2), "calexp", instrument="HSC", visit=903334, detector=1)
+        b.registry.collections.set_chain("HSC/defaults",
+                                         ["HSC/raw/all", "HSC/runs/calexp", "HSC/calib"])
+    federation.sync("NCSA", "laptop", collections=["HSC/defaults"],
+                    where="exposure = 903334 AND detector = 1")
+    assert held(federation, "laptop")[("bias", "HSC/calib/gen/DM-1", 1, None)] == "file"

@@ -175,7 +175,7 @@ class SourceStates:
                                c.c.collection_id.in_(calib_ids),
                                obs.c.timespan_begin < c.c.timespan_end,
                                obs.c.timespan_end > c.c.timespan_begin))
-                stmt = self.registry.datasets.restrict(stmt, where, bind, [selected])
+                stmt = self.registry.datasets.restrict(stmt, where, bind, types)
                 if ids is None:
                     found.update(row[0] for row in self._rows(stmt))
                 else:
