@@ -371,14 +371,18 @@ def main() -> None:
     fed("compare", f"NCSA:{PROCESSING_RUN}", f"NCSA:{IN2P3_RUN}", "--report", "compare-report")
     note(f"open {workdir / 'compare-report' / 'index.html'} for the plots")
 
-    step(f"laptop pre-caches exposure {LAPTOP_EXPOSURE} from Princeton, with the calibrations")
-    note("one cursor per selection: each of these syncs can be re-run later to refresh")
+    step(f"laptop pre-caches exposure {LAPTOP_EXPOSURE} from Princeton: a complete subset")
+    note("the raws of that exposure bring the calibrations valid at its time, through the "
+         "CALIBRATION collections of HSC/defaults; one cursor per selection: each sync can "
+         "be re-run later to refresh")
     fed("sync", "Princeton", "laptop", "-c", "HSC/defaults", "--where",
         f"exposure = {LAPTOP_EXPOSURE}")
-    fed("sync", "Princeton", "laptop", "-c", "HSC/calib")
     fed("sync", "Princeton", "laptop", "-c", PROCESSING_RUN, "--where",
         f"visit = {LAPTOP_EXPOSURE}")
     fed("query-datasets", "laptop", "*", "-c", "*")
+    note("what the laptop holds, per selection, and the proof it is exactly that")
+    fed("subset", "show", "laptop")
+    fed("subset", "verify", "laptop")
 
     step("Offline: only the laptop's repository is reachable")
     with out_of_reach(workdir, SERVERS):

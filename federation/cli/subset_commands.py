@@ -28,7 +28,8 @@ def subset() -> None:
 def show(repo: Path, source: str | None, as_json: bool) -> None:
     """List REPO's subsets: source, selection, and the source journal entry (or release
     root) each has been synced up to."""
-    from federation.operations.subset import age, show as run
+    from federation.operations.subset import age
+    from federation.operations.subset import show as run
 
     found = run(repo, source)
     if as_json:
