@@ -522,6 +522,7 @@ def _register_federation_commands() -> None:
     cli.add_command(butler_commands.import_butler)
     for command in (bundle_commands.export, bundle_commands.import_, bundle_commands.bundle):
         cli.add_command(command)
+    from federation.cli import staging_commands  # noqa: F401 - declares stage, collect, provenance
 
 
 _register_federation_commands()

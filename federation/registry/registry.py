@@ -15,6 +15,7 @@ from federation.registry.database import UPGRADABLE, Database, make_engine
 from federation.registry.dataset_types import DatasetTypes
 from federation.registry.datasets import Datasets
 from federation.registry.dimensions import DimensionRecords
+from federation.registry.provenance import Provenance
 from federation.registry.releases import Releases
 from federation.registry.sync_log import SyncLog
 
@@ -43,6 +44,7 @@ class Registry:
                                  self.releases)
         self.cursors = CursorStore(db)
         self.log = SyncLog(db)
+        self.provenance = Provenance(db)
 
     @classmethod
     def create(cls, url: str, *, site: str, universe: DimensionUniverse | None = None,

@@ -53,6 +53,7 @@ class Tables:
     release_entry: sa.Table
     release_node: sa.Table
     release_check: sa.Table
+    provenance: sa.Table
 
 
 def dimension_table_name(name: str) -> str:
@@ -287,6 +288,14 @@ def build_tables(universe: DimensionUniverse) -> Tables:
         sa.Column("corrupt", sa.BigInteger, nullable=False),
         sqlite_autoincrement=True,
     )
+    # Which datasets each output was made from (see federation.registry.provenance). Not a
+    # schema version change: repositories created before it gain it on first use.
+    provenance = sa.Table(
+        "provenance", md,
+        sa.Column("output_id", sa.ForeignKey("dataset.id", ondelete="CASCADE"),
+                  primary_key=True),
+        sa.Column("input_id", sa.Uuid, primary_key=True, index=True),
+    )
     calib = sa.Table(
         "calib", md,
         sa.Column("id", sa.Integer, primary_key=True),
@@ -317,7 +326,7 @@ def build_tables(universe: DimensionUniverse) -> Tables:
                   collection_chain, dataset, tag, calib, file, dimensions, tag_removed,
                   calib_slot, dataset_tombstone, collection_tombstone, sync_cursor, sync_retry,
                   trash, sync_log, release, release_entry, release_node,
-                  release_check)
+                  release_check, provenance)
 
 
 def _dimension_table(md: sa.MetaData, universe: DimensionUniverse, name: str) -> sa.Table:
