@@ -11,6 +11,7 @@ the next sync, like any failed transfer.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 import uuid
@@ -27,7 +28,7 @@ from federation.registry.states import DatasetState
 from federation.rucio.names import run_dataset, why_unmappable
 from federation.rucio.register import Registrable, register
 from federation.rucio.rules import SiteRules
-from federation.rucio.session import RucioSession
+from federation.rucio.session import RucioError, RucioSession
 from federation.sites import SiteDefinition
 from federation.sync.fetcher import Downloaded, Fetcher, Staged, local_path
 from federation.sync.options import SyncOptions
@@ -203,15 +204,33 @@ def keep_copies(fetcher: RucioFetcher, sites: Sequence[SiteDefinition],
     if options.min_copies < 2 or not fetcher.runs or len(rses) < options.min_copies:
         return []
     session, expression = fetcher.source_session, "|".join(rses)
-    have = {r.name for r in session.rules(expression) if r.copies == options.min_copies}
-    wanted = sorted(run_dataset(run) for run in fetcher.runs
-                    if run_dataset(run) not in have)
+
+    def missing() -> list[str]:
+        have = {r.name for r in session.rules(expression) if r.copies == options.min_copies}
+        return sorted(run_dataset(run) for run in fetcher.runs
+                      if run_dataset(run) not in have)
+
+    wanted = missing()
     if not wanted:
         return []
-    session.add_rules(wanted, expression, copies=options.min_copies, grouping="DATASET",
-                      comment=f"fed: min_copies {options.min_copies}")
+    add = functools.partial(session.add_rules, rse_expression=expression,
+                            copies=options.min_copies, grouping="DATASET",
+                            comment=f"fed: min_copies {options.min_copies}")
+    for attempt in range(3):
+        try:
+            add(wanted)
+            break
+        except RucioError:
+            # Another flow from this source (a policy runs them in parallel) may be adding
+            # the same rules: give its transaction a moment, look again, add the rest.
+            if attempt == 2:
+                raise
+            time.sleep(1.0 + attempt)
+            wanted = missing()
+            if not wanted:
+                break
     return [f"Rucio keeps {options.min_copies} copies of {len(wanted)} RUN(s) among "
-            f"{expression}"]
+            f"{expression}"] if wanted else []
 
 
 def bypassed_rucio(source: SiteDefinition, destination: SiteDefinition,
