@@ -113,10 +113,30 @@ def _universe_choice(ctx: click.Context, param: click.Parameter, value: str | No
               help="YAML with per-dataset-type file 'templates'.")
 @click.option("--owns", multiple=True, metavar="PREFIX",
               help="A collection prefix this site owns (repeatable); collections can then "
-                   "be created here only below them (default: any).")
+                   "be created here only below them (default: any; with --over: u/<user>).")
+@click.option("--over", metavar="SITE|RELEASE|SITE:RELEASE",
+              help="Make a personal repository layered over a release's read-only registry "
+                   "(a site of the sites directory, or a release held at one): it sees the "
+                   "release's datasets without copying them; writes go to its own "
+                   "collections only.")
+@click.option("--sites", "sites_dir", type=click.Path(file_okay=False, path_type=Path),
+              envvar="FED_SITES", default=None,
+              help="With --over: directory of site definitions (default: $FED_SITES or ./sites).")
 def create(repo: Path, db: str | None, site: str, universe: str | None,
-           config_file: Path | None, owns: tuple[str, ...]) -> None:
-    """Create an empty repository at REPO."""
+           config_file: Path | None, owns: tuple[str, ...], over: str | None,
+           sites_dir: Path | None) -> None:
+    """Create an empty repository at REPO (with --over: a personal overlay of a release)."""
+    if over is not None:  # -- an overlay: federation/operations/overlay.py ---------------
+        from federation.operations.overlay import create_from_cli
+
+        made = create_from_cli(repo, over, db=db, site=site, universe=universe,
+                               config_file=config_file, owns=owns, sites_dir=sites_dir)
+        what = (f"release {made.source.release} at " if made.source.release else "") + \
+            f"site {made.source.site}"
+        click.echo(f"created overlay {made.root} (site {made.site}, writes under "
+                   f"{', '.join(made.owns)}) over {what}; its files are read in place "
+                   f"from {made.source.root}")
+        return
     from federation.operations.repo import create as run
 
     created = run(repo, db=db, site=site, universe=universe, config_file=config_file,
@@ -490,6 +510,7 @@ def _register_federation_commands() -> None:
         audit_commands,
         bundle_commands,
         butler_commands,
+        butler_export_commands,
         compare_commands,
         diff_commands,
         drop_commands,
@@ -519,6 +540,7 @@ def _register_federation_commands() -> None:
     cli.add_command(remote_commands.receive)
     cli.add_command(rucio_commands.rucio)
     cli.add_command(subset_commands.subset)
+    cli.add_command(butler_export_commands.export_butler)
     cli.add_command(butler_commands.import_butler)
     for command in (bundle_commands.export, bundle_commands.import_, bundle_commands.bundle):
         cli.add_command(command)

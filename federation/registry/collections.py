@@ -191,6 +191,8 @@ class Collections:
                 name=name, type=str(ctype), owner_site=owner, doc=doc or "",
                 created_version=version, doc_version=version, created_seq=self.db.head())
                 .returning(table.c.id)).scalar_one()
+            if cid is None:  # an overlay's view (SQLite) returns no id: read it back
+                cid = conn.execute(sa.select(table.c.id).where(table.c.name == name)).scalar_one()
             self.db.on_rollback(self.forget)
             self._remember(name, cid, ctype, owner)
         return True

@@ -24,6 +24,7 @@ from federation.errors import CollectionError, ConfigError, SchemaVersionError
 from federation.interrupts import interrupts_held
 from federation.registry.journal import Change, ReleaseChecked, decode, encode
 from federation.registry.journal import JournalEntry as Entry
+from federation.registry.overlay_sql import READ_ONLY_MARK
 from federation.registry.schema import SCHEMA_VERSION, Tables, tables_for
 
 CHUNK = 1000  # values per IN (...) list: well under both databases' parameter limits
@@ -114,6 +115,8 @@ class Database:
         self._local = threading.local()
         #: ``release``: a release site, written only by syncs (and its own verifications)
         self.role = "repository"
+        #: layered over a release's registry (see :mod:`federation.registry.overlay`)
+        self.overlay = False
 
     # -- creation and opening ------------------------------------------------
 
@@ -210,9 +213,11 @@ class Database:
                             yield conn
                         finally:
                             self._local.conn = None
-            except BaseException:
+            except BaseException as exc:
                 for callback in self._local.rollbacks:
                     callback()
+                if READ_ONLY_MARK in str(getattr(exc, "orig", "")):  # an overlay's release row
+                    raise CollectionError(_first_line(exc)) from None
                 raise
             for callback in self._local.callbacks:
                 callback()

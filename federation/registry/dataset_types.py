@@ -62,6 +62,9 @@ class DatasetTypes:
                 dimensions=",".join(dataset_type.dimensions.names),
                 storage_class=dataset_type.storage_class,
             ).returning(table.c.id)).scalar_one()
+            if tid is None:  # an overlay's view (SQLite) returns no id: read it back
+                tid = conn.execute(sa.select(table.c.id).where(
+                    table.c.name == dataset_type.name)).scalar_one()
             self.db.append([DatasetTypeRegistered(dataset_type.name,
                                                   list(dataset_type.dimensions.names),
                                                   dataset_type.storage_class)])

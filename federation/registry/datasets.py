@@ -317,8 +317,17 @@ class Datasets(Memberships):
             stmt = stmt.add_columns(d.c.data_id_key).join(
                 members, members.c.dataset_id == d.c.id).order_by(
                 d.c.dataset_type_id, d.c.data_id_key, members.c.rank)
-        stmt = stmt.where(d.c.dataset_type_id.in_(list(type_ids)))
         stmt = self._filter(stmt, where, bind, names, dataset_types)
+        # An overlay on SQLite (registry/overlay.py): the sort goes outside, so that its
+        # union views are flattened; unless dimension records are joined, the members drive
+        # the join (``+ 0``: the type's index is not used for it).
+        fenced = not single_run and self.db.overlay and self.db.is_sqlite
+        by_members = fenced and not any(
+            t.name.startswith("dim_") for t in sa.sql.util.find_tables(stmt))
+        type_column = d.c.dataset_type_id + 0 if by_members else d.c.dataset_type_id
+        stmt = stmt.where(type_column.in_(list(type_ids)))
+        if fenced:
+            stmt = _sorted_outside(stmt, members.c.rank)
         layouts = {tid: (dt, [(n, 3 + names.index(n)) for n in dt.dimensions.names])
                    for tid, dt in type_ids.items()}
         run_names: dict[int, str] = {}
@@ -553,6 +562,16 @@ class Datasets(Memberships):
 
 def _as_uuid(value: uuid.UUID | str) -> uuid.UUID:
     return value if isinstance(value, uuid.UUID) else uuid.UUID(value)
+
+
+def _sorted_outside(stmt: sa.Select, rank: sa.ColumnElement) -> sa.Select:
+    """The same rows in the same order, sorted outside a fenced subquery (``LIMIT -1
+    OFFSET 0``): SQLite then flattens an overlay's UNION ALL views inside, each part using
+    its indexes (an ORDER BY on a column not theirs keeps it from doing so)."""
+    inner = stmt.order_by(None).add_columns(rank.label("fed_rank")).limit(-1).offset(0)
+    inner = inner.subquery()
+    return sa.select(*[c for c in inner.c if c.name != "fed_rank"]).order_by(
+        inner.c.dataset_type_id, inner.c.data_id_key, inner.c.fed_rank)
 
 
 def _rank(ranks: dict[int, int], column) -> sa.ColumnElement:

@@ -15,6 +15,7 @@ from federation.registry.database import UPGRADABLE, Database, make_engine
 from federation.registry.dataset_types import DatasetTypes
 from federation.registry.datasets import Datasets
 from federation.registry.dimensions import DimensionRecords
+from federation.registry.overlay import OVERLAY_KEY, open_overlay
 from federation.registry.provenance import Provenance
 from federation.registry.releases import Releases
 from federation.registry.sync_log import SyncLog
@@ -71,9 +72,12 @@ class Registry:
             raise ConfigError(f"registry database is damaged: its meta table lacks "
                               f"{', '.join(missing)}")
         universe = DimensionUniverse.from_yaml(meta["universe"])
+        if OVERLAY_KEY in meta:  # layered over a release's registry (registry/overlay.py)
+            open_overlay(engine, meta, universe)
         db = Database(engine, universe)
         db.upgrade(meta)
         db.role = meta.get("role", "repository")
+        db.overlay = OVERLAY_KEY in meta
         return cls(db, meta["site"], meta["instance"], json.loads(meta.get("owns", "[]")))
 
     def close(self) -> None:
