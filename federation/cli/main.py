@@ -14,17 +14,16 @@ from pathlib import Path
 import click
 
 from federation.cli import render
+from federation.cli.options import (  # noqa: F401 - shared options, also used below
+    BIND,
+    COLLECTIONS,
+    DATASET_TYPES,
+    JSON,
+    REPO,
+    WHERE,
+)
+from federation.cli.options import parse_bind as _bind
 
-REPO = click.argument("repo", type=click.Path(file_okay=False, path_type=Path))
-JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-WHERE = click.option("--where", default=None,
-                     help="Data ID expression, e.g. \"instrument = 'HSC' AND visit IN (1..5)\".")
-BIND = click.option("--bind", multiple=True, metavar="KEY=VALUE",
-                    help="Value for a :KEY bind parameter in --where (repeatable).")
-COLLECTIONS = click.option("--collections", "-c", multiple=True, metavar="NAME|GLOB",
-                           help="Collections to search, in order (repeatable).")
-DATASET_TYPES = click.option("--dataset-type", "-t", "dataset_types", multiple=True,
-                             metavar="NAME|GLOB", help="Dataset types (repeatable; default all).")
 DRY_RUN = click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
 YES = click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 
@@ -66,12 +65,6 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 def _warning_line(message, category, *_args, **_kwargs) -> None:
     """Warnings meant for users (a retracted release searched) as one `warning:` line."""
     click.echo(f"warning: {message}", err=True)
-
-
-def _bind(values: tuple[str, ...]) -> dict:
-    from federation.inputs import parse_assignments
-
-    return parse_assignments(values, "--bind")
 
 
 def _need_collections(collections: tuple[str, ...]) -> None:
@@ -519,6 +512,7 @@ def _register_federation_commands() -> None:
         release_commands,
         remote_commands,
         rucio_commands,
+        staging_commands,
         status_commands,
         subset_commands,
     )
@@ -544,7 +538,9 @@ def _register_federation_commands() -> None:
     cli.add_command(butler_commands.import_butler)
     for command in (bundle_commands.export, bundle_commands.import_, bundle_commands.bundle):
         cli.add_command(command)
-    from federation.cli import staging_commands  # noqa: F401 - declares stage, collect, provenance
+    for command in (staging_commands.stage, staging_commands.collect,
+                    staging_commands.provenance):
+        cli.add_command(command)
 
 
 _register_federation_commands()

@@ -1,8 +1,4 @@
-"""`fed stage`, `fed collect`, `fed provenance`: batch jobs on a staged copy of the inputs.
-
-The commands are declared on the main group when this module is imported
-(``_register_federation_commands`` in :mod:`federation.cli.main` does).
-"""
+"""`fed stage`, `fed collect`, `fed provenance`: batch jobs on a staged copy of the inputs."""
 
 from __future__ import annotations
 
@@ -11,12 +7,13 @@ from pathlib import Path
 import click
 
 from federation.cli import render
-from federation.cli.main import BIND, COLLECTIONS, DATASET_TYPES, JSON, REPO, WHERE, _bind, cli
+from federation.cli.options import BIND, COLLECTIONS, DATASET_TYPES, JSON, REPO, WHERE
+from federation.cli.options import parse_bind as _bind
 
 DIR = click.argument("staging_dir", type=click.Path(file_okay=False, path_type=Path))
 
 
-@cli.command("stage")
+@click.command("stage")
 @REPO
 @COLLECTIONS
 @DATASET_TYPES
@@ -49,7 +46,7 @@ def stage(repo: Path, collections, dataset_types, where, bind, target: Path,
                f"collections into {result.root}")
 
 
-@cli.command("collect")
+@click.command("collect")
 @DIR
 @REPO
 def collect(staging_dir: Path, repo: Path) -> None:
@@ -73,7 +70,7 @@ def collect(staging_dir: Path, repo: Path) -> None:
                f"{types}")
 
 
-@cli.command("provenance")
+@click.command("provenance")
 @REPO
 @click.argument("dataset_id")
 @click.option("--outputs", is_flag=True,
