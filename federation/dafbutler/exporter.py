@@ -25,7 +25,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import sqlalchemy as sa
@@ -34,7 +34,7 @@ from federation.butler import Butler
 from federation.dafbutler.export_records import RecordCollector, butler_order
 from federation.dafbutler.export_yaml import WRITE_VERSION
 from federation.dafbutler.records import from_timespan
-from federation.datastore.storage_classes import storage_class_names
+from federation.datastore.storage_classes import DAF_BUTLER_PREFIX, storage_class_names
 from federation.dimensions import daf_butler as butler_universe
 from federation.dimensions.universe import DimensionUniverse
 from federation.errors import ConfigError, InputError
@@ -48,6 +48,8 @@ STORAGE_CLASSES = {"YAML": "StructuredDataDict", "JSON": "StructuredDataDict"}
 #: this project's formatters -> the daf_butler formatter that reads the same files
 FORMATTERS = {"yaml": "lsst.daf.butler.formatters.yaml.YamlFormatter",
               "json": "lsst.daf.butler.formatters.json.JsonFormatter"}
+#: file extensions -> the daf_butler formatter that reads such files whatever their type
+BY_EXTENSION = {".yaml": FORMATTERS["yaml"], ".json": FORMATTERS["json"]}
 
 @dataclass(frozen=True)
 class ExportedFile:
@@ -172,7 +174,7 @@ def _files(butler: Butler, refs: list[DatasetRef], relocate: bool,
     for ref in refs:
         info, names = stored[ref.id], given.get(ref.dataset_type.name, ButlerNames())
         storage_class = names.storage_class or butler_storage_class(ref.dataset_type)
-        formatter = names.formatter or butler_formatter(info)
+        formatter = names.formatter or butler_formatter(info, ref.dataset_type.storage_class)
         if storage_class is None or formatter is None:
             unknown.add(f"{ref.dataset_type.name} ({ref.dataset_type.storage_class})")
             continue
@@ -190,16 +192,21 @@ def _files(butler: Butler, refs: list[DatasetRef], relocate: bool,
     return files, storage_classes
 
 
-def butler_formatter(info: StoredFile) -> str | None:
-    """The daf_butler formatter that reads a file: its own, if it names one."""
+def butler_formatter(info: StoredFile, storage_class: str | None = None) -> str | None:
+    """The daf_butler formatter that reads a file: its own, if it names one; for a
+    daf_butler storage class kept opaque here, the one its file's extension names."""
     if info.formatter.startswith("lsst."):
         return info.formatter
+    if storage_class is not None and storage_class.startswith(DAF_BUTLER_PREFIX):
+        return BY_EXTENSION.get(PurePosixPath(info.path).suffix.lower())
     return FORMATTERS.get(info.formatter)
 
 
 def butler_storage_class(dataset_type: DatasetType) -> str | None:
     """The daf_butler storage class of a dataset type (None: daf_butler has none)."""
     name = dataset_type.storage_class
+    if name.startswith(DAF_BUTLER_PREFIX):
+        return name[len(DAF_BUTLER_PREFIX):]
     if name not in storage_class_names():
         return name  # not one of this project's names: daf_butler's own
     return STORAGE_CLASSES.get(name)

@@ -12,8 +12,8 @@ which fills an :class:`ImportPlan`.
 Storage classes: daf_butler's are mapped to this project's fixed set
 (:func:`storage_class_for`). A name both know (``NumpyArray``) is kept; any other
 (``StructuredDataDict``, ``ExposureF``) becomes the storage class the repository
-already gives that dataset type, else ``Bytes``: the file is kept byte for byte and
-read back as bytes.
+already gives that dataset type, else ``daf_butler:NAME`` (an opaque storage class:
+the file is kept byte for byte, read back as bytes, and exported under its name).
 """
 
 from __future__ import annotations
@@ -25,13 +25,12 @@ from typing import Any
 
 from federation.dafbutler import export_yaml
 from federation.dafbutler.export_yaml import ButlerTimespan
-from federation.datastore.storage_classes import storage_class_names
+from federation.datastore.storage_classes import DAF_BUTLER_PREFIX, storage_class_names
 from federation.errors import InputError
 from federation.model import CollectionType, DatasetRef, DatasetType
 from federation.timespan import Timespan
 
 # What a daf_butler storage class this project does not know becomes (see storage_class_for).
-OPAQUE_STORAGE_CLASS = "Bytes"
 
 
 @dataclass(frozen=True)
@@ -157,7 +156,9 @@ def storage_class_for(exported: ExportDatasetType, existing: DatasetType | None)
     """This project's storage class for a daf_butler dataset type (see the module doc)."""
     if exported.storage_class in storage_class_names():
         return exported.storage_class
-    return existing.storage_class if existing is not None else OPAQUE_STORAGE_CLASS
+    if existing is not None:
+        return existing.storage_class
+    return DAF_BUTLER_PREFIX + exported.storage_class
 
 
 def read_export(path: Path) -> ButlerExport:

@@ -3,7 +3,10 @@
 A dataset type names its storage class (``"FitsImage"``); the storage class
 names the :class:`~federation.datastore.formatters.Formatter` that writes and
 reads its files. The set is fixed in code so that every site of a federation
-agrees on what each name means.
+agrees on what each name means; besides it, ``daf_butler:NAME`` names an LSST butler
+storage class this project cannot interpret (``daf_butler:StructuredDataDict``, brought
+in by ``fed import-butler``): its files are kept and read as opaque bytes, and the name
+goes back out with ``fed export-butler``.
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ from federation.datastore.formatters import (
 )
 from federation.errors import DatasetTypeError
 
-__all__ = ["StorageClass", "get_storage_class", "storage_class_names"]
+__all__ = ["DAF_BUTLER_PREFIX", "StorageClass", "get_storage_class", "storage_class_names"]
+
+DAF_BUTLER_PREFIX = "daf_butler:"
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,10 @@ def storage_class_names() -> list[str]:
 
 def get_storage_class(name: str) -> StorageClass:
     """Return the storage class called ``name``; DatasetTypeError if there is none."""
+    if isinstance(name, str) and name.startswith(DAF_BUTLER_PREFIX) \
+            and name[len(DAF_BUTLER_PREFIX):].isidentifier() and len(name) <= 64:
+        return StorageClass(name, BytesFormatter(name), "an LSST butler storage class, kept "
+                            "as opaque bytes")
     try:
         return _STORAGE_CLASSES[name]
     except (KeyError, TypeError):
