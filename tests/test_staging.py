@@ -269,3 +269,25 @@ def test_provenance_of_unknown_datasets(raws: Path) -> None:
     with Butler(raws) as b:
         raw = b.query_datasets("raw", [RAW_RUN])[0]
     assert "was made from 0 datasets" in fed("provenance", raws, raw.id).stdout
+
+
+def test_two_jobs_collected_at_once_both_land(raws: Path, tmp_path: Path) -> None:
+    """Two batch jobs' outputs, collected by two processes at the same time."""
+    jobs = [(tmp_path / f"job{i}", f"u/alice/job{i}") for i in (1, 2)]
+    for staging, run in jobs:
+        stage(raws, staging)
+        run_job(staging, run)
+    fed_cli = Path(sys.executable).parent / "fed"
+    collecting = [subprocess.Popen([str(fed_cli), "collect", str(staging), str(raws)],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                  for staging, _ in jobs]
+    for process in collecting:
+        out, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err
+        assert "collected 6 outputs" in out
+    with Butler(raws) as b:
+        for _, run in jobs:
+            stats = b.query_datasets("rawStats", [run])
+            assert len(stats) == 4
+            assert all(len(b.registry.provenance.inputs_of(r.id)) == 1 for r in stats)
+    fed("verify", raws)
