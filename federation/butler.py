@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import sqlalchemy as sa
 
@@ -113,6 +113,22 @@ class VerifyReport:
         return not self.problems
 
 
+# -- pull-through reads: the hook (the reading itself is federation.cache's) ------------
+
+
+class FileSource(Protocol):
+    """Brings files held at other sites here on read (see :mod:`federation.cache`)."""
+
+    def bring(self, butler: Butler, ref: DatasetRef, held_at: str) -> StoredFile:
+        """The dataset's file, fetched from the site holding it into this datastore."""
+
+    def note_read(self, butler: Butler, ref: DatasetRef) -> None:
+        """A dataset whose file is here was read."""
+
+
+# -- end of the pull-through hook ---------------------------------------------------------
+
+
 def _check_regular_files(datasets: Sequence[FileDataset]) -> None:
     """Only regular files can be ingested: a FIFO or a device would hang the read."""
     for fd in datasets:
@@ -144,10 +160,14 @@ class Butler:
 
     ``collections`` is the default search path for reads; ``run`` the default
     RUN for writes (and, if no collections are given, the search path too).
+    ``files``: where files held at other sites come from on read (None: such reads fail;
+    :func:`federation.operations.cache.open_butler` gives a repository's configured one).
     """
 
+    files: FileSource | None = None  # pull-through hook
+
     def __init__(self, repo: str | Path, *, collections: str | Sequence[str] | None = None,
-                 run: str | None = None) -> None:
+                 run: str | None = None, files: FileSource | None = None) -> None:
         self.config = RepoConfig.load(repo)
         self.registry = Registry.open(self.config.db_url)
         self.datastore = PosixDatastore(self.config.root, FileTemplates(self.config.templates))
@@ -156,6 +176,7 @@ class Butler:
             collections = [collections]
         self.collections = list(collections) if collections else ([run] if run else [])
         self._checked: set[str] = set()  # collections checked for retracted releases
+        self.files = files
 
     @staticmethod
     def create(repo: str | Path, *, db: str | None = None, site: str = "local",
@@ -443,10 +464,14 @@ class Butler:
         if found is None:
             raise MissingDatasetError(f"{ref} has no file in this repository")
         stored, held_at = found
+        if held_at is not None and self.files is not None:  # pull-through hook
+            return self.files.bring(self, ref, held_at)
         if held_at is not None:
             raise MissingDatasetError(
                 f"{ref} is held at site {held_at!r}; its file is not in this repository "
                 "(sync it with files to read it here)")
+        if self.files is not None:  # pull-through hook
+            self.files.note_read(self, ref)
         return stored
 
     def exists(self, ref_or_type: DatasetRef | str, data_id: DataId | None = None, *,

@@ -24,7 +24,7 @@ import os
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +45,8 @@ from federation.sites import SiteDefinition
 from federation.sync.fetcher import Downloaded, Fetcher
 from federation.sync.progress import Progress
 from federation.sync.site_access import open_site, sync_lock
-from federation.transport.base import FetchRequest, OnBytes, RemoteFile, Transport, TransportError
+from federation.transport.base import Transport
+from federation.transport.renamed import RenamedTransport
 
 Phases = Callable[[str, int, int], Progress]
 
@@ -271,7 +272,7 @@ def _open(source: SiteDefinition, todo: dict[uuid.UUID, Fix]
         else:
             paths[fix.record.path] = local.stored.path
             wanted.append(dataset_id)
-    return _Renamed(source.open_files(), paths), wanted
+    return RenamedTransport(source.open_files(), paths), wanted
 
 
 @contextmanager
@@ -294,52 +295,3 @@ def _keep(root: Path, path: str, stamp: str) -> str | None:
     except OSError:
         return None
     return str(target.relative_to(root))
-
-
-class _Renamed(Transport):
-    """Another site's files, asked for under this repository's paths (a site on this
-    machine may record a dataset's file under another path). Read only."""
-
-    writable = False
-
-    def __init__(self, inner: Transport, paths: dict[str, str]) -> None:
-        self.inner, self.paths = inner, paths
-        self.batches, self.parallel = inner.batches, inner.parallel
-
-    def _their(self, path: str) -> str:
-        return self.paths.get(path, path)
-
-    def stat(self, path: str) -> RemoteFile | None:
-        return self.inner.stat(self._their(path))
-
-    def get(self, path: str, local: Path) -> None:
-        self.inner.get(self._their(path), local)
-
-    def fetch(self, path: str, local: Path, *, resume: bool = False,
-              on_bytes: OnBytes | None = None, size: int | None = None) -> tuple[int, str]:
-        return self.inner.fetch(self._their(path), local, resume=resume, on_bytes=on_bytes,
-                                size=size)
-
-    def fetch_many(self, requests: Sequence[FetchRequest], *, on_bytes: OnBytes | None = None
-                   ) -> Iterator[tuple[FetchRequest, tuple[int, str] | TransportError]]:
-        asked = {FetchRequest(self._their(r.path), r.local, r.size): r for r in requests}
-        for request, outcome in self.inner.fetch_many(list(asked), on_bytes=on_bytes):
-            yield asked[request], outcome
-
-    def list(self, prefix: str = "") -> Iterator[RemoteFile]:
-        raise TransportError("listing is not offered here")
-
-    def rename(self, src: str, dst: str) -> None:
-        raise TransportError("read only")
-
-    def put(self, local: Path, path: str) -> None:
-        raise TransportError("read only")
-
-    def delete(self, path: str) -> None:
-        raise TransportError("read only")
-
-    def describe(self) -> str:
-        return self.inner.describe()
-
-    def close(self) -> None:
-        self.inner.close()

@@ -504,6 +504,7 @@ def _register_federation_commands() -> None:
         bundle_commands,
         butler_commands,
         butler_export_commands,
+        cache_commands,
         compare_commands,
         diff_commands,
         drop_commands,
@@ -536,6 +537,7 @@ def _register_federation_commands() -> None:
     cli.add_command(subset_commands.subset)
     cli.add_command(butler_export_commands.export_butler)
     cli.add_command(butler_commands.import_butler)
+    cli.add_command(cache_commands.cache)
     for command in (bundle_commands.export, bundle_commands.import_, bundle_commands.bundle):
         cli.add_command(command)
     for command in (staging_commands.stage, staging_commands.collect,

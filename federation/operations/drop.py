@@ -66,11 +66,15 @@ class DropRequest:
     #: the policies whose flows' ``min_copies`` raise the minimum for what they carry
     #: (None: ``--policies``' default, $FED_POLICIES or ./policies, if it exists)
     policies: str | os.PathLike | None = None
+    #: exactly these datasets, in this order (the shared cache evicts through the drop);
+    #: a query given too narrows them (a release is then not looked at)
+    ids: tuple[uuid.UUID, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
+        chosen = {"datasets": len(self.ids)} if self.ids else {}
         return {"collections": list(self.collections), "dataset_types": list(self.dataset_types),
                 "where": self.where, "bind": dict(self.bind), "release": self.release,
-                "min_copies": self.min_copies}
+                "min_copies": self.min_copies} | chosen
 
 
 @dataclass
@@ -180,7 +184,13 @@ def _candidates(butler: Butler, request: DropRequest, result: DropResult) -> lis
                                dict(request.bind))
     refuse_unmatched(registry.site, butler, selection, "nothing was dropped")
     narrowed = bool(request.collections or request.dataset_types or request.where)
-    if request.release is None:
+    if request.ids:
+        found = registry.datasets.get_many(request.ids)
+        refs = [found[i] for i in request.ids if i in found]
+        if narrowed:
+            chosen = {r.id for r in _query(butler, request)}
+            refs = [r for r in refs if r.id in chosen]
+    elif request.release is None:
         refs = _query(butler, request)
     else:
         registry.releases.get(request.release)  # an unknown release: one line
