@@ -38,6 +38,7 @@ EXPOSURES = [(903334, "HSC-R"), (903336, "HSC-R"), (903338, "HSC-I")]
 DETECTORS = [0, 1, 2, 3]
 BAD = 903336  # the exposure NCSA finds bad and prunes
 LAPTOP_EXPOSURE = 903334
+OTHER_EXPOSURE = 903338  # the laptop holds its records only, and reads files on demand
 PROCESSING_RUN = "HSC/runs/RC2/w_2026_47/DM-1"
 SITES = {  # name -> collection prefixes it owns (as in sites/ at the top of the project)
     "NCSA": ["HSC/raw", "HSC/calib", "HSC/runs", "HSC/defaults", "refcats", "skymaps"],
@@ -302,6 +303,7 @@ def main() -> None:
     from astropy.io import fits
 
     from federation import Butler
+    from federation.operations.cache import open_butler
 
     with Butler(workdir / "NCSA", run="HSC/calib/gen/DM-0001") as butler:
         for detector in DETECTORS:
@@ -384,6 +386,17 @@ def main() -> None:
     fed("subset", "show", "laptop")
     fed("subset", "verify", "laptop")
 
+    step(f"laptop: exposure {OTHER_EXPOSURE} as records only, read on demand (pull-through)")
+    fed("sync", "Princeton", "laptop", "-c", "HSC/raw/all", "--where",
+        f"exposure = {OTHER_EXPOSURE}", "--no-files")
+    fed("cache", "configure", "laptop", "--pull-through", "--size-limit", "10MB",
+        "--sites", str(workdir / "sites"))
+    with open_butler(workdir / "laptop", collections="HSC/raw/all") as butler:
+        raw = butler.get("raw", instrument="HSC", exposure=OTHER_EXPOSURE, detector=1)
+        print(f"  (Python) raw {OTHER_EXPOSURE}/1 read through the cache: fetched from "
+              f"Princeton, verified, kept (mean {raw[0].data.mean():.1f})")
+    fed("cache", "status", "laptop")
+
     step("Offline: only the laptop's repository is reachable")
     with out_of_reach(workdir, SERVERS):
         print(f"  (the NCSA, IN2P3 and Princeton directories are moved aside; "
@@ -402,8 +415,13 @@ def main() -> None:
                   f"(raw - bias = {raw[0].data.mean() - bias[0].data.mean():.1f})")
             uri = butler.get_uri("raw", instrument="HSC", exposure=LAPTOP_EXPOSURE, detector=1)
             print(f"  file: {uri}")
-            other = butler.query_datasets("raw", "HSC/raw/all", where="exposure = 903338")
-            print(f"  raws of exposure 903338 on the laptop: {len(other)} (not pre-cached)")
+        with open_butler(workdir / "laptop", collections="HSC/raw/all") as butler:
+            raw = butler.get("raw", instrument="HSC", exposure=OTHER_EXPOSURE, detector=1)
+            print(f"  raw {OTHER_EXPOSURE}/1, read once before: local now "
+                  f"(mean {raw[0].data.mean():.1f})")
+        note(f"raw {OTHER_EXPOSURE}/2 was never read: its file is at Princeton, offline")
+        fed("cache", "fetch", "laptop", "-c", "HSC/raw/all", "--where",
+            f"exposure = {OTHER_EXPOSURE} AND detector = 2", code=1)
 
     run_policies(demo, workdir)
 
