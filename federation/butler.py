@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from federation.config import CONFIG_NAME, RepoConfig
 from federation.datastore.checksum import file_kind
-from federation.datastore.posix import PosixDatastore, StagedFile
+from federation.datastore.posix import PosixDatastore, StagedFile, placing
 from federation.datastore.storage_classes import get_storage_class
 from federation.datastore.templates import FileTemplates
 from federation.dimensions.universe import DimensionUniverse
@@ -271,20 +271,13 @@ class Butler:
         File paths are unique in the registry, so a file already sitting at a
         destination once the insert succeeded is a crash leftover and is replaced.
         """
-        try:
-            with self.registry.transaction():
-                # A new RUN appears only together with its datasets: a failed write leaves none.
-                self.registry.collections.register(run, CollectionType.RUN)
-                self.registry.datasets.insert(run, [(ref, s.stored) for ref, s in items],
-                                              keys=keys)
-                for _, staged in items:
-                    staged.commit()
-        except BaseException:
-            for _, staged in items:
-                staged.abort()
-            raise
-        for _, staged in items:
-            staged.finish()
+        with placing([staged for _, staged in items]) as commit_files, \
+                self.registry.transaction():
+            # A new RUN appears only together with its datasets: a failed write leaves none.
+            self.registry.collections.register(run, CollectionType.RUN)
+            self.registry.datasets.insert(run, [(ref, s.stored) for ref, s in items],
+                                          keys=keys)
+            commit_files()
 
     def _resolve(self, ref_or_type: DatasetRef | str, data_id: DataId | None,
                  collections, timespan: Timespan | None, kwargs) -> DatasetRef:

@@ -11,6 +11,8 @@ import os
 import shutil
 import stat
 import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,6 +65,27 @@ class StagedFile:
             except FileNotFoundError:
                 pass
 
+
+
+@contextmanager
+def placing(staged: Sequence[StagedFile]) -> Iterator[Callable[[], None]]:
+    """Staged files that enter with one registry transaction: call the function this
+    yields inside the transaction, after its writes, to rename them into place; if
+    anything fails every staging is undone; after the block (the transaction
+    committed) the sources of moves are removed."""
+
+    def commit() -> None:
+        for item in staged:
+            item.commit()
+
+    try:
+        yield commit
+    except BaseException:
+        for item in staged:
+            item.abort()
+        raise
+    for item in staged:
+        item.finish()
 
 class PosixDatastore:
     """Files of datasets under ``root``, laid out by file templates."""

@@ -28,7 +28,7 @@ from federation.dafbutler.importer import (
     NewDataset,
     read_export,
 )
-from federation.datastore.posix import TRANSFER_MODES, PosixDatastore, StagedFile
+from federation.datastore.posix import TRANSFER_MODES, PosixDatastore, StagedFile, placing
 from federation.datastore.storage_classes import get_storage_class
 from federation.dimensions.daf_butler import NAMESPACE
 from federation.errors import ConfigError, ConflictError, InputError
@@ -185,34 +185,26 @@ def _write(butler: Butler, plan: ImportPlan, transfer: str, report: ImportButler
     """Stage the files, then write everything in one transaction (all or nothing)."""
     registry = butler.registry
     staged = _stage(butler, plan.datasets, transfer, progress)
-    try:
-        with registry.transaction():
-            for element, rows in plan.records.items():
-                report.records += registry.dimensions.insert(element, rows)
-            for dataset_type in plan.dataset_types:
-                report.dataset_types += registry.dataset_types.register(dataset_type)
-            for name, ctype, doc in plan.collections:
-                report.collections += registry.collections.register(name, ctype, doc)
-            by_run: dict[str, list[tuple[NewDataset, StoredFile]]] = {}
-            for new, item in zip(plan.datasets, staged, strict=True):
-                by_run.setdefault(new.ref.run, []).append((new, item.stored))
-            for run, entries in by_run.items():
-                registry.datasets.insert(run, [(n.ref, s) for n, s in entries],
-                                         keys=[n.key for n, _ in entries])
-            for name, children in plan.chains.items():
-                registry.collections.set_chain(name, children)
-            for tag, refs in plan.tags.items():
-                report.tags += registry.datasets.associate(tag, refs)
-            for (collection, span), refs in plan.certifications.items():
-                report.certifications += registry.datasets.certify(collection, refs, span)
-            for item in staged:
-                item.commit()
-    except BaseException:
-        for item in staged:
-            item.abort()
-        raise
-    for item in staged:
-        item.finish()
+    with placing(staged) as commit_files, registry.transaction():
+        for element, rows in plan.records.items():
+            report.records += registry.dimensions.insert(element, rows)
+        for dataset_type in plan.dataset_types:
+            report.dataset_types += registry.dataset_types.register(dataset_type)
+        for name, ctype, doc in plan.collections:
+            report.collections += registry.collections.register(name, ctype, doc)
+        by_run: dict[str, list[tuple[NewDataset, StoredFile]]] = {}
+        for new, item in zip(plan.datasets, staged, strict=True):
+            by_run.setdefault(new.ref.run, []).append((new, item.stored))
+        for run, entries in by_run.items():
+            registry.datasets.insert(run, [(n.ref, s) for n, s in entries],
+                                     keys=[n.key for n, _ in entries])
+        for name, children in plan.chains.items():
+            registry.collections.set_chain(name, children)
+        for tag, refs in plan.tags.items():
+            report.tags += registry.datasets.associate(tag, refs)
+        for (collection, span), refs in plan.certifications.items():
+            report.certifications += registry.datasets.certify(collection, refs, span)
+        commit_files()
     report.chains = len(plan.chains)
     report.datasets = report.files = len(plan.datasets)
     report.bytes = sum(item.stored.size for item in staged)

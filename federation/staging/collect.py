@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from federation.butler import Butler
 from federation.datastore.checksum import verify_file
-from federation.datastore.posix import StagedFile
+from federation.datastore.posix import StagedFile, placing
 from federation.datastore.storage_classes import get_storage_class
 from federation.errors import ConflictError
 from federation.model import CollectionType, DatasetRef
@@ -66,28 +66,20 @@ def collect_outputs(area: StagingArea, butler: Butler,
             new.append((ref, key, output))
     result.runs = sorted({output.run for output in area.outputs})
     staged = _stage_files(butler, area, new, progress)
-    try:
-        with registry.transaction():
-            for name in sorted({o.dataset_type for o in area.outputs}):
-                if registry.dataset_types.register(types[name]):
-                    result.dataset_types.append(name)
-            for run in sorted({ref.run for ref, _, _ in new}):
-                registry.collections.register(run, CollectionType.RUN)
-                entries = [(ref, s.stored) for (ref, _, _), s in zip(new, staged, strict=True)
-                           if ref.run == run]
-                registry.datasets.insert(run, entries, keys=[
-                    key for ref, key, _ in new if ref.run == run])
-                result.added += len(entries)
-            result.provenance = registry.provenance.add(
-                (output.id, source) for output in area.outputs for source in output.inputs)
-            for item in staged:
-                item.commit()
-    except BaseException:
-        for item in staged:
-            item.abort()
-        raise
-    for item in staged:
-        item.finish()
+    with placing(staged) as commit_files, registry.transaction():
+        for name in sorted({o.dataset_type for o in area.outputs}):
+            if registry.dataset_types.register(types[name]):
+                result.dataset_types.append(name)
+        for run in sorted({ref.run for ref, _, _ in new}):
+            registry.collections.register(run, CollectionType.RUN)
+            entries = [(ref, s.stored) for (ref, _, _), s in zip(new, staged, strict=True)
+                       if ref.run == run]
+            registry.datasets.insert(run, entries, keys=[
+                key for ref, key, _ in new if ref.run == run])
+            result.added += len(entries)
+        result.provenance = registry.provenance.add(
+            (output.id, source) for output in area.outputs for source in output.inputs)
+        commit_files()
     return result
 
 
