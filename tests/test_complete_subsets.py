@@ -74,7 +74,12 @@ def test_a_subset_by_exposure_brings_the_biases_valid_for_it(federation: Federat
         ("bias", "HSC/calib/gen/DM-1", 1, None): "file",
         ("bias", "HSC/calib/gen/DM-2", 1, None): "NCSA",  # same slot, not needed: records
     }
-    assert list(bias_for(federation, "laptop", 903334, 1)) == [1.0] * 4
+    ncsa = federation.root / "repos" / "NCSA"
+    ncsa.rename(ncsa.with_name("NCSA.offline"))  # offline: only the laptop is reachable
+    try:
+        assert list(bias_for(federation, "laptop", 903334, 1)) == [1.0] * 4
+    finally:
+        ncsa.with_name("NCSA.offline").rename(ncsa)
     # What NCSA itself finds for that raw is what the laptop found.
     assert list(bias_for(federation, "NCSA", 903334, 1)) == [1.0] * 4
 
