@@ -230,8 +230,8 @@ class RucioFederation:
     def mark_stuck(self, rule_id: str, reason: str) -> None:
         """What Rucio's conveyor does with a rule whose transfer failed for good: the rule
         and its replicating locks STUCK, the reason in the rule's error (set in Rucio's
-        database, as the daemon does: the client API cannot set an error)."""
-        self.client.update_replication_rule(rule_id, {"state": "STUCK"})
+        database, as the daemon does: the client API cannot set an error). The error goes
+        in first: a sync looking meanwhile never sees the rule stuck without its reason."""
         engine = sa.create_engine(self.server.db_url)
         try:
             with engine.begin() as conn:
@@ -239,6 +239,7 @@ class RucioFederation:
                              {"e": reason, "i": rule_id})
         finally:
             engine.dispose()
+        self.client.update_replication_rule(rule_id, {"state": "STUCK"})
 
     def rules(self, site: str) -> list[dict]:
         return [r for r in self.client.list_replication_rules(
