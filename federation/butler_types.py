@@ -6,13 +6,10 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from federation.errors import FederationError
 from federation.model import DatasetRef, StoredFile
-
-if TYPE_CHECKING:  # only for annotations: the Butler imports this module
-    from federation.butler import Butler
 
 
 @dataclass(frozen=True)
@@ -82,8 +79,9 @@ class VerifyReport:
 class FileSource(Protocol):
     """Brings files held at other sites here on read (see :mod:`federation.cache`)."""
 
-    def bring(self, butler: Butler, ref: DatasetRef, held_at: str) -> StoredFile:
+    # ``butler``: the Butler reading (typed Any: the Butler imports this module)
+    def bring(self, butler: Any, ref: DatasetRef, held_at: str) -> StoredFile:
         """The dataset's file, fetched from the site holding it into this datastore."""
 
-    def note_read(self, butler: Butler, ref: DatasetRef) -> None:
+    def note_read(self, butler: Any, ref: DatasetRef) -> None:
         """A dataset whose file is here was read."""
